@@ -1,0 +1,233 @@
+//! A connection's outbound queue and the per-batch wake-up bookkeeping.
+//!
+//! Any reactor may append to any connection's [`Outbound`] (a publisher on core 0 delivering
+//! to a subscriber owned by core 1). Only the owning reactor takes bytes out and sends them.
+//! The queue is bounded by `max_pending`: past it the connection is marked a slow consumer
+//! and the owner closes it; the publisher is never blocked on it.
+//!
+//! A connection is handed to its owner at most once per batch: the first append after the
+//! owner last took the bytes returns [`Pushed::First`], and only then is the connection put
+//! on a [`WakeBatch`]. At the end of its batch the publishing reactor moves each
+//! destination's list into that reactor's inbox and wakes it only if it is about to sleep.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Pending output above which a publisher is paused until the subscriber drains.
+pub const STALL_BYTES: usize = 1024 * 1024;
+
+pub struct Outbound {
+    /// The connection id (`cid`), as shown in logs.
+    pub cid: u64,
+    /// Index of the reactor that owns the socket.
+    pub reactor: usize,
+    /// The owner's key for the connection (slot and generation), passed through wake batches.
+    pub token: u64,
+    /// The client negotiated headers (gets HMSG rather than MSG).
+    pub headers: AtomicBool,
+    max_pending: usize,
+    queue: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    /// The owner has been told about this connection and has not yet taken the bytes.
+    scheduled: bool,
+    closed: bool,
+    slow: bool,
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Appended; the owner already knows. Carries the pending length after the append.
+    Queued(usize),
+    /// Appended, and this is the first append since the owner last took the bytes: the
+    /// caller must put the connection on its wake batch.
+    First(usize),
+    /// The connection is closed or cut off as a slow consumer; nothing was appended.
+    /// `First` semantics apply when `notify` is set (the owner must learn it went slow).
+    Dropped { notify: bool },
+}
+
+impl Pushed {
+    pub fn needs_schedule(self) -> bool {
+        matches!(self, Pushed::First(_) | Pushed::Dropped { notify: true })
+    }
+    pub fn pending(self) -> usize {
+        match self {
+            Pushed::Queued(n) | Pushed::First(n) => n,
+            Pushed::Dropped { .. } => 0,
+        }
+    }
+}
+
+impl Outbound {
+    pub fn new(cid: u64, reactor: usize, token: u64, max_pending: usize) -> Self {
+        Outbound {
+            cid,
+            reactor,
+            token,
+            headers: AtomicBool::new(false),
+            max_pending,
+            queue: Mutex::new(Pending::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding this lock would be a bug elsewhere; the bytes are still valid.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `len` bytes written by `write`. `len` must be the exact number of bytes `write`
+    /// appends; it is used for the `max_pending` check before anything is written.
+    #[inline]
+    pub fn push_with(&self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Pushed {
+        let mut q = self.lock();
+        if q.closed {
+            return Pushed::Dropped { notify: false };
+        }
+        if q.buf.len() + len > self.max_pending {
+            q.slow = true;
+            q.closed = true;
+            let notify = !q.scheduled;
+            q.scheduled = true;
+            return Pushed::Dropped { notify };
+        }
+        write(&mut q.buf);
+        let n = q.buf.len();
+        if q.scheduled {
+            Pushed::Queued(n)
+        } else {
+            q.scheduled = true;
+            Pushed::First(n)
+        }
+    }
+
+    #[inline]
+    pub fn push(&self, bytes: &[u8]) -> Pushed {
+        self.push_with(bytes.len(), |b| b.extend_from_slice(bytes))
+    }
+
+    /// Owner only: swaps the pending bytes into `into` (which must be empty) and clears the
+    /// scheduled mark. Returns the number of bytes taken.
+    pub fn take(&self, into: &mut Vec<u8>) -> usize {
+        debug_assert!(into.is_empty());
+        let mut q = self.lock();
+        q.scheduled = false;
+        std::mem::swap(&mut q.buf, into);
+        into.len()
+    }
+
+    /// Bytes waiting to be taken by the owner.
+    pub fn pending_len(&self) -> usize {
+        self.lock().buf.len()
+    }
+
+    /// Stops accepting appends. Queued bytes stay so the owner can flush them (an -ERR).
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// True once an append overflowed `max_pending`.
+    pub fn is_slow(&self) -> bool {
+        self.lock().slow
+    }
+
+    /// Gives back a large idle buffer so a burst does not pin memory.
+    pub fn shrink_idle(&self, keep: usize) {
+        let mut q = self.lock();
+        if q.buf.is_empty() && q.buf.capacity() > keep {
+            q.buf = Vec::new();
+        }
+    }
+}
+
+/// Connections touched during one batch, grouped by owning reactor.
+pub struct WakeBatch {
+    per_reactor: Vec<Vec<u64>>,
+}
+
+impl WakeBatch {
+    pub fn new(reactors: usize) -> Self {
+        WakeBatch {
+            per_reactor: (0..reactors).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Records that `out`'s owner must look at it after this batch.
+    #[inline]
+    pub fn mark(&mut self, out: &Arc<Outbound>) {
+        self.per_reactor[out.reactor].push(out.token);
+    }
+
+    /// Pushes the result of an append and marks the connection if needed.
+    #[inline]
+    pub fn note(&mut self, out: &Arc<Outbound>, pushed: Pushed) -> Pushed {
+        if pushed.needs_schedule() {
+            self.mark(out);
+        }
+        pushed
+    }
+
+    /// The list for one reactor, to be drained by the caller.
+    pub fn list_mut(&mut self, reactor: usize) -> &mut Vec<u64> {
+        &mut self.per_reactor[reactor]
+    }
+
+    pub fn reactors(&self) -> usize {
+        self.per_reactor.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_push_schedules_once_per_take() {
+        let out = Outbound::new(1, 0, 0, 1024);
+        assert_eq!(out.push(b"abc"), Pushed::First(3));
+        assert_eq!(out.push(b"de"), Pushed::Queued(5));
+        let mut v = Vec::new();
+        assert_eq!(out.take(&mut v), 5);
+        assert_eq!(v, b"abcde");
+        assert_eq!(out.push(b"x"), Pushed::First(1));
+    }
+
+    #[test]
+    fn overflow_marks_slow_and_drops() {
+        let out = Outbound::new(1, 0, 0, 8);
+        assert!(out.push(b"12345").needs_schedule());
+        let r = out.push(b"67890");
+        assert_eq!(r, Pushed::Dropped { notify: false });
+        assert!(out.is_slow());
+        assert_eq!(out.push(b"1"), Pushed::Dropped { notify: false });
+        let mut v = Vec::new();
+        assert_eq!(out.take(&mut v), 5, "bytes before the overflow stay for the owner");
+    }
+
+    #[test]
+    fn overflow_notifies_owner_when_not_scheduled() {
+        let out = Outbound::new(1, 0, 0, 4);
+        let mut v = Vec::new();
+        out.push(b"1234");
+        out.take(&mut v);
+        // The owner took everything and is not scheduled: an oversize append must wake it so
+        // it can cut the client off.
+        assert_eq!(out.push(b"12345"), Pushed::Dropped { notify: true });
+        assert!(out.is_slow());
+    }
+
+    #[test]
+    fn closed_queue_drops() {
+        let out = Outbound::new(1, 0, 0, 1024);
+        out.close();
+        assert_eq!(out.push(b"a"), Pushed::Dropped { notify: false });
+    }
+}

@@ -1,0 +1,1624 @@
+//! Incremental parser for the NATS text protocol (client and route side).
+//!
+//! Bytes go in as they arrive from the socket, in chunks of any size; complete ops come out
+//! through a callback, borrowing from the input (or, for the one frame that was split
+//! across reads, from a reused internal buffer). The result, ops and error alike, does not
+//! depend on how the stream was cut into chunks.
+//!
+//! Error precedence for one op, in stream order: `AuthViolation` (first byte not `c`/`C`
+//! while a CONNECT is required), `UnknownOp` (op name), `MaxControlLine` (line length),
+//! argument errors (`ParserError`, `MaxPayload`), then `UnknownOp` for a bad payload trailer.
+
+use std::ops::ControlFlow;
+
+use memchr::memchr;
+
+use super::error::ProtoError;
+
+/// Limits and modes of one connection's parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParserConfig {
+    /// Longest control line accepted, without its line ending.
+    pub max_control_line: usize,
+    /// Largest `PUB`/`HPUB`/`MSG` payload accepted.
+    pub max_payload: usize,
+    /// `HPUB` is accepted (the peer negotiated headers).
+    pub headers: bool,
+    /// `MSG` is accepted (route connections).
+    pub route: bool,
+    /// Authorization is pending: the first byte of every op must be `c`/`C`, else
+    /// `AuthViolation`. Cleared by the parser itself when it delivers a CONNECT.
+    pub require_connect: bool,
+}
+
+impl Default for ParserConfig {
+    fn default() -> Self {
+        ParserConfig {
+            max_control_line: 1024,
+            max_payload: 1024 * 1024,
+            headers: false,
+            route: false,
+            require_connect: false,
+        }
+    }
+}
+
+/// One parsed operation. Slices borrow from the parsed input or the parser's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// `CONNECT <json>`: the text after the op name and any spaces/tabs, final `\r` removed.
+    Connect(&'a [u8]),
+    /// `INFO <json>`, like `Connect`.
+    Info(&'a [u8]),
+    Pub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+    Hpub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        /// Length of the header block at the start of `payload`.
+        header_len: usize,
+        /// Headers followed by the body (`total_len` bytes).
+        payload: &'a [u8],
+    },
+    Sub {
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+        sid: &'a [u8],
+    },
+    Unsub {
+        sid: &'a [u8],
+        /// `None` when absent, not a number, or zero.
+        max: Option<u64>,
+    },
+    /// Only parsed when `ParserConfig::route` is set.
+    Msg {
+        subject: &'a [u8],
+        sid: &'a [u8],
+        reply: Option<&'a [u8]>,
+        payload: &'a [u8],
+    },
+    Ping,
+    Pong,
+    Ok,
+    /// `-ERR <text>` from the peer, text as sent (quotes included).
+    Err(&'a [u8]),
+}
+
+/// An owned copy of an [`Op`], for tests and for keeping an op past the callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedOp {
+    Connect(Vec<u8>),
+    Info(Vec<u8>),
+    Pub {
+        subject: Vec<u8>,
+        reply: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    },
+    Hpub {
+        subject: Vec<u8>,
+        reply: Option<Vec<u8>>,
+        header_len: usize,
+        payload: Vec<u8>,
+    },
+    Sub {
+        subject: Vec<u8>,
+        queue: Option<Vec<u8>>,
+        sid: Vec<u8>,
+    },
+    Unsub {
+        sid: Vec<u8>,
+        max: Option<u64>,
+    },
+    Msg {
+        subject: Vec<u8>,
+        sid: Vec<u8>,
+        reply: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    },
+    Ping,
+    Pong,
+    Ok,
+    Err(Vec<u8>),
+}
+
+impl Op<'_> {
+    /// Copies every borrowed slice.
+    pub fn to_owned_op(&self) -> OwnedOp {
+        let v = |s: &[u8]| s.to_vec();
+        let o = |s: Option<&[u8]>| s.map(|s| s.to_vec());
+        match *self {
+            Op::Connect(j) => OwnedOp::Connect(v(j)),
+            Op::Info(j) => OwnedOp::Info(v(j)),
+            Op::Pub {
+                subject,
+                reply,
+                payload,
+            } => OwnedOp::Pub {
+                subject: v(subject),
+                reply: o(reply),
+                payload: v(payload),
+            },
+            Op::Hpub {
+                subject,
+                reply,
+                header_len,
+                payload,
+            } => OwnedOp::Hpub {
+                subject: v(subject),
+                reply: o(reply),
+                header_len,
+                payload: v(payload),
+            },
+            Op::Sub {
+                subject,
+                queue,
+                sid,
+            } => OwnedOp::Sub {
+                subject: v(subject),
+                queue: o(queue),
+                sid: v(sid),
+            },
+            Op::Unsub { sid, max } => OwnedOp::Unsub { sid: v(sid), max },
+            Op::Msg {
+                subject,
+                sid,
+                reply,
+                payload,
+            } => OwnedOp::Msg {
+                subject: v(subject),
+                sid: v(sid),
+                reply: o(reply),
+                payload: v(payload),
+            },
+            Op::Ping => OwnedOp::Ping,
+            Op::Pong => OwnedOp::Pong,
+            Op::Ok => OwnedOp::Ok,
+            Op::Err(t) => OwnedOp::Err(v(t)),
+        }
+    }
+}
+
+/// How a `parse` call ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// All input was consumed (a trailing partial frame is buffered).
+    Done,
+    /// The callback returned `Break`; the rest of the input was dropped.
+    Stopped,
+}
+
+/// Incremental protocol parser. See the module docs.
+#[derive(Debug)]
+pub struct Parser {
+    cfg: ParserConfig,
+    /// Bytes of the one frame that did not arrive whole: a partial control line, or a
+    /// complete control line (with its `\n`) followed by part of its payload.
+    buf: Vec<u8>,
+    state: State,
+    err: Option<ProtoError>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Idle,
+    /// `buf` holds the start of a control line (no `\n` yet).
+    Line,
+    /// `buf` holds a parsed control line and part of its payload. The payload starts at
+    /// `start`; the frame (payload plus 2-byte trailer) ends at `need`.
+    Frame {
+        head: HeadSpans,
+        start: usize,
+        need: usize,
+    },
+}
+
+/// Buffers above this size are released once their frame is done.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Up-front reservation cap for a split frame; beyond it the buffer grows as bytes come.
+const MAX_RESERVE: usize = 16 * 1024 * 1024;
+/// Enough bytes of a line to decide its op name (longest: `CONNECT`, `UNSUB `).
+const NAME_WINDOW: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pub,
+    Hpub,
+    Msg,
+    Sub,
+    Unsub,
+    Connect,
+    Info,
+    Ping,
+    Pong,
+    Ok,
+    Err,
+}
+
+#[derive(Clone, Copy)]
+enum After {
+    /// Needs a space or tab right after the name.
+    Space,
+    /// Spaces/tabs optional, the rest of the line is the argument.
+    Optional,
+    /// Anything up to the end of the line is ignored.
+    Ignore,
+}
+
+/// The control line of a payload-carrying op.
+#[derive(Clone, Copy)]
+enum Head<'a> {
+    Pub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+    },
+    Hpub {
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        header_len: usize,
+    },
+    Msg {
+        subject: &'a [u8],
+        sid: &'a [u8],
+        reply: Option<&'a [u8]>,
+    },
+}
+
+impl<'a> Head<'a> {
+    #[inline]
+    fn with_payload(self, payload: &'a [u8]) -> Op<'a> {
+        match self {
+            Head::Pub { subject, reply } => Op::Pub {
+                subject,
+                reply,
+                payload,
+            },
+            Head::Hpub {
+                subject,
+                reply,
+                header_len,
+            } => Op::Hpub {
+                subject,
+                reply,
+                header_len,
+                payload,
+            },
+            Head::Msg {
+                subject,
+                sid,
+                reply,
+            } => Op::Msg {
+                subject,
+                sid,
+                reply,
+                payload,
+            },
+        }
+    }
+
+    fn to_spans(self, base: &[u8]) -> HeadSpans {
+        let s = |x: &[u8]| Span::of(base, x);
+        let o = |x: Option<&[u8]>| x.map(|x| Span::of(base, x));
+        match self {
+            Head::Pub { subject, reply } => HeadSpans::Pub {
+                subject: s(subject),
+                reply: o(reply),
+            },
+            Head::Hpub {
+                subject,
+                reply,
+                header_len,
+            } => HeadSpans::Hpub {
+                subject: s(subject),
+                reply: o(reply),
+                header_len,
+            },
+            Head::Msg {
+                subject,
+                sid,
+                reply,
+            } => HeadSpans::Msg {
+                subject: s(subject),
+                sid: s(sid),
+                reply: o(reply),
+            },
+        }
+    }
+}
+
+/// A byte range inside the frame buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// The position of `part` inside `base` (`part` must be a sub-slice of `base`).
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        debug_assert!(start + part.len() <= base.len());
+        Span {
+            start,
+            end: start + part.len(),
+        }
+    }
+
+    #[inline]
+    fn get(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start..self.end]
+    }
+}
+
+/// `Head` with its slices stored as offsets into the frame buffer.
+#[derive(Debug, Clone, Copy)]
+enum HeadSpans {
+    Pub {
+        subject: Span,
+        reply: Option<Span>,
+    },
+    Hpub {
+        subject: Span,
+        reply: Option<Span>,
+        header_len: usize,
+    },
+    Msg {
+        subject: Span,
+        sid: Span,
+        reply: Option<Span>,
+    },
+}
+
+impl HeadSpans {
+    fn resolve(self, buf: &[u8]) -> Head<'_> {
+        match self {
+            HeadSpans::Pub { subject, reply } => Head::Pub {
+                subject: subject.get(buf),
+                reply: reply.map(|r| r.get(buf)),
+            },
+            HeadSpans::Hpub {
+                subject,
+                reply,
+                header_len,
+            } => Head::Hpub {
+                subject: subject.get(buf),
+                reply: reply.map(|r| r.get(buf)),
+                header_len,
+            },
+            HeadSpans::Msg {
+                subject,
+                sid,
+                reply,
+            } => Head::Msg {
+                subject: subject.get(buf),
+                sid: sid.get(buf),
+                reply: reply.map(|r| r.get(buf)),
+            },
+        }
+    }
+}
+
+/// A parsed control line.
+enum Line<'a> {
+    /// An op without payload, ready to deliver.
+    Op(Op<'a>),
+    /// An op whose payload of `size` bytes (plus a 2-byte trailer) follows the line.
+    Head(Head<'a>, usize),
+}
+
+/// Outcome of finishing a frame that was buffered by an earlier call.
+enum Resume {
+    /// The frame is done; this many input bytes were used.
+    Used(usize),
+    /// All input was used and the frame is still incomplete.
+    NeedMore,
+    Stopped,
+}
+
+impl Parser {
+    pub fn new(cfg: ParserConfig) -> Self {
+        Parser {
+            cfg,
+            buf: Vec::new(),
+            state: State::Idle,
+            err: None,
+        }
+    }
+
+    pub fn config(&self) -> &ParserConfig {
+        &self.cfg
+    }
+
+    /// Changes apply from the next op that has not been started yet.
+    pub fn config_mut(&mut self) -> &mut ParserConfig {
+        &mut self.cfg
+    }
+
+    /// The error that killed this parser, if any; every later `parse` returns it again.
+    pub fn error(&self) -> Option<ProtoError> {
+        self.err
+    }
+
+    /// Bytes of an incomplete frame held from earlier calls.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Parses every complete op in `input`, calling `on_op` for each in order. Bytes of an
+    /// incomplete trailing frame are copied into an internal buffer and completed by the
+    /// next call. `on_op` returns `Break` to stop at once (the connection is closing); then
+    /// `parse` returns `Ok(Parsed::Stopped)` and the rest of `input` is dropped.
+    ///
+    /// A delivered `CONNECT` clears `require_connect` before `on_op` sees it, so ops that
+    /// follow it in the same read are not refused. To change other settings between ops
+    /// of one read (e.g. `headers` after CONNECT), use [`Parser::parse_with_config`].
+    pub fn parse<F>(&mut self, input: &[u8], mut on_op: F) -> Result<Parsed, ProtoError>
+    where
+        F: FnMut(Op<'_>) -> ControlFlow<()>,
+    {
+        self.parse_with_config(input, |op, _| on_op(op))
+    }
+
+    /// Like [`Parser::parse`], and `on_op` may change the configuration; the change
+    /// applies to the ops after the one being delivered.
+    pub fn parse_with_config<F>(&mut self, input: &[u8], mut on_op: F) -> Result<Parsed, ProtoError>
+    where
+        F: FnMut(Op<'_>, &mut ParserConfig) -> ControlFlow<()>,
+    {
+        if let Some(e) = self.err {
+            return Err(e);
+        }
+        match self.run(input, &mut on_op) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                self.err = Some(e);
+                self.state = State::Idle;
+                self.buf = Vec::new();
+                Err(e)
+            }
+        }
+    }
+
+    fn run<F>(&mut self, input: &[u8], on_op: &mut F) -> Result<Parsed, ProtoError>
+    where
+        F: FnMut(Op<'_>, &mut ParserConfig) -> ControlFlow<()>,
+    {
+        let mut pos = match self.resume(input, on_op)? {
+            Resume::Used(n) => n,
+            Resume::NeedMore => return Ok(Parsed::Done),
+            Resume::Stopped => return Ok(Parsed::Stopped),
+        };
+
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let window = line_window(&self.cfg).min(rest.len());
+            let Some(nl) = memchr(b'\n', &rest[..window]) else {
+                // Incomplete line (or one already too long): keep it for the next call.
+                self.buf.clear();
+                self.buf.extend_from_slice(&rest[..window]);
+                self.state = State::Line;
+                check_partial_line(&self.buf, &self.cfg)?;
+                debug_assert_eq!(window, rest.len());
+                return Ok(Parsed::Done);
+            };
+            match parse_line(&rest[..nl], &self.cfg)? {
+                Line::Op(op) => {
+                    pos += nl + 1;
+                    if deliver(op, &mut self.cfg, on_op).is_break() {
+                        return Ok(Parsed::Stopped);
+                    }
+                }
+                Line::Head(head, size) => {
+                    let start = nl + 1;
+                    let end = frame_end(start, size);
+                    if end <= rest.len() {
+                        if rest[end - 1] != b'\n' {
+                            return Err(ProtoError::UnknownOp);
+                        }
+                        pos += end;
+                        let op = head.with_payload(&rest[start..start + size]);
+                        if on_op(op, &mut self.cfg).is_break() {
+                            return Ok(Parsed::Stopped);
+                        }
+                    } else {
+                        let head = head.to_spans(rest);
+                        self.buf.clear();
+                        self.buf.reserve(end.min(MAX_RESERVE));
+                        self.buf.extend_from_slice(rest);
+                        self.state = State::Frame {
+                            head,
+                            start,
+                            need: end,
+                        };
+                        return Ok(Parsed::Done);
+                    }
+                }
+            }
+        }
+        Ok(Parsed::Done)
+    }
+
+    /// Completes the frame buffered by earlier calls, if any.
+    fn resume<F>(&mut self, input: &[u8], on_op: &mut F) -> Result<Resume, ProtoError>
+    where
+        F: FnMut(Op<'_>, &mut ParserConfig) -> ControlFlow<()>,
+    {
+        let mut used = 0;
+        if let State::Line = self.state {
+            if input.is_empty() {
+                return Ok(Resume::NeedMore);
+            }
+            let take = line_window(&self.cfg)
+                .saturating_sub(self.buf.len())
+                .min(input.len());
+            let Some(nl) = memchr(b'\n', &input[..take]) else {
+                self.buf.extend_from_slice(&input[..take]);
+                check_partial_line(&self.buf, &self.cfg)?;
+                debug_assert_eq!(take, input.len());
+                return Ok(Resume::NeedMore);
+            };
+            self.buf.extend_from_slice(&input[..=nl]);
+            used = nl + 1;
+            let line_len = self.buf.len() - 1;
+            match parse_line(&self.buf[..line_len], &self.cfg)? {
+                Line::Op(op) => {
+                    self.state = State::Idle;
+                    let flow = deliver(op, &mut self.cfg, on_op);
+                    self.buf.clear();
+                    return Ok(if flow.is_break() {
+                        Resume::Stopped
+                    } else {
+                        Resume::Used(used)
+                    });
+                }
+                Line::Head(head, size) => {
+                    let start = self.buf.len();
+                    let need = frame_end(start, size);
+                    let head = head.to_spans(&self.buf);
+                    self.buf.reserve((need - start).min(MAX_RESERVE));
+                    self.state = State::Frame { head, start, need };
+                }
+            }
+        }
+        if let State::Frame { head, start, need } = self.state {
+            let rest = &input[used..];
+            let take = (need - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            used += take;
+            if self.buf.len() < need {
+                return Ok(Resume::NeedMore);
+            }
+            if self.buf[need - 1] != b'\n' {
+                return Err(ProtoError::UnknownOp);
+            }
+            self.state = State::Idle;
+            let head = head.resolve(&self.buf);
+            let payload = &self.buf[start..need - 2];
+            let flow = on_op(head.with_payload(payload), &mut self.cfg);
+            self.buf.clear();
+            if self.buf.capacity() > KEEP_BUFFER {
+                self.buf = Vec::new();
+            }
+            if flow.is_break() {
+                return Ok(Resume::Stopped);
+            }
+        }
+        Ok(Resume::Used(used))
+    }
+}
+
+/// How many bytes of a line to look at before deciding it is too long.
+#[inline]
+fn line_window(cfg: &ParserConfig) -> usize {
+    cfg.max_control_line.saturating_add(2).max(NAME_WINDOW)
+}
+
+#[inline]
+fn frame_end(payload_start: usize, size: usize) -> usize {
+    payload_start.saturating_add(size).saturating_add(2)
+}
+
+/// Delivers a payload-free op. A CONNECT ends the "CONNECT required" phase first.
+#[inline]
+fn deliver<F>(op: Op<'_>, cfg: &mut ParserConfig, on_op: &mut F) -> ControlFlow<()>
+where
+    F: FnMut(Op<'_>, &mut ParserConfig) -> ControlFlow<()>,
+{
+    if let Op::Connect(_) = op {
+        cfg.require_connect = false;
+    }
+    on_op(op, cfg)
+}
+
+/// Checks the start of a line whose `\n` has not arrived: a definite op-name error is
+/// reported now, and so is a line that is already too long.
+fn check_partial_line(buf: &[u8], cfg: &ParserConfig) -> Result<(), ProtoError> {
+    if buf.is_empty() || classify(buf, false, cfg)?.is_none() {
+        return Ok(());
+    }
+    let len = match buf.last() {
+        Some(b'\r') => buf.len() - 1,
+        _ => buf.len(),
+    };
+    if len > cfg.max_control_line {
+        return Err(ProtoError::MaxControlLine);
+    }
+    Ok(())
+}
+
+/// Decides the op of a line from its first bytes. For a partial line (`complete` false)
+/// `Ok(None)` means "not decided yet". Returns the op and where its arguments start.
+#[inline]
+fn classify(line: &[u8], complete: bool, cfg: &ParserConfig) -> Result<Option<(Kind, usize)>, ProtoError> {
+    let undecided = || {
+        if complete {
+            Err(ProtoError::UnknownOp)
+        } else {
+            Ok(None)
+        }
+    };
+    let Some(&b0) = line.first() else {
+        if complete && cfg.require_connect {
+            return Err(ProtoError::AuthViolation);
+        }
+        return undecided();
+    };
+    let b0 = b0.to_ascii_lowercase();
+    if cfg.require_connect && b0 != b'c' {
+        return Err(ProtoError::AuthViolation);
+    }
+    let (name, kind, after): (&[u8], Kind, After) = match b0 {
+        b'p' => match line.get(1).map(u8::to_ascii_lowercase) {
+            Some(b'u') => (b"pub", Kind::Pub, After::Space),
+            Some(b'i') => (b"ping", Kind::Ping, After::Ignore),
+            Some(b'o') => (b"pong", Kind::Pong, After::Ignore),
+            Some(_) => return Err(ProtoError::UnknownOp),
+            None => return undecided(),
+        },
+        b's' => (b"sub", Kind::Sub, After::Space),
+        b'u' => (b"unsub", Kind::Unsub, After::Space),
+        b'c' => (b"connect", Kind::Connect, After::Optional),
+        b'i' => (b"info", Kind::Info, After::Optional),
+        b'+' => (b"+ok", Kind::Ok, After::Ignore),
+        b'-' => (b"-err", Kind::Err, After::Space),
+        b'm' if cfg.route => (b"msg", Kind::Msg, After::Space),
+        b'h' if cfg.headers => (b"hpub", Kind::Hpub, After::Space),
+        _ => return Err(ProtoError::UnknownOp),
+    };
+    let n = name.len();
+    let have = line.len().min(n);
+    if !line[1..have]
+        .iter()
+        .zip(&name[1..have])
+        .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    {
+        return Err(ProtoError::UnknownOp);
+    }
+    if line.len() < n {
+        return undecided();
+    }
+    let args = match after {
+        After::Ignore => n,
+        After::Optional => skip_blanks(line, n),
+        After::Space => match line.get(n) {
+            Some(b' ' | b'\t') => skip_blanks(line, n + 1),
+            Some(_) => return Err(ProtoError::UnknownOp),
+            None => return undecided(),
+        },
+    };
+    Ok(Some((kind, args)))
+}
+
+#[inline]
+fn skip_blanks(line: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t') = line.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// Parses a complete control line (`raw` excludes the `\n`).
+#[inline]
+fn parse_line<'a>(raw: &'a [u8], cfg: &ParserConfig) -> Result<Line<'a>, ProtoError> {
+    let line = match raw.split_last() {
+        Some((b'\r', head)) => head,
+        _ => raw,
+    };
+    let (kind, at) = match classify(line, true, cfg)? {
+        Some(x) => x,
+        None => return Err(ProtoError::UnknownOp),
+    };
+    if line.len() > cfg.max_control_line {
+        return Err(ProtoError::MaxControlLine);
+    }
+    let rest = &line[at..];
+    Ok(match kind {
+        Kind::Ping => Line::Op(Op::Ping),
+        Kind::Pong => Line::Op(Op::Pong),
+        Kind::Ok => Line::Op(Op::Ok),
+        Kind::Connect => Line::Op(Op::Connect(rest)),
+        Kind::Info => Line::Op(Op::Info(rest)),
+        Kind::Err => Line::Op(Op::Err(rest)),
+        Kind::Pub => {
+            let mut a = [&[][..]; 3];
+            let (subject, reply, size) = match split_args(rest, &mut a) {
+                2 => (a[0], None, a[1]),
+                3 => (a[0], Some(a[1]), a[2]),
+                _ => return Err(ProtoError::ParserError),
+            };
+            let size = parse_size(size).ok_or(ProtoError::ParserError)?;
+            if size > cfg.max_payload {
+                return Err(ProtoError::MaxPayload);
+            }
+            Line::Head(Head::Pub { subject, reply }, size)
+        }
+        Kind::Hpub => {
+            let mut a = [&[][..]; 4];
+            let (subject, reply, hdr, total) = match split_args(rest, &mut a) {
+                3 => (a[0], None, a[1], a[2]),
+                4 => (a[0], Some(a[1]), a[2], a[3]),
+                _ => return Err(ProtoError::ParserError),
+            };
+            let header_len = parse_size(hdr).ok_or(ProtoError::ParserError)?;
+            let size = parse_size(total).ok_or(ProtoError::ParserError)?;
+            if header_len > size {
+                return Err(ProtoError::ParserError);
+            }
+            if size > cfg.max_payload {
+                return Err(ProtoError::MaxPayload);
+            }
+            Line::Head(
+                Head::Hpub {
+                    subject,
+                    reply,
+                    header_len,
+                },
+                size,
+            )
+        }
+        Kind::Msg => {
+            let mut a = [&[][..]; 4];
+            let (subject, sid, reply, size) = match split_args(rest, &mut a) {
+                3 => (a[0], a[1], None, a[2]),
+                4 => (a[0], a[1], Some(a[2]), a[3]),
+                _ => return Err(ProtoError::ParserError),
+            };
+            let size = parse_size(size).ok_or(ProtoError::ParserError)?;
+            if size > cfg.max_payload {
+                return Err(ProtoError::MaxPayload);
+            }
+            Line::Head(
+                Head::Msg {
+                    subject,
+                    sid,
+                    reply,
+                },
+                size,
+            )
+        }
+        Kind::Sub => {
+            let mut a = [&[][..]; 3];
+            match split_args(rest, &mut a) {
+                2 => Line::Op(Op::Sub {
+                    subject: a[0],
+                    queue: None,
+                    sid: a[1],
+                }),
+                3 => Line::Op(Op::Sub {
+                    subject: a[0],
+                    queue: Some(a[1]),
+                    sid: a[2],
+                }),
+                _ => return Err(ProtoError::ParserError),
+            }
+        }
+        Kind::Unsub => {
+            let mut a = [&[][..]; 2];
+            match split_args(rest, &mut a) {
+                1 => Line::Op(Op::Unsub {
+                    sid: a[0],
+                    max: None,
+                }),
+                2 => Line::Op(Op::Unsub {
+                    sid: a[0],
+                    max: parse_u64(a[1]).filter(|&m| m > 0),
+                }),
+                _ => return Err(ProtoError::ParserError),
+            }
+        }
+    })
+}
+
+/// Splits on runs of spaces, tabs and stray `\r` (as Go's `splitArg`). Fills `out` and
+/// returns the number of arguments; a count above `out.len()` means "too many".
+#[inline]
+fn split_args<'a, const N: usize>(s: &'a [u8], out: &mut [&'a [u8]; N]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    let len = s.len();
+    while i < len {
+        while i < len && is_arg_sep(s[i]) {
+            i += 1;
+        }
+        if i == len {
+            break;
+        }
+        let start = i;
+        while i < len && !is_arg_sep(s[i]) {
+            i += 1;
+        }
+        if count == N {
+            return N + 1;
+        }
+        out[count] = &s[start..i];
+        count += 1;
+    }
+    count
+}
+
+#[inline]
+fn is_arg_sep(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r')
+}
+
+/// Decimal digits only; saturates instead of overflowing (the caller's limit check then
+/// rejects it).
+#[inline]
+fn parse_size(d: &[u8]) -> Option<usize> {
+    if d.is_empty() {
+        return None;
+    }
+    let mut n: usize = 0;
+    for &c in d {
+        let v = c.wrapping_sub(b'0');
+        if v > 9 {
+            return None;
+        }
+        n = n.saturating_mul(10).saturating_add(v as usize);
+    }
+    Some(n)
+}
+
+#[inline]
+fn parse_u64(d: &[u8]) -> Option<u64> {
+    if d.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in d {
+        let v = c.wrapping_sub(b'0');
+        if v > 9 {
+            return None;
+        }
+        n = n.saturating_mul(10).saturating_add(u64::from(v));
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ProtoError as E;
+
+    fn cfg() -> ParserConfig {
+        ParserConfig::default()
+    }
+
+    fn route() -> ParserConfig {
+        ParserConfig {
+            route: true,
+            ..cfg()
+        }
+    }
+
+    fn headers() -> ParserConfig {
+        ParserConfig {
+            headers: true,
+            ..cfg()
+        }
+    }
+
+    fn auth() -> ParserConfig {
+        ParserConfig {
+            require_connect: true,
+            ..cfg()
+        }
+    }
+
+    type Outcome = (Vec<OwnedOp>, Option<ProtoError>);
+
+    /// Feeds `chunks` in order; a CONNECT that asks for headers turns HPUB on, like a client
+    /// would. Stops at the first error.
+    fn run_chunks(cfg: ParserConfig, chunks: &[&[u8]]) -> Outcome {
+        let mut p = Parser::new(cfg);
+        let mut ops = Vec::new();
+        for chunk in chunks {
+            let r = p.parse_with_config(chunk, |op, cfg| {
+                if let Op::Connect(json) = op {
+                    if json.windows(14).any(|w| w == b"\"headers\":true") {
+                        cfg.headers = true;
+                    }
+                }
+                ops.push(op.to_owned_op());
+                ControlFlow::Continue(())
+            });
+            match r {
+                Ok(Parsed::Done) => {}
+                Ok(Parsed::Stopped) => unreachable!(),
+                Err(e) => {
+                    // a dead parser stays dead and delivers nothing more
+                    let again = p.parse(b"PING\r\n", |_| panic!("op after error"));
+                    assert_eq!(again, Err(e));
+                    assert_eq!(p.error(), Some(e));
+                    return (ops, Some(e));
+                }
+            }
+        }
+        (ops, None)
+    }
+
+    fn whole(cfg: ParserConfig, s: &[u8]) -> Outcome {
+        run_chunks(cfg, &[s])
+    }
+
+    /// Same ops and error for: whole, every single split point, every pair of split points
+    /// (short streams), and one byte at a time.
+    fn check_splits(cfg: ParserConfig, s: &[u8]) -> Outcome {
+        let expect = whole(cfg, s);
+        let show = || String::from_utf8_lossy(s).into_owned();
+        for i in 0..=s.len() {
+            assert_eq!(run_chunks(cfg, &[&s[..i], &s[i..]]), expect, "split {i} of {:?}", show());
+        }
+        if s.len() <= 80 {
+            for i in 0..=s.len() {
+                for j in i..=s.len() {
+                    assert_eq!(
+                        run_chunks(cfg, &[&s[..i], &s[i..j], &s[j..]]),
+                        expect,
+                        "splits {i},{j} of {:?}",
+                        show()
+                    );
+                }
+            }
+        }
+        let bytes: Vec<&[u8]> = s.chunks(1).collect();
+        assert_eq!(run_chunks(cfg, &bytes), expect, "bytewise {:?}", show());
+        expect
+    }
+
+    fn pub_op(subject: &str, reply: Option<&str>, payload: &str) -> OwnedOp {
+        OwnedOp::Pub {
+            subject: subject.into(),
+            reply: reply.map(Into::into),
+            payload: payload.into(),
+        }
+    }
+
+    fn sub_op(subject: &str, queue: Option<&str>, sid: &str) -> OwnedOp {
+        OwnedOp::Sub {
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid: sid.into(),
+        }
+    }
+
+    fn ok(ops: Vec<OwnedOp>) -> Outcome {
+        (ops, None)
+    }
+
+    fn err(ops: Vec<OwnedOp>, e: ProtoError) -> Outcome {
+        (ops, Some(e))
+    }
+
+    #[test]
+    fn appendix_b_parsing_rows() {
+        let c = cfg();
+        assert_eq!(check_splits(c, b"SUB foo 1\r\n"), ok(vec![sub_op("foo", None, "1")]));
+        assert_eq!(
+            check_splits(c, b"PUB foo 5\r\nhello\r\n"),
+            ok(vec![pub_op("foo", None, "hello")])
+        );
+        assert_eq!(
+            check_splits(c, b"CONNECT {}\r\n"),
+            ok(vec![OwnedOp::Connect(b"{}".to_vec())])
+        );
+        assert_eq!(check_splits(c, b"ZZZ\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(c, b"PUB foo bar\r\n"), err(vec![], E::ParserError));
+        assert_eq!(
+            check_splits(
+                c,
+                b"CONNECT {\"pedantic\":true,\"verbose\":true}\r\nSUB > 1\r\nPUB foo.* 2\r\nok\r\n"
+            ),
+            ok(vec![
+                OwnedOp::Connect(b"{\"pedantic\":true,\"verbose\":true}".to_vec()),
+                sub_op(">", None, "1"),
+                pub_op("foo.*", None, "ok"),
+            ])
+        );
+        assert_eq!(
+            check_splits(c, b"SUB foo..bar 1\r\n"),
+            ok(vec![sub_op("foo..bar", None, "1")])
+        );
+        assert_eq!(
+            check_splits(c, b"-ERR 'x'\r\n"),
+            ok(vec![OwnedOp::Err(b"'x'".to_vec())])
+        );
+        assert_eq!(check_splits(c, b"MSG foo 1 2\r\nok\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(c, b"PUB _SYS.foo 2\r\nok\r\n"),
+            ok(vec![pub_op("_SYS.foo", None, "ok")])
+        );
+        assert_eq!(
+            check_splits(c, b"SUB foo 1\r\nUNSUB 1 2\r\nPUB foo 0\r\n\r\n"),
+            ok(vec![
+                sub_op("foo", None, "1"),
+                OwnedOp::Unsub {
+                    sid: b"1".to_vec(),
+                    max: Some(2)
+                },
+                pub_op("foo", None, ""),
+            ])
+        );
+        assert_eq!(check_splits(c, b"PUB foo 2\r\nokk\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(c, b"PING foo\r\n"), ok(vec![OwnedOp::Ping]));
+        assert_eq!(check_splits(c, b"PUB foo 2000000\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(check_splits(auth(), b"PING\r\n"), err(vec![], E::AuthViolation));
+        assert_eq!(
+            check_splits(auth(), b"SUB foo 1\r\n"),
+            err(vec![], E::AuthViolation)
+        );
+    }
+
+    #[test]
+    fn op_names_need_a_separator() {
+        let c = cfg();
+        for s in [
+            &b"PUBS foo 2\r\nok\r\n"[..],
+            b"SUBZZZ foo 1\r\n",
+            b"UNSUBX 1\r\n",
+            b"-ERRx\r\n",
+            b"PUB\r\n",
+            b"SUB\n",
+            b"UNSUB\r\n",
+            b"-ERR\r\n",
+            b"PIN\r\n",
+            b"PO\r\n",
+            b"P\r\n",
+            b"+O\r\n",
+            b"CONNEC {}\r\n",
+            b"INF {}\r\n",
+            b"CPING\r\n",
+            b"\r\n",
+            b"\n",
+            b" PING\r\n",
+            b"\tSUB foo 1\r\n",
+            b"HPUB foo 0 0\r\n\r\n",
+            b"PUX foo 1\r\n",
+            b"+KO\r\n",
+        ] {
+            assert_eq!(check_splits(c, s), err(vec![], E::UnknownOp), "{:?}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
+    fn separators_tabs_and_line_ends() {
+        let c = cfg();
+        assert_eq!(
+            check_splits(c, b"PUB\tfoo\t\t2\r\nok\r\nSUB \t foo\tq \t 1\nPUB foo  reply   2\nhi\r\n"),
+            ok(vec![
+                pub_op("foo", None, "ok"),
+                sub_op("foo", Some("q"), "1"),
+                pub_op("foo", Some("reply"), "hi"),
+            ])
+        );
+        // trailing blanks, and a stray \r inside the line separates arguments like Go's splitArg
+        assert_eq!(
+            check_splits(c, b"SUB foo 1 \t\r\nSUB foo\r2\r\n"),
+            ok(vec![sub_op("foo", None, "1"), sub_op("foo", None, "2")])
+        );
+        // a bare \n ends a line; only one \r before it is dropped
+        assert_eq!(
+            check_splits(c, b"CONNECT {}\nCONNECT {}\r\r\n"),
+            ok(vec![
+                OwnedOp::Connect(b"{}".to_vec()),
+                OwnedOp::Connect(b"{}\r".to_vec())
+            ])
+        );
+        // payload trailer: first byte unchecked, second must be \n
+        assert_eq!(
+            check_splits(c, b"PUB foo 2\r\nokX\nPUB foo 2\r\nok\n\nPUB foo 2\r\nok\nX"),
+            err(vec![pub_op("foo", None, "ok"), pub_op("foo", None, "ok")], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(c, b"PUB foo 2\r\nok\r\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        // payload shorter than declared is read as payload bytes; the trailer is wrong
+        assert_eq!(
+            check_splits(c, b"PUB foo 3\r\nok\r\nPING\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        // payload may contain CR/LF
+        assert_eq!(
+            check_splits(c, b"PUB foo 4\r\n\r\n\r\n\r\n"),
+            ok(vec![pub_op("foo", None, "\r\n\r\n")])
+        );
+    }
+
+    #[test]
+    fn case_insensitive_names() {
+        let c = ParserConfig {
+            headers: true,
+            route: true,
+            ..cfg()
+        };
+        assert_eq!(
+            check_splits(
+                c,
+                b"pub a 1\r\nx\r\nPuB a 1\r\ny\r\nsUb a 1\r\nunSUB 1\r\nping\r\nPoNg\r\n+ok\r\n-eRr 'e'\r\n\
+                  connect{}\r\nInFo {}\r\nmsg a 1 0\r\n\r\nhpub a 0 0\r\n\r\n"
+            ),
+            ok(vec![
+                pub_op("a", None, "x"),
+                pub_op("a", None, "y"),
+                sub_op("a", None, "1"),
+                OwnedOp::Unsub {
+                    sid: b"1".to_vec(),
+                    max: None
+                },
+                OwnedOp::Ping,
+                OwnedOp::Pong,
+                OwnedOp::Ok,
+                OwnedOp::Err(b"'e'".to_vec()),
+                OwnedOp::Connect(b"{}".to_vec()),
+                OwnedOp::Info(b"{}".to_vec()),
+                OwnedOp::Msg {
+                    subject: b"a".to_vec(),
+                    sid: b"1".to_vec(),
+                    reply: None,
+                    payload: vec![]
+                },
+                OwnedOp::Hpub {
+                    subject: b"a".to_vec(),
+                    reply: None,
+                    header_len: 0,
+                    payload: vec![]
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn ping_pong_ok_ignore_the_rest() {
+        assert_eq!(
+            check_splits(cfg(), b"PINGXYZ\r\nPONG foo bar\n+OK whatever\r\nPING\r\n"),
+            ok(vec![OwnedOp::Ping, OwnedOp::Pong, OwnedOp::Ok, OwnedOp::Ping])
+        );
+    }
+
+    #[test]
+    fn connect_and_info_text() {
+        assert_eq!(
+            check_splits(
+                cfg(),
+                b"CONNECT{\"a\":1}\r\nCONNECT \t {\"a\" : 1} \r\nCONNECT\r\nINFO\t{}\r\nINFOx\n"
+            ),
+            ok(vec![
+                OwnedOp::Connect(b"{\"a\":1}".to_vec()),
+                OwnedOp::Connect(b"{\"a\" : 1} ".to_vec()),
+                OwnedOp::Connect(vec![]),
+                OwnedOp::Info(b"{}".to_vec()),
+                OwnedOp::Info(b"x".to_vec()),
+            ])
+        );
+        assert_eq!(
+            check_splits(cfg(), b"-ERR  'Unknown Protocol Operation'\r\n"),
+            ok(vec![OwnedOp::Err(b"'Unknown Protocol Operation'".to_vec())])
+        );
+    }
+
+    #[test]
+    fn argument_errors() {
+        let c = cfg();
+        for s in [
+            &b"PUB foo\r\n"[..],
+            b"PUB \r\n",
+            b"PUB a b c 1\r\n",
+            b"PUB foo -1\r\n",
+            b"PUB foo +1\r\n",
+            b"PUB foo 1a\r\n",
+            b"PUB foo 0x1\r\n",
+            b"PUB foo bar baz\r\n",
+            b"SUB foo\r\n",
+            b"SUB \r\n",
+            b"SUB a b c d\r\n",
+            b"UNSUB \r\n",
+            b"UNSUB 1 2 3\r\n",
+        ] {
+            assert_eq!(check_splits(c, s), err(vec![], E::ParserError), "{:?}", String::from_utf8_lossy(s));
+        }
+        // arg count and size are checked before max payload
+        assert_eq!(check_splits(c, b"PUB a b c 2000000\r\n"), err(vec![], E::ParserError));
+        assert_eq!(
+            check_splits(c, b"PUB a 99999999999999999999999999\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+    }
+
+    #[test]
+    fn unsub_max() {
+        let u = |sid: &str, max| OwnedOp::Unsub {
+            sid: sid.into(),
+            max,
+        };
+        assert_eq!(
+            check_splits(
+                cfg(),
+                b"UNSUB 1\r\nUNSUB 2 0\r\nUNSUB 3 abc\r\nUNSUB 4 -5\r\nUNSUB 5 7\r\nUNSUB 6 99999999999999999999999\r\n"
+            ),
+            ok(vec![
+                u("1", None),
+                u("2", None),
+                u("3", None),
+                u("4", None),
+                u("5", Some(7)),
+                u("6", Some(u64::MAX)),
+            ])
+        );
+    }
+
+    #[test]
+    fn route_sub_and_msg() {
+        let r = route();
+        assert_eq!(
+            check_splits(
+                r,
+                b"SUB baz  RSID:3:7\r\nSUB baz q2 QRSID:3:8\r\nMSG foo RSID:9:1 reply.x 2\r\nhi\r\nMSG baz RSID:9:1 2\r\nhi\r\n"
+            ),
+            ok(vec![
+                sub_op("baz", None, "RSID:3:7"),
+                sub_op("baz", Some("q2"), "QRSID:3:8"),
+                OwnedOp::Msg {
+                    subject: b"foo".to_vec(),
+                    sid: b"RSID:9:1".to_vec(),
+                    reply: Some(b"reply.x".to_vec()),
+                    payload: b"hi".to_vec()
+                },
+                OwnedOp::Msg {
+                    subject: b"baz".to_vec(),
+                    sid: b"RSID:9:1".to_vec(),
+                    reply: None,
+                    payload: b"hi".to_vec()
+                },
+            ])
+        );
+        assert_eq!(check_splits(r, b"MSG foo 1\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(r, b"MSG foo 1 a b 2\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(r, b"MSG foo 1 x\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(r, b"MSGfoo 1 1\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(r, b"MSG foo 1 2\r\nokk\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(cfg(), b"msg foo 1 2\r\nok\r\n"), err(vec![], E::UnknownOp));
+    }
+
+    #[test]
+    fn hpub() {
+        let h = headers();
+        let hp = |subject: &str, reply: Option<&str>, header_len, payload: &str| OwnedOp::Hpub {
+            subject: subject.into(),
+            reply: reply.map(Into::into),
+            header_len,
+            payload: payload.into(),
+        };
+        assert_eq!(
+            check_splits(
+                h,
+                b"HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHPUB foo _INBOX.x 12 12\r\nNATS/1.0\r\n\r\n\r\n"
+            ),
+            ok(vec![
+                hp("foo", None, 12, "NATS/1.0\r\n\r\nhi"),
+                hp("foo", Some("_INBOX.x"), 12, "NATS/1.0\r\n\r\n"),
+            ])
+        );
+        assert_eq!(check_splits(h, b"HPUB foo 13 12\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUB foo 12\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUB a b c 1 2\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUB foo x 2\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUB foo 1 x\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUB foo 12 2000000\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(check_splits(h, b"HPUB foo 2000000 1\r\n"), err(vec![], E::ParserError));
+        assert_eq!(check_splits(h, b"HPUBfoo 1 1\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(cfg(), b"HPUB foo 0 0\r\n\r\n"), err(vec![], E::UnknownOp));
+        // headers negotiated by a CONNECT earlier in the same read
+        assert_eq!(
+            check_splits(cfg(), b"CONNECT {\"headers\":true}\r\nHPUB foo 0 2\r\nhi\r\n"),
+            ok(vec![
+                OwnedOp::Connect(b"{\"headers\":true}".to_vec()),
+                hp("foo", None, 0, "hi"),
+            ])
+        );
+    }
+
+    #[test]
+    fn payload_limits() {
+        let c = ParserConfig {
+            max_payload: 8,
+            ..cfg()
+        };
+        assert_eq!(
+            check_splits(c, b"PUB foo 8\r\n12345678\r\n"),
+            ok(vec![pub_op("foo", None, "12345678")])
+        );
+        assert_eq!(check_splits(c, b"PUB foo 9\r\n123456789\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(check_splits(c, b"PUB foo 09\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(
+            check_splits(c, b"PUB foo 008\r\n12345678\r\n"),
+            ok(vec![pub_op("foo", None, "12345678")])
+        );
+        let r = ParserConfig { route: true, ..c };
+        assert_eq!(check_splits(r, b"MSG foo 1 9\r\n"), err(vec![], E::MaxPayload));
+
+        // default limit, exactly 1 MiB
+        let mut s = b"PUB big 1048576\r\n".to_vec();
+        s.extend(std::iter::repeat_n(b'x', 1 << 20));
+        s.extend_from_slice(b"\r\nPING\r\n");
+        let expect = ok(vec![
+            pub_op("big", None, &"x".repeat(1 << 20)),
+            OwnedOp::Ping,
+        ]);
+        assert_eq!(whole(cfg(), &s), expect);
+        let chunks: Vec<&[u8]> = s.chunks(4096).collect();
+        assert_eq!(run_chunks(cfg(), &chunks), expect);
+        let chunks: Vec<&[u8]> = s.chunks(1000).collect();
+        assert_eq!(run_chunks(cfg(), &chunks), expect);
+    }
+
+    #[test]
+    fn max_control_line() {
+        let c = ParserConfig {
+            max_control_line: 10,
+            ..cfg()
+        };
+        // exactly 10 bytes before CRLF / LF
+        assert_eq!(
+            check_splits(c, b"SUB abc 12\r\nSUB abc 12\n"),
+            ok(vec![sub_op("abc", None, "12"), sub_op("abc", None, "12")])
+        );
+        for s in [
+            &b"SUB abc 123\r\n"[..],
+            b"SUB abc 123\n",
+            b"SUB abc 12\r\r\n",
+            b"SUB abc 123",
+            b"PING 12345678\r\n",
+            b"CONNECT {\"verbose\":false}\r\n",
+            b"PUB abc 1234\r\n",
+        ] {
+            assert_eq!(check_splits(c, s), err(vec![], E::MaxControlLine), "{:?}", String::from_utf8_lossy(s));
+        }
+        // an op-name error earlier in the line wins
+        assert_eq!(check_splits(c, b"ZZZ 1234567890\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(c, b"PUBX 1234567890"), err(vec![], E::UnknownOp));
+        // a partial line at the limit is kept, with or without a trailing \r
+        assert_eq!(check_splits(c, b"SUB abc 12\r"), ok(vec![]));
+        let mut p = Parser::new(c);
+        assert_eq!(p.parse(b"SUB abc 12\r", |_| panic!()), Ok(Parsed::Done));
+        assert_eq!(p.buffered(), 11);
+
+        // default 1024: a 2000-byte PUB line fails, whole or as it arrives
+        let mut long = b"PUB ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 2000));
+        long.extend_from_slice(b" 1\r\nx\r\n");
+        assert_eq!(check_splits(cfg(), &long), err(vec![], E::MaxControlLine));
+        assert_eq!(check_splits(cfg(), &long[..1100]), err(vec![], E::MaxControlLine));
+        let mut ok_line = b"PUB ".to_vec();
+        ok_line.extend(std::iter::repeat_n(b'a', 1018));
+        ok_line.extend_from_slice(b" 1\r\nx\r\n");
+        assert_eq!(ok_line.iter().position(|&b| b == b'\r'), Some(1024));
+        assert_eq!(check_splits(cfg(), &ok_line).1, None);
+
+        // tiny limits stay consistent
+        for mcl in 0..12 {
+            let c = ParserConfig {
+                max_control_line: mcl,
+                ..cfg()
+            };
+            for s in [&b"PUX a 1\r\n"[..], b"PING\r\n", b"SUB a 1\r\n", b"\r\n", b"PUB"] {
+                check_splits(c, s);
+            }
+        }
+    }
+
+    #[test]
+    fn auth_pending() {
+        let a = auth();
+        assert_eq!(
+            check_splits(a, b"CONNECT {}\r\nPING\r\nSUB foo 1\r\n"),
+            ok(vec![
+                OwnedOp::Connect(b"{}".to_vec()),
+                OwnedOp::Ping,
+                sub_op("foo", None, "1")
+            ])
+        );
+        assert_eq!(
+            check_splits(a, b"connect {}\r\nPONG\r\n"),
+            ok(vec![OwnedOp::Connect(b"{}".to_vec()), OwnedOp::Pong])
+        );
+        assert_eq!(check_splits(a, b"\r\n"), err(vec![], E::AuthViolation));
+        assert_eq!(check_splits(a, b"CPING\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(check_splits(a, b"PUB foo 1\r\n"), err(vec![], E::AuthViolation));
+        assert_eq!(check_splits(a, b"P"), err(vec![], E::AuthViolation));
+        assert_eq!(check_splits(a, b"CONN"), ok(vec![]));
+        let mut p = Parser::new(a);
+        p.parse(b"CONNECT {}\r\n", |_| ControlFlow::Continue(())).unwrap();
+        assert!(!p.config().require_connect);
+    }
+
+    #[test]
+    fn stop_drops_the_rest() {
+        let mut p = Parser::new(cfg());
+        let mut n = 0;
+        let r = p.parse(b"PING\r\nPING\r\nPING\r\n", |_| {
+            n += 1;
+            if n == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(r, Ok(Parsed::Stopped));
+        assert_eq!(n, 2);
+
+        // stopping on a frame completed from the buffer
+        let mut p = Parser::new(cfg());
+        assert_eq!(p.parse(b"PUB a 2\r\nh", |_| panic!()), Ok(Parsed::Done));
+        let mut seen = Vec::new();
+        let r = p.parse(b"i\r\nPING\r\n", |op| {
+            seen.push(op.to_owned_op());
+            ControlFlow::Break(())
+        });
+        assert_eq!(r, Ok(Parsed::Stopped));
+        assert_eq!(seen, vec![pub_op("a", None, "hi")]);
+    }
+
+    #[test]
+    fn errors_after_valid_ops() {
+        assert_eq!(
+            check_splits(cfg(), b"SUB foo 1\r\nPING\r\nZZZ\r\nPING\r\n"),
+            err(vec![sub_op("foo", None, "1"), OwnedOp::Ping], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(cfg(), b"PUB foo 2\r\nok\r\nPUB foo\r\n"),
+            err(vec![pub_op("foo", None, "ok")], E::ParserError)
+        );
+    }
+
+    #[test]
+    fn payload_is_borrowed_in_place() {
+        let input = b"PUB foo.bar reply 5\r\nhello\r\nPUB x 3\r\nabc\r\nPUB y 4\r\nab";
+        let range = input.as_ptr_range();
+        let mut p = Parser::new(cfg());
+        let mut n = 0;
+        p.parse(input, |op| {
+            if let Op::Pub { subject, payload, .. } = op {
+                assert!(range.contains(&subject.as_ptr()));
+                assert!(range.contains(&payload.as_ptr()));
+                n += 1;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(p.buffered(), 11);
+        // the split frame is completed from the buffer, the next one is in place again
+        let cap = p.buf.capacity();
+        let second = b"cd\r\nPUB z 1\r\nq\r\n";
+        let mut got = Vec::new();
+        p.parse(second, |op| {
+            got.push(op.to_owned_op());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(got, vec![pub_op("y", None, "abcd"), pub_op("z", None, "q")]);
+        assert_eq!(p.buffered(), 0);
+        assert_eq!(p.buf.capacity(), cap, "buffer kept for reuse");
+    }
+
+    #[test]
+    fn big_buffers_are_released() {
+        let mut p = Parser::new(cfg());
+        let mut s = b"PUB big 200000\r\n".to_vec();
+        s.extend(std::iter::repeat_n(b'x', 200_000));
+        s.extend_from_slice(b"\r\n");
+        for chunk in s.chunks(65536) {
+            p.parse(chunk, |_| ControlFlow::Continue(())).unwrap();
+        }
+        assert_eq!(p.buffered(), 0);
+        assert!(p.buf.capacity() <= KEEP_BUFFER);
+    }
+
+    /// Small deterministic generator for random streams.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn random_stream(rng: &mut Rng) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"PUB foo 5\r\nhello\r\n",
+            b"pub foo.bar r 0\r\n\r\n",
+            b"PUB\tx\t3\nabc\r\n",
+            b"SUB foo 1\r\n",
+            b"SUB foo q 2\n",
+            b"UNSUB 1 10\r\n",
+            b"PING\r\n",
+            b"PONG\r\n",
+            b"+OK\r\n",
+            b"CONNECT {\"headers\":true}\r\n",
+            b"INFO {}\r\n",
+            b"HPUB h 3 5\r\nabcde\r\n",
+            b"MSG m 1 2\r\nhi\r\n",
+            b"-ERR 'boom'\r\n",
+            b"PUB foo 2\r\nokk\r\n",
+            b"ZZZ\r\n",
+            b"PUB foo x\r\n",
+            b"\r\n",
+            b"PUB foo 2000000\r\n",
+        ];
+        let mut s = Vec::new();
+        for _ in 0..rng.below(8) {
+            let piece = PIECES[rng.below(PIECES.len())];
+            if rng.below(10) == 0 {
+                // corrupt one byte
+                let mut p = piece.to_vec();
+                let i = rng.below(p.len());
+                p[i] = b" \r\n\tPUBx1"[rng.below(9)];
+                s.extend_from_slice(&p);
+            } else {
+                s.extend_from_slice(piece);
+            }
+        }
+        if rng.below(4) == 0 && !s.is_empty() {
+            s.truncate(rng.below(s.len()));
+        }
+        s
+    }
+
+    #[test]
+    fn random_streams_split_anywhere() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..400 {
+            let s = random_stream(&mut rng);
+            let mcl = [1024, 16, 12, 5][round % 4];
+            for base in [cfg(), route(), auth()] {
+                let c = ParserConfig {
+                    max_control_line: mcl,
+                    max_payload: [1024, 4, 2][round % 3],
+                    ..base
+                };
+                let expect = whole(c, &s);
+                for i in 0..=s.len() {
+                    assert_eq!(run_chunks(c, &[&s[..i], &s[i..]]), expect, "{:?}", String::from_utf8_lossy(&s));
+                }
+                let bytes: Vec<&[u8]> = s.chunks(1).collect();
+                assert_eq!(run_chunks(c, &bytes), expect);
+                let mut chunks = Vec::new();
+                let mut rest = &s[..];
+                while !rest.is_empty() {
+                    let n = 1 + rng.below(rest.len().min(20));
+                    chunks.push(&rest[..n]);
+                    rest = &rest[n..];
+                }
+                assert_eq!(run_chunks(c, &chunks), expect);
+            }
+        }
+    }
+}
