@@ -102,7 +102,13 @@ fn wildcard_subjects() -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn lookup_loop(c: &mut Criterion, group: &str, name: &str, sl: &Sublist<BSub>, subjects: &[Vec<u8>]) {
+fn lookup_loop(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    sl: &Sublist<BSub>,
+    subjects: &[Vec<u8>],
+) {
     let mut g = c.benchmark_group(group);
     let mut i = 0usize;
     g.bench_function(name, |b| {
@@ -128,9 +134,33 @@ fn bench_population(c: &mut Criterion, n: usize) {
     lookup_loop(c, "wildcard_hit", l, &fx.cached, &wild);
     lookup_loop(c, "wildcard_miss_uncached", l, &fx.uncached, &wild);
 
-    churn(c, "hit_under_disjoint_churn", l, &fx.cached, &lit, false, None);
-    churn(c, "lookup_under_overlapping_churn_100k", l, &fx.cached, &lit, true, Some(100));
-    churn(c, "lookup_under_overlapping_churn_max", l, &fx.cached, &lit, true, None);
+    churn(
+        c,
+        "hit_under_disjoint_churn",
+        l,
+        &fx.cached,
+        &lit,
+        false,
+        None,
+    );
+    churn(
+        c,
+        "lookup_under_overlapping_churn_100k",
+        l,
+        &fx.cached,
+        &lit,
+        true,
+        Some(100),
+    );
+    churn(
+        c,
+        "lookup_under_overlapping_churn_max",
+        l,
+        &fx.cached,
+        &lit,
+        true,
+        None,
+    );
 }
 
 /// Lookups on `lit` while another thread subscribes and unsubscribes, with a wildcard
@@ -159,7 +189,7 @@ fn churn(
             let mut window = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
-                let subject = match (overlap, k % 64 == 0) {
+                let subject = match (overlap, k.is_multiple_of(64)) {
                     (true, true) => "s.*.999".to_string(),
                     (true, false) => String::from_utf8(lit[(k * 31) & 1023].clone()).unwrap(),
                     (false, true) => "c.*.x".to_string(),
@@ -170,7 +200,7 @@ fn churn(
                 sl.remove(&s);
                 ops.fetch_add(2, Ordering::Relaxed);
                 if let Some(per_ms) = per_ms {
-                    if k % per_ms as usize == 0 {
+                    if k.is_multiple_of(per_ms as usize) {
                         let next = window + Duration::from_millis(1);
                         let now = Instant::now();
                         if next > now {
@@ -214,10 +244,13 @@ fn bench_fill(c: &mut Criterion) {
             let iters = iters as usize;
             let sl = Sublist::with_cache_max(iters + 1);
             for i in 0..10_000 {
-                sl.insert(sub(&format!("s.{}.{}", i / 1000, i % 1000))).unwrap();
+                sl.insert(sub(&format!("s.{}.{}", i / 1000, i % 1000)))
+                    .unwrap();
             }
             sl.insert(sub("s.*.>")).unwrap();
-            let subjects: Vec<Vec<u8>> = (0..iters).map(|i| format!("s.{}.{}", i % 10, i).into_bytes()).collect();
+            let subjects: Vec<Vec<u8>> = (0..iters)
+                .map(|i| format!("s.{}.{}", i % 10, i).into_bytes())
+                .collect();
             let t = Instant::now();
             for s in &subjects {
                 sl.match_with(black_box(s), |r| black_box(r.fanout()));
@@ -232,7 +265,11 @@ fn bench_fill(c: &mut Criterion) {
 /// bounded default cache and against no cache at all.
 fn bench_unique_subjects(c: &mut Criterion) {
     let subjects: Vec<Box<[u8]>> = (0..1_000_000u32)
-        .map(|i| format!("_INBOX.r{}.{i}", i % 100).into_bytes().into_boxed_slice())
+        .map(|i| {
+            format!("_INBOX.r{}.{i}", i % 100)
+                .into_bytes()
+                .into_boxed_slice()
+        })
         .collect();
     let setup = |cache: Option<usize>| {
         let sl = match cache {
@@ -240,7 +277,8 @@ fn bench_unique_subjects(c: &mut Criterion) {
             None => Sublist::new(),
         };
         for i in 0..10_000 {
-            sl.insert(sub(&format!("s.{}.{}", i / 1000, i % 1000))).unwrap();
+            sl.insert(sub(&format!("s.{}.{}", i / 1000, i % 1000)))
+                .unwrap();
         }
         for k in 0..100 {
             sl.insert(sub(&format!("_INBOX.r{k}.*"))).unwrap();

@@ -4,7 +4,7 @@
 //! bytes to outbound queues (its own and its subscribers'). It never touches a socket or a
 //! clock; the reactor feeds it and acts on [`Client::closing`].
 
-use crate::outbound::{Outbound, Pushed, WakeBatch, STALL_BYTES};
+use crate::outbound::{Outbound, Pushed, WakeBatch};
 use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
@@ -101,7 +101,7 @@ pub struct Env<'a> {
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
     pub now: Instant,
-    /// Subscribers this batch pushed past [`STALL_BYTES`]: the reactor pauses the publisher
+    /// Subscribers this batch pushed past their stall threshold: the reactor pauses the publisher
     /// until they drain.
     pub stalled_on: &'a mut Vec<Arc<Outbound>>,
     pub cfg: &'a ClientConfig,
@@ -548,7 +548,7 @@ fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Env<'_>) ->
     match pushed {
         Pushed::Dropped { .. } => false,
         p => {
-            if p.pending() > STALL_BYTES && !env.stalled_on.iter().any(|o| Arc::ptr_eq(o, &sub.out))
+            if p.pending() > sub.out.stall_bytes() && !env.stalled_on.iter().any(|o| Arc::ptr_eq(o, &sub.out))
             {
                 env.stalled_on.push(Arc::clone(&sub.out));
             }

@@ -13,7 +13,8 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Pending output above which a publisher is paused until the subscriber drains.
+/// Pending output above which a publisher is paused until the subscriber drains (or a
+/// quarter of `max_pending`, if that is smaller).
 pub const STALL_BYTES: usize = 1024 * 1024;
 
 pub struct Outbound {
@@ -26,6 +27,7 @@ pub struct Outbound {
     /// The client negotiated headers (gets HMSG rather than MSG).
     pub headers: AtomicBool,
     max_pending: usize,
+    stall_bytes: usize,
     queue: Mutex<Pending>,
 }
 
@@ -71,6 +73,7 @@ impl Outbound {
             token,
             headers: AtomicBool::new(false),
             max_pending,
+            stall_bytes: STALL_BYTES.min(max_pending / 4),
             queue: Mutex::new(Pending::default()),
         }
     }
@@ -118,6 +121,12 @@ impl Outbound {
         q.scheduled = false;
         std::mem::swap(&mut q.buf, into);
         into.len()
+    }
+
+    /// Pending bytes above which publishers to this connection should pause.
+    #[inline]
+    pub fn stall_bytes(&self) -> usize {
+        self.stall_bytes
     }
 
     /// Bytes waiting to be taken by the owner.

@@ -48,8 +48,10 @@ struct Norm {
 }
 
 fn norm_filtered(r: &MatchResult<TSub>, keep: impl Fn(&TSub) -> bool) -> Norm {
-    let mut n = Norm::default();
-    n.plain = r.plain.iter().filter(|s| keep(s)).map(|s| s.id).collect();
+    let mut n = Norm {
+        plain: r.plain.iter().filter(|s| keep(s)).map(|s| s.id).collect(),
+        queues: BTreeMap::new(),
+    };
     n.plain.sort_unstable();
     let mut names = Vec::new();
     for g in &r.queues {
@@ -147,12 +149,34 @@ fn sublist_is_send_sync() {
 #[test]
 fn invalid_subjects_are_rejected() {
     let sl = Sublist::new();
-    for bad in ["", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", ">.foo", "a.>.>"] {
-        assert_eq!(sl.insert(tsub(0, bad, None)), Err(InvalidSubject), "{bad:?}");
+    for bad in [
+        "",
+        ".",
+        "foo.",
+        ".foo",
+        "foo..bar",
+        "foo.>.bar",
+        ">.foo",
+        "a.>.>",
+    ] {
+        assert_eq!(
+            sl.insert(tsub(0, bad, None)),
+            Err(InvalidSubject),
+            "{bad:?}"
+        );
         assert_eq!(sl.insert(tsub(0, bad, Some("q"))), Err(InvalidSubject));
     }
     assert_eq!(sl.count(), 0);
-    for good in ["foo", "*", ">", "foo.>", "*.*", "foo.*bar", "foo.>bar.x", "a.b*.>"] {
+    for good in [
+        "foo",
+        "*",
+        ">",
+        "foo.>",
+        "*.*",
+        "foo.*bar",
+        "foo.>bar.x",
+        "a.b*.>",
+    ] {
         assert_eq!(sl.insert(tsub(0, good, None)), Ok(()), "{good:?}");
     }
     assert_eq!(sl.count(), 8);
@@ -284,7 +308,22 @@ fn cache_is_bounded_and_admits_hot_subjects() {
         assert_eq!(r.plain.len(), 1);
         assert!(sl.cache_len() <= 64);
     }
-    assert_eq!(sl.cache_len(), 64);
+    // One-off subjects fill only the first half of the cache.
+    assert_eq!(sl.cache_len(), 32);
+    // Subjects published repeatedly get in, and the cache stays bounded.
+    for round in 0..3 {
+        for i in 0..500 {
+            let subject = format!("_INBOX.again.{i}");
+            let before = sl.stats().cache_hits;
+            for _ in 0..3 {
+                sl.match_subject(subject.as_bytes());
+            }
+            if round == 0 {
+                assert_eq!(sl.stats().cache_hits, before + 1, "{subject}");
+            }
+            assert!(sl.cache_len() <= 64);
+        }
+    }
     // The cache is full of one-off subjects; a subject published again gets in.
     sl.match_subject(b"hot");
     sl.match_subject(b"hot");
@@ -451,8 +490,14 @@ fn concurrent_round(cache_max: usize, threads: usize, ops_per_thread: usize, see
                         }
                         _ => {
                             let subj = &subjects[rng.gen_range(0..subjects.len())];
-                            let got = sl.match_with(subj.as_bytes(), |r| norm_filtered(r, |s| s.owner == t));
-                            assert_eq!(got, model_match(&mine, subj.as_bytes()), "thread {t} subject {subj}");
+                            let got = sl.match_with(subj.as_bytes(), |r| {
+                                norm_filtered(r, |s| s.owner == t)
+                            });
+                            assert_eq!(
+                                got,
+                                model_match(&mine, subj.as_bytes()),
+                                "thread {t} subject {subj}"
+                            );
                         }
                     }
                 }
@@ -460,7 +505,10 @@ fn concurrent_round(cache_max: usize, threads: usize, ops_per_thread: usize, see
             })
         })
         .collect();
-    let live: Vec<Arc<TSub>> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let live: Vec<Arc<TSub>> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     assert_eq!(sl.count(), live.len());
     assert!(sl.cache_len() <= cache_max + threads);
     // Twice: the first pass reads whatever the cache kept, the second reads what the
@@ -484,7 +532,11 @@ fn concurrent_sub_unsub_lookup_matches_model() {
 #[test]
 fn no_stale_cache_entries_after_writers_finish() {
     for round in 0..6u64 {
-        let sl = Arc::new(Sublist::with_cache_max(if round % 2 == 0 { DEFAULT_CACHE_MAX } else { 3 }));
+        let sl = Arc::new(Sublist::with_cache_max(if round % 2 == 0 {
+            DEFAULT_CACHE_MAX
+        } else {
+            3
+        }));
         let hot = ["a.b", "a.c", "b.b"];
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
@@ -509,7 +561,11 @@ fn no_stale_cache_entries_after_writers_finish() {
                     for _ in 0..2000 {
                         if mine.len() < 4 || rng.gen_bool(0.5) {
                             let p = ["a.b", "a.*", "*.b", ">", "a.>", "b.b"][rng.gen_range(0..6)];
-                            let s = tsub(w as usize, p, if rng.gen_bool(0.3) { Some("q") } else { None });
+                            let s = tsub(
+                                w as usize,
+                                p,
+                                if rng.gen_bool(0.3) { Some("q") } else { None },
+                            );
                             sl.insert(s.clone()).unwrap();
                             mine.push(s);
                         } else {
@@ -521,7 +577,10 @@ fn no_stale_cache_entries_after_writers_finish() {
                 })
             })
             .collect();
-        let live: Vec<Arc<TSub>> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let live: Vec<Arc<TSub>> = writers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         // Writers are done; readers keep filling the cache for a while, then stop.
         stop.store(true, Ordering::Relaxed);
         for r in readers {

@@ -9,8 +9,16 @@ use std::time::Duration;
 fn info_line_is_framed_like_gnatsd() {
     let srv = start();
     let raw = Raw::connect(srv.addr);
-    assert!(raw.info.starts_with("INFO {\"server_id\":\""), "{}", raw.info);
-    assert!(raw.info.ends_with("} \r\n"), "space before CRLF: {:?}", raw.info);
+    assert!(
+        raw.info.starts_with("INFO {\"server_id\":\""),
+        "{}",
+        raw.info
+    );
+    assert!(
+        raw.info.ends_with("} \r\n"),
+        "space before CRLF: {:?}",
+        raw.info
+    );
     let json: serde_json::Value =
         serde_json::from_str(raw.info.trim_start_matches("INFO ").trim_end()).unwrap();
     assert_eq!(json["port"], srv.addr.port());
@@ -81,7 +89,7 @@ fn wrong_arguments_are_parser_errors() {
         b"PUB foo\r\n",
         b"SUB foo\r\n",
         b"SUB a b c d\r\n",
-        b"UNSUB\r\n",
+        b"UNSUB \r\n",
         b"CONNECT {bad json\r\n",
     ] {
         let mut c = Raw::connect(srv.addr);
@@ -297,8 +305,8 @@ fn headers_hpub_to_hmsg_and_stripped_for_plain_subscribers() {
     let mut plain = Raw::quiet(srv.addr);
     plain.send(b"SUB foo 2\r\nPING\r\n");
     plain.expect(b"PONG\r\n");
-    h.send(b"HPUB foo rep 22 27\r\nNATS/1.0\r\nA: bcdefg\r\n\r\nhello\r\n");
-    h.expect(b"HMSG foo 1 rep 22 27\r\nNATS/1.0\r\nA: bcdefg\r\n\r\nhello\r\n");
+    h.send(b"HPUB foo rep 23 28\r\nNATS/1.0\r\nA: bcdefg\r\n\r\nhello\r\n");
+    h.expect(b"HMSG foo 1 rep 23 28\r\nNATS/1.0\r\nA: bcdefg\r\n\r\nhello\r\n");
     plain.expect(b"MSG foo 2 rep 5\r\nhello\r\n");
 }
 
@@ -413,7 +421,10 @@ fn closed_subscriber_is_unsubscribed() {
     // Wait (bounded) until the server noticed the close: the sub count drops to zero.
     let deadline = std::time::Instant::now() + WAIT;
     while srv.server.sublist.count() != 0 {
-        assert!(std::time::Instant::now() < deadline, "subscription not removed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscription not removed"
+        );
         p.expect_nothing_then_pong();
     }
 }
@@ -424,4 +435,69 @@ fn graceful_shutdown_closes_clients() {
     let mut c = Raw::quiet(srv.addr);
     srv.shutdown().expect("clean shutdown");
     c.expect_eof();
+}
+
+#[test]
+fn op_without_argument_separator_is_unknown_op() {
+    let srv = start();
+    let mut c = Raw::connect(srv.addr);
+    c.send(b"UNSUB\r\n");
+    c.expect(b"-ERR 'Unknown Protocol Operation'\r\n-ERR 'Parser Error'\r\n");
+    c.expect_eof();
+}
+
+/// A subscriber that stops reading is cut off once its pending output passes max_pending;
+/// the publisher and a healthy subscriber carry on and lose nothing.
+#[test]
+fn slow_consumer_is_cut_off_without_hurting_others() {
+    let srv = start_with(|o| {
+        o.max_pending = 256 * 1024;
+        o.write_deadline = Duration::from_millis(500);
+    });
+    let mut slow = Raw::quiet(srv.addr);
+    // A tiny receive buffer so the kernel cannot absorb the backlog for it.
+    let sock = socket2::SockRef::from(&slow.stream);
+    sock.set_recv_buffer_size(4096).unwrap();
+    slow.send(b"SUB data 1\r\nPING\r\n");
+    slow.expect(b"PONG\r\n");
+    let mut good = Raw::quiet(srv.addr);
+    good.send(b"SUB data 2\r\nPING\r\n");
+    good.expect(b"PONG\r\n");
+
+    let mut publisher = Raw::quiet(srv.addr);
+    let payload = vec![b'x'; 1024];
+    let mut frame = b"PUB data 1024\r\n".to_vec();
+    frame.extend_from_slice(&payload);
+    frame.extend_from_slice(b"\r\n");
+    // 12 MB: past max_pending plus what loopback socket buffers absorb (up to ~4 MB).
+    const N: usize = 12000;
+    let reader = std::thread::spawn(move || {
+        for _ in 0..N {
+            good.expect(b"MSG data 2 1024\r\n");
+            good.expect(&payload);
+            good.expect(b"\r\n");
+        }
+        good.expect_nothing_then_pong();
+    });
+    for _ in 0..N {
+        publisher.send(&frame);
+    }
+    publisher.expect_nothing_then_pong();
+    reader.join().expect("healthy subscriber got every message");
+    // The slow one is cut off by the server: only the publisher and the healthy
+    // subscriber remain. (Draining its socket through a 4 KiB window would take minutes.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while srv
+        .server
+        .conn_count
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow consumer was not disconnected"
+        );
+        publisher.expect_nothing_then_pong();
+    }
+    drop(slow);
 }

@@ -132,7 +132,16 @@ impl serde_json::ser::Formatter for GoFormatter {
         W: ?Sized + io::Write,
     {
         use serde_json::ser::CharEscape;
-        let control = |b: u8| [b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]];
+        let control = |b: u8| {
+            [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]
+        };
         match char_escape {
             CharEscape::Quote => writer.write_all(b"\\\""),
             CharEscape::ReverseSolidus => writer.write_all(b"\\\\"),
@@ -560,7 +569,8 @@ mod tests {
             .unwrap();
         assert!(!o.verbose && !o.pedantic);
         assert_eq!(o.user.as_deref(), Some("b"));
-        o.apply_json(br#"{"verbose":true,"VERBOSE":false}"#).unwrap();
+        o.apply_json(br#"{"verbose":true,"VERBOSE":false}"#)
+            .unwrap();
         assert!(!o.verbose);
         // KELVIN SIGN folds to k, LONG S to s (Go's rule)
         o.apply_json("{\"auth_to\u{212a}en\":\"t\",\"pa\u{17f}\u{17f}\":\"p\"}".as_bytes())
@@ -570,7 +580,8 @@ mod tests {
         // escaped key
         o.apply_json(br#"{"n\u0061me":"x"}"#).unwrap();
         assert_eq!(o.name.as_deref(), Some("x"));
-        o.apply_json(br#"{"no_responders_":true,"verbos":true}"#).unwrap();
+        o.apply_json(br#"{"no_responders_":true,"verbos":true}"#)
+            .unwrap();
         assert!(!o.no_responders && !o.verbose);
     }
 
@@ -617,10 +628,16 @@ mod tests {
         .unwrap();
         assert_eq!(i.server_id, "FAKE");
         assert_eq!(i.port, 36399);
-        assert_eq!(i.connect_urls, vec!["127.0.0.1:35399".to_string(), String::new()]);
+        assert_eq!(
+            i.connect_urls,
+            vec!["127.0.0.1:35399".to_string(), String::new()]
+        );
         assert!(RemoteInfo::from_json(b"{\"port\":\"x\"}").is_err());
         assert!(RemoteInfo::from_json(b"{\"connect_urls\":\"x\"}").is_err());
         assert!(RemoteInfo::from_json(b"nope").is_err());
-        assert_eq!(RemoteInfo::from_json(b"null").unwrap(), RemoteInfo::default());
+        assert_eq!(
+            RemoteInfo::from_json(b"null").unwrap(),
+            RemoteInfo::default()
+        );
     }
 }

@@ -493,25 +493,31 @@ impl Parser {
 
         while pos < input.len() {
             let rest = &input[pos..];
-            let window = line_window(&self.cfg).min(rest.len());
-            let Some(nl) = memchr(b'\n', &rest[..window]) else {
-                // Incomplete line (or one already too long): keep it for the next call.
-                self.buf.clear();
-                self.buf.extend_from_slice(&rest[..window]);
-                self.state = State::Line;
-                check_partial_line(&self.buf, &self.cfg)?;
-                debug_assert_eq!(window, rest.len());
-                return Ok(Parsed::Done);
+            let (line, next) = match fast_head(rest, &self.cfg) {
+                Some((head, size, next)) => (Line::Head(head, size), next),
+                None => {
+                    let window = line_window(&self.cfg).min(rest.len());
+                    let Some(nl) = memchr(b'\n', &rest[..window]) else {
+                        // Incomplete line (or one already too long): keep it for the next call.
+                        self.buf.clear();
+                        self.buf.extend_from_slice(&rest[..window]);
+                        self.state = State::Line;
+                        check_partial_line(&self.buf, &self.cfg)?;
+                        debug_assert_eq!(window, rest.len());
+                        return Ok(Parsed::Done);
+                    };
+                    (parse_line(&rest[..nl], &self.cfg)?, nl + 1)
+                }
             };
-            match parse_line(&rest[..nl], &self.cfg)? {
+            match line {
                 Line::Op(op) => {
-                    pos += nl + 1;
+                    pos += next;
                     if deliver(op, &mut self.cfg, on_op).is_break() {
                         return Ok(Parsed::Stopped);
                     }
                 }
                 Line::Head(head, size) => {
-                    let start = nl + 1;
+                    let start = next;
                     let end = frame_end(start, size);
                     if end <= rest.len() {
                         if rest[end - 1] != b'\n' {
@@ -632,6 +638,145 @@ where
     on_op(op, cfg)
 }
 
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const BELOW_21: u64 = 0x5f5f_5f5f_5f5f_5f5f;
+
+/// The high bit of every byte of `w` that is below 0x21 (space, tab, CR, LF and the other
+/// controls); exact, no carries between bytes.
+#[inline(always)]
+fn low_bytes(w: u64) -> u64 {
+    !(((w & LOW7) + BELOW_21) | w) & HIGH
+}
+
+/// Fast path for the ops that carry the traffic (PUB, and MSG / HPUB when enabled) in
+/// their usual shape: one space between arguments, no other control bytes, a size of at
+/// most 9 digits within the limits. It answers only when the general path would produce
+/// exactly the same op, and returns `None` for everything else (errors included), which
+/// then goes through the general path. Returns the head, payload size and the index just
+/// after the line's `\n`.
+#[inline(always)]
+fn fast_head<'a>(rest: &'a [u8], cfg: &ParserConfig) -> Option<(Head<'a>, usize, usize)> {
+    const PUB: u32 = u32::from_le_bytes(*b"pub ");
+    const MSG: u32 = u32::from_le_bytes(*b"msg ");
+    const HPUB: u32 = u32::from_le_bytes(*b"hpub");
+    if cfg.require_connect {
+        return None;
+    }
+    let w4 = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    let (kind, at) = if w4 | 0x0020_2020 == PUB {
+        (Kind::Pub, 4)
+    } else if cfg.route && w4 | 0x0020_2020 == MSG {
+        (Kind::Msg, 4)
+    } else if cfg.headers && w4 | 0x2020_2020 == HPUB && rest.get(4) == Some(&b' ') {
+        (Kind::Hpub, 5)
+    } else {
+        return None;
+    };
+    let mut t: [&[u8]; 4] = [&[]; 4];
+    let limit = cfg.max_control_line.min(FAST_LINE_MAX);
+    let (n, line_len, next) = fast_tokens(rest, at, limit, &mut t)?;
+    if line_len > cfg.max_control_line {
+        return None;
+    }
+    let (head, size) = match (kind, n) {
+        (Kind::Pub, 2 | 3) => {
+            let reply = if n == 3 { Some(t[1]) } else { None };
+            let head = Head::Pub {
+                subject: t[0],
+                reply,
+            };
+            (head, fast_size(t[n - 1])?)
+        }
+        (Kind::Msg, 3 | 4) => {
+            let reply = if n == 4 { Some(t[2]) } else { None };
+            let head = Head::Msg {
+                subject: t[0],
+                sid: t[1],
+                reply,
+            };
+            (head, fast_size(t[n - 1])?)
+        }
+        (Kind::Hpub, 3 | 4) => {
+            let reply = if n == 4 { Some(t[1]) } else { None };
+            let header_len = fast_size(t[n - 2])?;
+            let size = fast_size(t[n - 1])?;
+            if header_len > size {
+                return None;
+            }
+            let head = Head::Hpub {
+                subject: t[0],
+                reply,
+                header_len,
+            };
+            (head, size)
+        }
+        _ => return None,
+    };
+    if size > cfg.max_payload {
+        return None;
+    }
+    Some((head, size, next))
+}
+
+/// Longest line the fast path scans.
+const FAST_LINE_MAX: usize = 512;
+
+/// Splits `rest[at..]` into single-space-separated tokens up to the line end, 8 bytes at a
+/// time. `None` for anything unusual: an empty token (two blanks, a leading blank), a tab
+/// or other control byte, a `\r` not followed by `\n`, more than 4 tokens, a line longer
+/// than `limit`, or fewer than 8 bytes left to look at. Returns the token count, the line
+/// length without its line ending, and the index after the `\n`.
+#[inline(always)]
+fn fast_tokens<'a>(
+    rest: &'a [u8],
+    at: usize,
+    limit: usize,
+    t: &mut [&'a [u8]; 4],
+) -> Option<(usize, usize, usize)> {
+    let mut tok = at;
+    let mut n = 0;
+    let mut i = at;
+    while i <= limit {
+        let w = u64::from_le_bytes(rest.get(i..i + 8)?.try_into().ok()?);
+        let mut m = low_bytes(w);
+        while m != 0 {
+            let j = i + (m.trailing_zeros() / 8) as usize;
+            m &= m - 1;
+            if j == tok || n == t.len() {
+                return None;
+            }
+            t[n] = rest.get(tok..j)?;
+            n += 1;
+            match rest[j] {
+                b' ' => tok = j + 1,
+                b'\n' => return Some((n, j, j + 1)),
+                b'\r' if rest.get(j + 1) == Some(&b'\n') => return Some((n, j, j + 2)),
+                _ => return None,
+            }
+        }
+        i += 8;
+    }
+    None
+}
+
+/// 1 to 9 decimal digits.
+#[inline(always)]
+fn fast_size(d: &[u8]) -> Option<usize> {
+    if d.is_empty() || d.len() > 9 {
+        return None;
+    }
+    let mut n = 0usize;
+    for &c in d {
+        let v = c.wrapping_sub(b'0');
+        if v > 9 {
+            return None;
+        }
+        n = n * 10 + v as usize;
+    }
+    Some(n)
+}
+
 /// Checks the start of a line whose `\n` has not arrived: a definite op-name error is
 /// reported now, and so is a line that is already too long.
 fn check_partial_line(buf: &[u8], cfg: &ParserConfig) -> Result<(), ProtoError> {
@@ -650,8 +795,12 @@ fn check_partial_line(buf: &[u8], cfg: &ParserConfig) -> Result<(), ProtoError> 
 
 /// Decides the op of a line from its first bytes. For a partial line (`complete` false)
 /// `Ok(None)` means "not decided yet". Returns the op and where its arguments start.
-#[inline]
-fn classify(line: &[u8], complete: bool, cfg: &ParserConfig) -> Result<Option<(Kind, usize)>, ProtoError> {
+#[inline(always)]
+fn classify(
+    line: &[u8],
+    complete: bool,
+    cfg: &ParserConfig,
+) -> Result<Option<(Kind, usize)>, ProtoError> {
     let undecided = || {
         if complete {
             Err(ProtoError::UnknownOp)
@@ -720,7 +869,7 @@ fn skip_blanks(line: &[u8], mut i: usize) -> usize {
 }
 
 /// Parses a complete control line (`raw` excludes the `\n`).
-#[inline]
+#[inline(always)]
 fn parse_line<'a>(raw: &'a [u8], cfg: &ParserConfig) -> Result<Line<'a>, ProtoError> {
     let line = match raw.split_last() {
         Some((b'\r', head)) => head,
@@ -838,24 +987,52 @@ fn split_args<'a, const N: usize>(s: &'a [u8], out: &mut [&'a [u8]; N]) -> usize
     let mut count = 0;
     let mut i = 0;
     let len = s.len();
-    while i < len {
+    loop {
         while i < len && is_arg_sep(s[i]) {
             i += 1;
         }
         if i == len {
-            break;
+            return count;
         }
-        let start = i;
-        while i < len && !is_arg_sep(s[i]) {
-            i += 1;
-        }
+        let end = find_sep(s, i + 1);
         if count == N {
             return N + 1;
         }
-        out[count] = &s[start..i];
+        out[count] = &s[i..end];
         count += 1;
+        i = end;
     }
-    count
+}
+
+/// Index of the first argument separator in `s` at or after `i`, or `s.len()`.
+///
+/// Looks at 8 bytes at a time for any byte below 0x21; the lowest flagged byte of a word
+/// is always a real one (a borrow only flags more significant bytes), and it is then
+/// checked exactly, since other control bytes are not separators.
+#[inline]
+fn find_sep(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let m = w.wrapping_sub(ONES * 0x21) & !w & HIGH;
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        let j = i + (m.trailing_zeros() / 8) as usize;
+        if is_arg_sep(s[j]) {
+            return j;
+        }
+        i = j + 1;
+    }
+    while i < s.len() {
+        if is_arg_sep(s[i]) {
+            return i;
+        }
+        i += 1;
+    }
+    s.len()
 }
 
 #[inline]
@@ -969,7 +1146,12 @@ mod tests {
         let expect = whole(cfg, s);
         let show = || String::from_utf8_lossy(s).into_owned();
         for i in 0..=s.len() {
-            assert_eq!(run_chunks(cfg, &[&s[..i], &s[i..]]), expect, "split {i} of {:?}", show());
+            assert_eq!(
+                run_chunks(cfg, &[&s[..i], &s[i..]]),
+                expect,
+                "split {i} of {:?}",
+                show()
+            );
         }
         if s.len() <= 80 {
             for i in 0..=s.len() {
@@ -1015,7 +1197,10 @@ mod tests {
     #[test]
     fn appendix_b_parsing_rows() {
         let c = cfg();
-        assert_eq!(check_splits(c, b"SUB foo 1\r\n"), ok(vec![sub_op("foo", None, "1")]));
+        assert_eq!(
+            check_splits(c, b"SUB foo 1\r\n"),
+            ok(vec![sub_op("foo", None, "1")])
+        );
         assert_eq!(
             check_splits(c, b"PUB foo 5\r\nhello\r\n"),
             ok(vec![pub_op("foo", None, "hello")])
@@ -1025,7 +1210,10 @@ mod tests {
             ok(vec![OwnedOp::Connect(b"{}".to_vec())])
         );
         assert_eq!(check_splits(c, b"ZZZ\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(c, b"PUB foo bar\r\n"), err(vec![], E::ParserError));
+        assert_eq!(
+            check_splits(c, b"PUB foo bar\r\n"),
+            err(vec![], E::ParserError)
+        );
         assert_eq!(
             check_splits(
                 c,
@@ -1045,7 +1233,10 @@ mod tests {
             check_splits(c, b"-ERR 'x'\r\n"),
             ok(vec![OwnedOp::Err(b"'x'".to_vec())])
         );
-        assert_eq!(check_splits(c, b"MSG foo 1 2\r\nok\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(c, b"MSG foo 1 2\r\nok\r\n"),
+            err(vec![], E::UnknownOp)
+        );
         assert_eq!(
             check_splits(c, b"PUB _SYS.foo 2\r\nok\r\n"),
             ok(vec![pub_op("_SYS.foo", None, "ok")])
@@ -1061,10 +1252,19 @@ mod tests {
                 pub_op("foo", None, ""),
             ])
         );
-        assert_eq!(check_splits(c, b"PUB foo 2\r\nokk\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(c, b"PUB foo 2\r\nokk\r\n"),
+            err(vec![], E::UnknownOp)
+        );
         assert_eq!(check_splits(c, b"PING foo\r\n"), ok(vec![OwnedOp::Ping]));
-        assert_eq!(check_splits(c, b"PUB foo 2000000\r\n"), err(vec![], E::MaxPayload));
-        assert_eq!(check_splits(auth(), b"PING\r\n"), err(vec![], E::AuthViolation));
+        assert_eq!(
+            check_splits(c, b"PUB foo 2000000\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+        assert_eq!(
+            check_splits(auth(), b"PING\r\n"),
+            err(vec![], E::AuthViolation)
+        );
         assert_eq!(
             check_splits(auth(), b"SUB foo 1\r\n"),
             err(vec![], E::AuthViolation)
@@ -1098,7 +1298,12 @@ mod tests {
             b"PUX foo 1\r\n",
             b"+KO\r\n",
         ] {
-            assert_eq!(check_splits(c, s), err(vec![], E::UnknownOp), "{:?}", String::from_utf8_lossy(s));
+            assert_eq!(
+                check_splits(c, s),
+                err(vec![], E::UnknownOp),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
     }
 
@@ -1106,7 +1311,10 @@ mod tests {
     fn separators_tabs_and_line_ends() {
         let c = cfg();
         assert_eq!(
-            check_splits(c, b"PUB\tfoo\t\t2\r\nok\r\nSUB \t foo\tq \t 1\nPUB foo  reply   2\nhi\r\n"),
+            check_splits(
+                c,
+                b"PUB\tfoo\t\t2\r\nok\r\nSUB \t foo\tq \t 1\nPUB foo  reply   2\nhi\r\n"
+            ),
             ok(vec![
                 pub_op("foo", None, "ok"),
                 sub_op("foo", Some("q"), "1"),
@@ -1128,8 +1336,14 @@ mod tests {
         );
         // payload trailer: first byte unchecked, second must be \n
         assert_eq!(
-            check_splits(c, b"PUB foo 2\r\nokX\nPUB foo 2\r\nok\n\nPUB foo 2\r\nok\nX"),
-            err(vec![pub_op("foo", None, "ok"), pub_op("foo", None, "ok")], E::UnknownOp)
+            check_splits(
+                c,
+                b"PUB foo 2\r\nokX\nPUB foo 2\r\nok\n\nPUB foo 2\r\nok\nX"
+            ),
+            err(
+                vec![pub_op("foo", None, "ok"), pub_op("foo", None, "ok")],
+                E::UnknownOp
+            )
         );
         assert_eq!(
             check_splits(c, b"PUB foo 2\r\nok\r\r\n"),
@@ -1194,7 +1408,12 @@ mod tests {
     fn ping_pong_ok_ignore_the_rest() {
         assert_eq!(
             check_splits(cfg(), b"PINGXYZ\r\nPONG foo bar\n+OK whatever\r\nPING\r\n"),
-            ok(vec![OwnedOp::Ping, OwnedOp::Pong, OwnedOp::Ok, OwnedOp::Ping])
+            ok(vec![
+                OwnedOp::Ping,
+                OwnedOp::Pong,
+                OwnedOp::Ok,
+                OwnedOp::Ping
+            ])
         );
     }
 
@@ -1237,10 +1456,18 @@ mod tests {
             b"UNSUB \r\n",
             b"UNSUB 1 2 3\r\n",
         ] {
-            assert_eq!(check_splits(c, s), err(vec![], E::ParserError), "{:?}", String::from_utf8_lossy(s));
+            assert_eq!(
+                check_splits(c, s),
+                err(vec![], E::ParserError),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
         // arg count and size are checked before max payload
-        assert_eq!(check_splits(c, b"PUB a b c 2000000\r\n"), err(vec![], E::ParserError));
+        assert_eq!(
+            check_splits(c, b"PUB a b c 2000000\r\n"),
+            err(vec![], E::ParserError)
+        );
         assert_eq!(
             check_splits(c, b"PUB a 99999999999999999999999999\r\n"),
             err(vec![], E::MaxPayload)
@@ -1294,12 +1521,30 @@ mod tests {
                 },
             ])
         );
-        assert_eq!(check_splits(r, b"MSG foo 1\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(r, b"MSG foo 1 a b 2\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(r, b"MSG foo 1 x\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(r, b"MSGfoo 1 1\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(r, b"MSG foo 1 2\r\nokk\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(cfg(), b"msg foo 1 2\r\nok\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(r, b"MSG foo 1\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(r, b"MSG foo 1 a b 2\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(r, b"MSG foo 1 x\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(r, b"MSGfoo 1 1\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(r, b"MSG foo 1 2\r\nokk\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(cfg(), b"msg foo 1 2\r\nok\r\n"),
+            err(vec![], E::UnknownOp)
+        );
     }
 
     #[test]
@@ -1321,18 +1566,48 @@ mod tests {
                 hp("foo", Some("_INBOX.x"), 12, "NATS/1.0\r\n\r\n"),
             ])
         );
-        assert_eq!(check_splits(h, b"HPUB foo 13 12\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUB foo 12\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUB a b c 1 2\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUB foo x 2\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUB foo 1 x\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUB foo 12 2000000\r\n"), err(vec![], E::MaxPayload));
-        assert_eq!(check_splits(h, b"HPUB foo 2000000 1\r\n"), err(vec![], E::ParserError));
-        assert_eq!(check_splits(h, b"HPUBfoo 1 1\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(cfg(), b"HPUB foo 0 0\r\n\r\n"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(h, b"HPUB foo 13 12\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB foo 12\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB a b c 1 2\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB foo x 2\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB foo 1 x\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB foo 12 2000000\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUB foo 2000000 1\r\n"),
+            err(vec![], E::ParserError)
+        );
+        assert_eq!(
+            check_splits(h, b"HPUBfoo 1 1\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(cfg(), b"HPUB foo 0 0\r\n\r\n"),
+            err(vec![], E::UnknownOp)
+        );
         // headers negotiated by a CONNECT earlier in the same read
         assert_eq!(
-            check_splits(cfg(), b"CONNECT {\"headers\":true}\r\nHPUB foo 0 2\r\nhi\r\n"),
+            check_splits(
+                cfg(),
+                b"CONNECT {\"headers\":true}\r\nHPUB foo 0 2\r\nhi\r\n"
+            ),
             ok(vec![
                 OwnedOp::Connect(b"{\"headers\":true}".to_vec()),
                 hp("foo", None, 0, "hi"),
@@ -1350,14 +1625,23 @@ mod tests {
             check_splits(c, b"PUB foo 8\r\n12345678\r\n"),
             ok(vec![pub_op("foo", None, "12345678")])
         );
-        assert_eq!(check_splits(c, b"PUB foo 9\r\n123456789\r\n"), err(vec![], E::MaxPayload));
-        assert_eq!(check_splits(c, b"PUB foo 09\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(
+            check_splits(c, b"PUB foo 9\r\n123456789\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+        assert_eq!(
+            check_splits(c, b"PUB foo 09\r\n"),
+            err(vec![], E::MaxPayload)
+        );
         assert_eq!(
             check_splits(c, b"PUB foo 008\r\n12345678\r\n"),
             ok(vec![pub_op("foo", None, "12345678")])
         );
         let r = ParserConfig { route: true, ..c };
-        assert_eq!(check_splits(r, b"MSG foo 1 9\r\n"), err(vec![], E::MaxPayload));
+        assert_eq!(
+            check_splits(r, b"MSG foo 1 9\r\n"),
+            err(vec![], E::MaxPayload)
+        );
 
         // default limit, exactly 1 MiB
         let mut s = b"PUB big 1048576\r\n".to_vec();
@@ -1394,11 +1678,22 @@ mod tests {
             b"CONNECT {\"verbose\":false}\r\n",
             b"PUB abc 1234\r\n",
         ] {
-            assert_eq!(check_splits(c, s), err(vec![], E::MaxControlLine), "{:?}", String::from_utf8_lossy(s));
+            assert_eq!(
+                check_splits(c, s),
+                err(vec![], E::MaxControlLine),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
         // an op-name error earlier in the line wins
-        assert_eq!(check_splits(c, b"ZZZ 1234567890\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(c, b"PUBX 1234567890"), err(vec![], E::UnknownOp));
+        assert_eq!(
+            check_splits(c, b"ZZZ 1234567890\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        assert_eq!(
+            check_splits(c, b"PUBX 1234567890"),
+            err(vec![], E::UnknownOp)
+        );
         // a partial line at the limit is kept, with or without a trailing \r
         assert_eq!(check_splits(c, b"SUB abc 12\r"), ok(vec![]));
         let mut p = Parser::new(c);
@@ -1410,7 +1705,10 @@ mod tests {
         long.extend(std::iter::repeat_n(b'a', 2000));
         long.extend_from_slice(b" 1\r\nx\r\n");
         assert_eq!(check_splits(cfg(), &long), err(vec![], E::MaxControlLine));
-        assert_eq!(check_splits(cfg(), &long[..1100]), err(vec![], E::MaxControlLine));
+        assert_eq!(
+            check_splits(cfg(), &long[..1100]),
+            err(vec![], E::MaxControlLine)
+        );
         let mut ok_line = b"PUB ".to_vec();
         ok_line.extend(std::iter::repeat_n(b'a', 1018));
         ok_line.extend_from_slice(b" 1\r\nx\r\n");
@@ -1423,7 +1721,13 @@ mod tests {
                 max_control_line: mcl,
                 ..cfg()
             };
-            for s in [&b"PUX a 1\r\n"[..], b"PING\r\n", b"SUB a 1\r\n", b"\r\n", b"PUB"] {
+            for s in [
+                &b"PUX a 1\r\n"[..],
+                b"PING\r\n",
+                b"SUB a 1\r\n",
+                b"\r\n",
+                b"PUB",
+            ] {
                 check_splits(c, s);
             }
         }
@@ -1446,11 +1750,15 @@ mod tests {
         );
         assert_eq!(check_splits(a, b"\r\n"), err(vec![], E::AuthViolation));
         assert_eq!(check_splits(a, b"CPING\r\n"), err(vec![], E::UnknownOp));
-        assert_eq!(check_splits(a, b"PUB foo 1\r\n"), err(vec![], E::AuthViolation));
+        assert_eq!(
+            check_splits(a, b"PUB foo 1\r\n"),
+            err(vec![], E::AuthViolation)
+        );
         assert_eq!(check_splits(a, b"P"), err(vec![], E::AuthViolation));
         assert_eq!(check_splits(a, b"CONN"), ok(vec![]));
         let mut p = Parser::new(a);
-        p.parse(b"CONNECT {}\r\n", |_| ControlFlow::Continue(())).unwrap();
+        p.parse(b"CONNECT {}\r\n", |_| ControlFlow::Continue(()))
+            .unwrap();
         assert!(!p.config().require_connect);
     }
 
@@ -1500,7 +1808,10 @@ mod tests {
         let mut p = Parser::new(cfg());
         let mut n = 0;
         p.parse(input, |op| {
-            if let Op::Pub { subject, payload, .. } = op {
+            if let Op::Pub {
+                subject, payload, ..
+            } = op
+            {
                 assert!(range.contains(&subject.as_ptr()));
                 assert!(range.contains(&payload.as_ptr()));
                 n += 1;
@@ -1606,7 +1917,12 @@ mod tests {
                 };
                 let expect = whole(c, &s);
                 for i in 0..=s.len() {
-                    assert_eq!(run_chunks(c, &[&s[..i], &s[i..]]), expect, "{:?}", String::from_utf8_lossy(&s));
+                    assert_eq!(
+                        run_chunks(c, &[&s[..i], &s[i..]]),
+                        expect,
+                        "{:?}",
+                        String::from_utf8_lossy(&s)
+                    );
                 }
                 let bytes: Vec<&[u8]> = s.chunks(1).collect();
                 assert_eq!(run_chunks(c, &bytes), expect);

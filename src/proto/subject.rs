@@ -89,14 +89,34 @@ mod tests {
     #[test]
     fn valid_subjects() {
         for s in [
-            "foo", "foo.bar", "*", ">", "foo.*", "foo.>", "*.bar.>", "foo.*bar", "foo.>bar.baz",
-            "foo.b*r", "_INBOX.abc", "a.b.c.d.e",
+            "foo",
+            "foo.bar",
+            "*",
+            ">",
+            "foo.*",
+            "foo.>",
+            "*.bar.>",
+            "foo.*bar",
+            "foo.>bar.baz",
+            "foo.b*r",
+            "_INBOX.abc",
+            "a.b.c.d.e",
         ] {
             assert!(is_valid_subject(s.as_bytes()), "{s}");
         }
         for s in [
-            "", ".", "foo.", ".foo", "foo..bar", "foo.>.bar", ">.foo", "foo bar", "foo\tbar",
-            "foo.b\rr", "foo\n", "fo\x0co",
+            "",
+            ".",
+            "foo.",
+            ".foo",
+            "foo..bar",
+            "foo.>.bar",
+            ">.foo",
+            "foo bar",
+            "foo\tbar",
+            "foo.b\rr",
+            "foo\n",
+            "fo\x0co",
         ] {
             assert!(!is_valid_subject(s.as_bytes()), "{s:?}");
         }
@@ -107,7 +127,9 @@ mod tests {
         for s in ["foo", "foo.bar", "foo.*bar", "foo.>bar", "a*.b>"] {
             assert!(is_valid_literal_subject(s.as_bytes()), "{s}");
         }
-        for s in ["*", ">", "foo.*", "foo.>", "*.foo", "foo..bar", "", "foo.", "a b"] {
+        for s in [
+            "*", ">", "foo.*", "foo.>", "*.foo", "foo..bar", "", "foo.", "a b",
+        ] {
             assert!(!is_valid_literal_subject(s.as_bytes()), "{s:?}");
         }
         assert!(has_wildcard(b"foo.*"));

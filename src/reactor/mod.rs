@@ -11,7 +11,7 @@ mod bufring;
 mod slab;
 
 use crate::client::{Client, CloseReason, Env};
-use crate::outbound::{Outbound, WakeBatch, STALL_BYTES};
+use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
 use crate::server::Server;
 use bufring::BufRing;
@@ -19,6 +19,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -122,6 +123,8 @@ struct Conn {
     /// Subscribers this publisher is waiting on, and since when.
     stalled_on: Vec<Arc<Outbound>>,
     stalled_since: Option<Instant>,
+    /// Buffers received while paused, parsed on resume (bounded by what was in flight).
+    held: VecDeque<(u16, u32)>,
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
@@ -400,6 +403,7 @@ impl Reactor {
             recv_armed: false,
             stalled_on: Vec::new(),
             stalled_since: None,
+            held: VecDeque::new(),
             close_deadline: None,
             shut: false,
         });
@@ -419,6 +423,39 @@ impl Reactor {
     fn on_recv(&mut self, token: u64, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         let bid = cqueue::buffer_select(flags);
+        let Some(conn) = self.conns.get_mut(token) else {
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        if !more {
+            conn.recv_armed = false;
+        }
+        if res <= 0 {
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+            }
+            // ENOBUFS: the buffer ring ran dry; buffers are recycled this iteration, so the
+            // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
+            // Anything else (EOF, a socket error): the peer is gone.
+            if !matches!(-res, libc::ENOBUFS | libc::ECANCELED) && conn.close_deadline.is_none()
+            {
+                conn.client.close(CloseReason::ClientClosed);
+            }
+        } else if let Some(bid) = bid {
+            if conn.stalled_since.is_some() || !conn.held.is_empty() {
+                // Paused: data that was already in flight waits, in order, for the resume.
+                conn.held.push_back((bid, res as u32));
+            } else {
+                self.feed(token, bid, res as usize);
+            }
+        }
+        self.after_input(token);
+    }
+
+    /// Parses one received buffer for `token` and gives the buffer back to the ring.
+    fn feed(&mut self, token: u64, bid: u16, len: usize) {
         let Reactor {
             conns,
             bufs,
@@ -430,81 +467,64 @@ impl Reactor {
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
-            if let Some(bid) = bid {
-                bufs.recycle(bid);
-            }
+            bufs.recycle(bid);
             return;
         };
-        if !more {
-            conn.recv_armed = false;
-        }
-        let mut rearm = !more;
-        if res <= 0 {
-            if let Some(bid) = bid {
-                bufs.recycle(bid);
-            }
-            match -res {
-                // Buffer ring ran dry: buffers are recycled this iteration, so re-arm.
-                libc::ENOBUFS => {}
-                // Cancelled to pause a publisher; resumed by check_stalls.
-                libc::ECANCELED => rearm = false,
-                _ => {
-                    // EOF or a socket error: the peer is gone.
-                    rearm = false;
-                    if conn.close_deadline.is_none() {
-                        conn.client.close(CloseReason::ClientClosed);
-                    }
+        if conn.client.closing().is_none() {
+            let data = bufs.get(bid, len);
+            let mut env = Env {
+                sublist: &server.sublist,
+                batch,
+                rng,
+                now: *now,
+                stalled_on: &mut conn.stalled_on,
+                cfg: &server.client_cfg,
+            };
+            let client = &mut conn.client;
+            let parsed = conn.parser.parse_with_config(data, |op, cfg| {
+                let is_connect = matches!(op, Op::Connect(_));
+                let flow = client.on_op(op, &mut env);
+                if is_connect {
+                    // HPUB is an op only for clients that asked for headers.
+                    cfg.headers = client.opts.headers;
                 }
+                flow
+            });
+            if let Err(e) = parsed {
+                let _ = client.fail(e, &mut env);
             }
-        } else if let Some(bid) = bid {
-            if conn.client.closing().is_none() {
-                let data = bufs.get(bid, res as usize);
-                let mut env = Env {
-                    sublist: &server.sublist,
-                    batch,
-                    rng,
-                    now: *now,
-                    stalled_on: &mut conn.stalled_on,
-                    cfg: &server.client_cfg,
-                };
-                let client = &mut conn.client;
-                let parsed = conn.parser.parse_with_config(data, |op, cfg| {
-                    let is_connect = matches!(op, Op::Connect(_));
-                    let flow = client.on_op(op, &mut env);
-                    if is_connect {
-                        // HPUB is an op only for clients that asked for headers.
-                        cfg.headers = client.opts.headers;
-                    }
-                    flow
-                });
-                if let Err(e) = parsed {
-                    let _ = client.fail(e, &mut env);
-                }
-            }
-            bufs.recycle(bid);
         }
+        bufs.recycle(bid);
         if !conn.stalled_on.is_empty() && conn.stalled_since.is_none() {
+            // A subscriber is backed up: stop reading this publisher until it drains.
             conn.stalled_since = Some(*now);
             stalled.push(token);
             if conn.recv_armed {
-                rearm = false;
                 let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
                     .build()
                     .user_data(user_data(Kind::Cancel, token));
                 self.push_sqe(sqe);
             }
         }
+    }
+
+    /// After input for `token`: start closing, or keep the multishot recv armed.
+    fn after_input(&mut self, token: u64) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
         if conn.client.closing().is_some() {
+            for (bid, _) in conn.held.drain(..) {
+                self.bufs.recycle(bid);
+            }
             self.start_close(token);
-        } else if rearm && conn.stalled_since.is_none() {
+        } else if !conn.recv_armed && conn.stalled_since.is_none() {
             self.arm_recv(token);
         }
     }
 
-    /// Resumes paused publishers whose subscribers drained (or after STALL_MAX).
+    /// Resumes paused publishers whose subscribers drained (or after STALL_MAX): first the
+    /// buffers held while paused, then the recv.
     fn check_stalls(&mut self) {
         let now = self.now;
         let mut resume = Vec::new();
@@ -513,7 +533,7 @@ impl Reactor {
                 return false;
             };
             conn.stalled_on
-                .retain(|o| !o.is_closed() && o.pending_len() > STALL_BYTES / 2);
+                .retain(|o| !o.is_closed() && o.pending_len() > o.stall_bytes() / 2);
             let expired = conn
                 .stalled_since
                 .is_some_and(|since| now.duration_since(since) >= STALL_MAX);
@@ -527,7 +547,15 @@ impl Reactor {
             }
         });
         for token in resume {
-            self.arm_recv(token);
+            while let Some((bid, len)) = self
+                .conns
+                .get_mut(token)
+                .filter(|c| c.stalled_since.is_none())
+                .and_then(|c| c.held.pop_front())
+            {
+                self.feed(token, bid, len as usize);
+            }
+            self.after_input(token);
         }
     }
 

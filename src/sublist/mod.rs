@@ -22,13 +22,13 @@
 //!
 //! # Bounding the cache
 //! The cache holds at most `cache_max` entries (plus at most one per thread concurrently
-//! filling it). While it has room, every miss is cached. Once full, a miss is admitted
-//! only if its subject was seen recently by a small "doorkeeper" table of hash
-//! fingerprints (i.e. it is at least the second recent miss on that subject); an
-//! admission first evicts a random quarter of the cache. So a stream of one-off
-//! subjects (request/reply inboxes) costs a fingerprint check per miss and never churns
-//! the cache, while a subject that keeps being published gets in on its second miss.
-//! Eviction scans the cache once per `cache_max / 4` admissions: O(1) amortised.
+//! filling it). While it is less than half full, every miss is cached. Beyond that, a
+//! miss is admitted only if its subject was seen recently by a small "doorkeeper" table
+//! of hash fingerprints (i.e. it is at least the second recent miss on that subject), and
+//! an admission into a full cache first evicts a random quarter of it. So a stream of
+//! one-off subjects (request/reply inboxes) costs a fingerprint check per miss and does
+//! not churn the cache, while a subject that keeps being published gets in on its second
+//! miss. Eviction scans the cache once per `cache_max / 4` admissions: O(1) amortised.
 
 mod trie;
 
@@ -203,6 +203,7 @@ pub struct Sublist<S: SubEntry> {
     cache_len: AtomicUsize,
     /// Set while one thread evicts, so concurrent misses do not all scan the cache.
     evicting: AtomicBool,
+    evictions: AtomicU64,
     /// Fingerprints of recently missed subjects, consulted when the cache is full.
     doorkeeper: Box<[AtomicU32]>,
     hasher: ahash::RandomState,
@@ -241,6 +242,7 @@ impl<S: SubEntry> Sublist<S> {
             cache_max: max,
             cache_len: AtomicUsize::new(0),
             evicting: AtomicBool::new(false),
+            evictions: AtomicU64::new(0),
             doorkeeper: (0..door_len).map(|_| AtomicU32::new(0)).collect(),
             hasher: ahash::RandomState::new(),
             count: AtomicUsize::new(0),
@@ -387,10 +389,10 @@ impl<S: SubEntry> Sublist<S> {
     /// Decides whether a freshly computed result for `subject` goes into the cache,
     /// evicting if needed. Called with the trie's read lock held.
     fn admit(&self, subject: &[u8], guard: &impl papaya::Guard) -> bool {
-        if self.cache_len.load(Relaxed) < self.cache_max {
+        let len = self.cache_len.load(Relaxed);
+        if len < self.cache_max / 2 {
             return true;
         }
-        if std::env::var_os("ADMIT_ALL").is_some() { return self.evict(guard); }
         let hash = self.hasher.hash_one(subject);
         let slot = &self.doorkeeper[(hash as usize) & (self.doorkeeper.len() - 1)];
         let fingerprint = ((hash >> 32) as u32) | 1;
@@ -399,7 +401,7 @@ impl<S: SubEntry> Sublist<S> {
             return false;
         }
         slot.store(0, Relaxed);
-        self.evict(guard)
+        len < self.cache_max || self.evict(guard)
     }
 
     /// Removes a random quarter (at least one) of the cached entries. Returns false if
@@ -412,7 +414,8 @@ impl<S: SubEntry> Sublist<S> {
         {
             return false;
         }
-        let mut rng = SmallRng::seed_from_u64(self.hasher.hash_one(self.cache_len.load(Relaxed)));
+        let mut rng =
+            SmallRng::seed_from_u64(self.hasher.hash_one(self.evictions.fetch_add(1, Relaxed)));
         let mut removed = 0usize;
         let mut first: Option<&Box<[u8]>> = None;
         for (key, _) in self.cache.iter(guard) {

@@ -125,7 +125,11 @@ impl Raw {
                 String::from_utf8_lossy(&self.buf)
             );
             self.stream
-                .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+                .set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1)),
+                ))
                 .unwrap();
             let mut chunk = [0u8; 4096];
             match self.stream.read(&mut chunk) {

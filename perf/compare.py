@@ -1,0 +1,677 @@
+#!/usr/bin/env python3
+"""Runs the ringnats benchmark matrix against ringnats, nats-server and
+(optionally) gnatsd 1.0 with two load generators and writes the results.
+
+Normally started through `perf/compare`, which installs peers and builds the
+binaries first. Configuration is by environment variable; see perf/README.md.
+"""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PERF = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(PERF)
+RESULTS = os.path.join(PERF, "results")
+
+# name: (np, ns, msgs at SCALE=1, size, extra generator options)
+# Counts are sized so one default run takes roughly 0.5-2 s on a 2-core box.
+CASES = [
+    ("pub16", 1, 0, 10_000_000, 16, {}),
+    ("pub128", 1, 0, 5_000_000, 128, {}),
+    ("pub1k", 1, 0, 1_500_000, 1024, {}),
+    ("pub64k", 1, 0, 30_000, 65536, {}),
+    ("1to1_16", 1, 1, 5_000_000, 16, {}),
+    ("1to1_128", 1, 1, 3_000_000, 128, {}),
+    ("fanout4", 1, 4, 1_500_000, 16, {}),
+    ("fanout16", 1, 16, 400_000, 16, {}),
+    ("fanin4", 4, 1, 4_000_000, 16, {}),
+    ("4to4_128", 4, 4, 1_000_000, 128, {}),
+    ("queue4", 1, 4, 3_000_000, 16, {"queue": "q"}),
+    ("subjects1m", 1, 1, 2_000_000, 16, {"subjects": 1_000_000}),
+    ("reqrep", 1, 1, 20_000, 128, {"req": True}),
+    ("idle1k", 1, 1, 3_000_000, 16, {"idle": 1000}),
+]
+PUB_ONLY = {c[0] for c in CASES if c[2] == 0}
+MIN_MSGS = 1000
+
+CSV_FIELDS = [
+    "run", "started", "rep", "case", "server", "gen", "np", "ns", "msgs", "size",
+    "ok", "failure", "error", "rate", "pub_rate", "sub_rate", "published",
+    "delivered", "routed", "duration_s", "rss_kib", "cpu_s", "cpu_us_per_msg",
+    "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "wall_s",
+]
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def env(name, default=None):
+    v = os.environ.get(name)
+    return default if v is None or v == "" else v
+
+
+def sh_out(cmd, timeout=10):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_commit():
+    """Reads HEAD without running git."""
+    gitdir = os.path.join(ROOT, ".git")
+    try:
+        if os.path.isfile(gitdir):
+            with open(gitdir) as f:
+                gitdir = os.path.join(ROOT, f.read().split(":", 1)[1].strip())
+        with open(os.path.join(gitdir, "HEAD")) as f:
+            head = f.read().strip()
+        if not head.startswith("ref:"):
+            return head[:12]
+        ref = head[4:].strip()
+        p = os.path.join(gitdir, ref)
+        if os.path.exists(p):
+            with open(p) as f:
+                return f.read().strip()[:12]
+        packed = os.path.join(gitdir, "packed-refs")
+        if os.path.exists(packed):
+            with open(packed) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1] == ref:
+                        return parts[0][:12]
+    except OSError:
+        pass
+    return "nocommit"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return "%.1f GiB" % (int(line.split()[1]) / 1048576)
+    except OSError:
+        pass
+    return "?"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 1 << 20), hard))
+    except (ValueError, OSError):
+        pass
+
+
+def proc_cpu_s(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_hwm_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def wait_accepting(port, proc, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.01)
+    return False
+
+
+def stop(proc, grace=5.0):
+    """Stops one process we started, by its PID."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)
+
+
+class Config:
+    def __init__(self):
+        self.scale = float(env("SCALE", "1"))
+        self.reps = max(1, int(env("REPS", "3")))
+        self.gen = env("GEN", "both")
+        if self.gen not in ("ours", "go", "both"):
+            sys.exit("GEN must be ours, go or both")
+        self.timeout = float(env("TIMEOUT", "60"))
+        self.pin = env("PIN", "0") == "1"
+        self.ceiling = env("CEILING", "1") != "0"
+        self.bench = env("BENCH_BIN", os.path.join(ROOT, "target/release/ringnats-bench"))
+        self.sink = env("SINK_BIN", os.path.join(ROOT, "target/release/ringnats-sink"))
+        self.gobench = env("GOBENCH_BIN", os.path.join(PERF, "bin/gobench"))
+        self.ringnats = env("RINGNATS_BIN", os.path.join(ROOT, "target/release/ringnats"))
+        self.ringnats_args = shlex.split(env("RINGNATS_ARGS", ""))
+        self.gnatsd = env("GNATSD_BIN")
+        self.nats_server = shutil.which("nats-server")
+        names = env("CASES")
+        known = [c[0] for c in CASES]
+        if names:
+            wanted = [n.strip() for n in names.split(",") if n.strip()]
+            bad = [n for n in wanted if n not in known]
+            if bad:
+                sys.exit("unknown case(s) %s; known: %s" % (", ".join(bad), ", ".join(known)))
+            self.cases = [c for c in CASES if c[0] in wanted]
+        else:
+            self.cases = list(CASES)
+        self.servers_filter = [s.strip() for s in env("SERVERS", "").split(",") if s.strip()]
+
+
+def executable(p):
+    return p and os.path.isfile(p) and os.access(p, os.X_OK)
+
+
+def pick_servers(cfg):
+    servers = []
+    if executable(cfg.ringnats):
+        servers.append(("ringnats", [cfg.ringnats] + cfg.ringnats_args))
+    else:
+        log("ringnats binary not found at %s: skipping ringnats" % cfg.ringnats)
+    if cfg.nats_server:
+        servers.append(("nats-server", [cfg.nats_server]))
+    else:
+        log("nats-server not installed: skipping nats-server")
+    if cfg.gnatsd:
+        if executable(cfg.gnatsd):
+            servers.append(("gnatsd", [cfg.gnatsd]))
+        else:
+            log("GNATSD_BIN=%s is not an executable: skipping gnatsd 1.0" % cfg.gnatsd)
+    else:
+        log("GNATSD_BIN not set: skipping gnatsd 1.0")
+    if cfg.servers_filter:
+        servers = [s for s in servers if s[0] in cfg.servers_filter]
+    return servers
+
+
+def pick_gens(cfg):
+    gens = []
+    if cfg.gen in ("ours", "both"):
+        if executable(cfg.bench):
+            gens.append("ours")
+        else:
+            log("ringnats-bench not found at %s: skipping our generator" % cfg.bench)
+    if cfg.gen in ("go", "both"):
+        if executable(cfg.gobench):
+            gens.append("go")
+        else:
+            log("Go generator not found at %s (Go or nats.go missing?): skipping it" % cfg.gobench)
+    return gens
+
+
+def scaled(msgs, scale, np_):
+    return max(int(round(msgs * scale)), MIN_MSGS, np_)
+
+
+def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject):
+    if gen == "ours":
+        cmd = [cfg.bench, "-s", url, "-np", str(np_), "-ns", str(ns), "-n", str(msgs),
+               "-ms", str(size), "--json", "--no-progress", "--timeout", str(cfg.timeout)]
+        if extra.get("queue"):
+            cmd += ["--queue", extra["queue"]]
+        if extra.get("subjects"):
+            cmd += ["--subjects", str(extra["subjects"])]
+        if extra.get("req"):
+            cmd += ["--req"]
+    else:
+        cmd = [cfg.gobench, "-s", url, "-np", str(np_), "-ns", str(ns), "-n", str(msgs),
+               "-ms", str(size), "-json", "-timeout", str(cfg.timeout)]
+        if extra.get("queue"):
+            cmd += ["-queue", extra["queue"]]
+        if extra.get("subjects"):
+            cmd += ["-subjects", str(extra["subjects"])]
+        if extra.get("req"):
+            cmd += ["-req"]
+    cmd.append(subject)
+    if cfg.pin:
+        cmd = ["taskset", "-c", "1"] + cmd
+    return cmd
+
+
+def run_one(cfg, server, gen, case, rep, tmpdir):
+    name, np_, ns, base, size, extra = case
+    msgs = scaled(base, cfg.scale, np_)
+    sname, sargv = server
+    port = free_port()
+    url = "nats://127.0.0.1:%d" % port
+    row = {"case": name, "server": sname, "gen": gen, "rep": rep, "np": np_, "ns": ns,
+           "msgs": msgs, "size": size, "ok": False, "failure": "", "error": ""}
+    t_start = time.monotonic()
+    argv = sargv + ["-a", "127.0.0.1", "-p", str(port)]
+    if cfg.pin:
+        argv = ["taskset", "-c", "0"] + argv
+    logpath = os.path.join(tmpdir, "server-%s-%s-%d.log" % (sname, name, rep))
+    helper = None
+    with open(logpath, "wb") as slog:
+        srv = subprocess.Popen(argv, stdout=slog, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    try:
+        if not wait_accepting(port, srv):
+            row["failure"] = "server"
+            row["error"] = "server did not start accepting: " + tail(logpath)
+            return row
+        if extra.get("idle"):
+            hcmd = [cfg.bench, "-s", url, "--hold-idle", str(extra["idle"]),
+                    "--timeout", str(cfg.timeout * 3)]
+            if cfg.pin:
+                hcmd = ["taskset", "-c", "1"] + hcmd
+            helper = subprocess.Popen(hcmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      stdin=subprocess.DEVNULL, preexec_fn=raise_nofile, text=True)
+            line = read_line_with_timeout(helper, 30)
+            if not line.startswith("ready"):
+                row["failure"] = "helper"
+                row["error"] = "idle helper failed: " + (line or helper_err(helper))
+                return row
+        cpu0 = proc_cpu_s(srv.pid)
+        cmd = gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, "bench.%s" % name)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.timeout + 20,
+                               preexec_fn=raise_nofile)
+            out, err, code = r.stdout, r.stderr, r.returncode
+        except subprocess.TimeoutExpired as e:
+            out, err, code = (e.stdout or b""), (e.stderr or b""), -9
+            out = out.decode() if isinstance(out, bytes) else out
+            err = err.decode() if isinstance(err, bytes) else err
+        cpu1 = proc_cpu_s(srv.pid)
+        row["rss_kib"] = proc_hwm_kib(srv.pid)
+        summary = None
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    summary = json.loads(line)
+                except ValueError:
+                    pass
+        if summary is None:
+            row["failure"] = "generator"
+            row["error"] = "exit %d, no JSON summary: %s" % (code, (err or out).strip()[-300:])
+            return row
+        row["ok"] = bool(summary.get("ok")) and code == 0
+        row["failure"] = summary.get("failure") or ("" if code == 0 else "exit %d" % code)
+        row["error"] = summary.get("error") or ""
+        if srv.poll() is not None:
+            row["ok"] = False
+            row["failure"] = "server"
+            row["error"] = ("server exited with %s; " % srv.returncode) + row["error"] + tail(logpath)
+        for k in ("pub_rate", "sub_rate", "published", "delivered", "duration_s", "client_version"):
+            row[k] = summary.get(k)
+        req = bool(extra.get("req"))
+        if req:
+            row["rate"] = summary.get("sub_rate")
+            # each request and each reply is one message through the server
+            row["routed"] = 2 * (summary.get("delivered") or 0)
+        elif ns > 0:
+            row["rate"] = summary.get("sub_rate")
+            row["routed"] = summary.get("delivered") or 0
+        else:
+            row["rate"] = summary.get("pub_rate")
+            row["routed"] = summary.get("published") or 0
+        lat = summary.get("latency")
+        if lat:
+            for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+                row[k] = lat.get(k)
+        if cpu0 is not None and cpu1 is not None:
+            row["cpu_s"] = round(cpu1 - cpu0, 3)
+            if row["routed"]:
+                row["cpu_us_per_msg"] = round((cpu1 - cpu0) * 1e6 / row["routed"], 4)
+        return row
+    finally:
+        stop(helper)
+        stop(srv)
+        row["wall_s"] = round(time.monotonic() - t_start, 2)
+
+
+def read_line_with_timeout(proc, timeout):
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sel.select(timeout=0.2):
+            line = proc.stdout.readline()
+            sel.close()
+            return line.strip()
+        if proc.poll() is not None:
+            break
+    sel.close()
+    return ""
+
+
+def helper_err(proc):
+    try:
+        stop(proc)
+        return (proc.stderr.read() or "").strip()[-300:]
+    except (OSError, ValueError):
+        return ""
+
+
+def tail(path, n=400):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-n:]
+        return data.decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def versions(cfg, servers):
+    v = {}
+    v["ringnats"] = git_commit()
+    v["nats-server"] = sh_out([cfg.nats_server, "--version"]) if cfg.nats_server else "not installed"
+    if any(s[0] == "gnatsd" for s in servers):
+        v["gnatsd"] = sh_out([cfg.gnatsd, "-v"]) or "unknown"
+    go = shutil.which("go")
+    v["go"] = sh_out([go, "version"]) if go else "not installed"
+    v["rustc"] = sh_out(["rustc", "--version"]) or "unknown"
+    return v
+
+
+def fmt_rate(x):
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return "%.2fM" % (x / 1e6)
+    if x >= 1e3:
+        return "%.1fk" % (x / 1e3)
+    return "%.0f" % x
+
+
+def aggregate(rows):
+    """(case, gen, server) -> stats over the successful repetitions."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["case"], r["gen"], r["server"]), []).append(r)
+    agg = {}
+    for key, rs in groups.items():
+        good = [r for r in rs if r["ok"] and r.get("rate")]
+        a = {"runs": len(rs), "failed": len(rs) - len(good)}
+        if good:
+            rates = [r["rate"] for r in good]
+            a["median"] = statistics.median(rates)
+            a["min"] = min(rates)
+            a["max"] = max(rates)
+            for k in ("rss_kib", "cpu_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+                vals = [r[k] for r in good if r.get(k) is not None]
+                a[k] = statistics.median(vals) if vals else None
+        errs = [r["error"] for r in rs if not r["ok"] and r.get("error")]
+        a["first_error"] = errs[0] if errs else ""
+        agg[key] = a
+    return agg
+
+
+def ratio(a, b):
+    if not a or not b or not a.get("median") or not b.get("median"):
+        return "-"
+    return "%.2f" % (a["median"] / b["median"])
+
+
+def markdown(cfg, rows, meta, svg_rel, csv_rel):
+    agg = aggregate(rows)
+    servers = meta["servers"]
+    gens = meta["gens"]
+    L = []
+    L.append("## %s — commit %s" % (meta["date"], meta["versions"]["ringnats"]))
+    L.append("")
+    L.append("- Machine: %s CPUs (%s), %s RAM; kernel %s" % (meta["nproc"], meta["cpu"], meta["mem"], meta["kernel"]))
+    vs = meta["versions"]
+    parts = ["ringnats `%s`" % vs["ringnats"], "nats-server `%s`" % vs["nats-server"]]
+    if "gnatsd" in vs:
+        parts.append("gnatsd `%s`" % vs["gnatsd"])
+    else:
+        parts.append("gnatsd: not run (GNATSD_BIN not set)")
+    parts.append("Go `%s`" % vs["go"])
+    if meta.get("go_client"):
+        parts.append("nats.go `%s`" % meta["go_client"])
+    parts.append("`%s`" % vs["rustc"])
+    L.append("- Versions: " + ", ".join(parts))
+    L.append("- Command: `%s`" % meta["command"])
+    L.append("- SCALE=%s, REPS=%d, generators: %s, pinning: %s, total time %.0f s" % (
+        cfg.scale, cfg.reps, ", ".join(gens),
+        "server on CPU 0, generator on CPU 1" if cfg.pin else "none (scheduler places server and generator)",
+        meta["elapsed"]))
+    L.append("- Raw data: [%s](%s); plot: ![plot](%s)" % (os.path.basename(csv_rel), csv_rel, svg_rel))
+    L.append("- Rate is delivered msgs/s summed over subscribers (published msgs/s for pub-only cases, "
+             "requests/s for reqrep); median of the repetitions with (min–max). CPU is the server's "
+             "utime+stime per message it routed (µs/msg = CPU s per million msgs); RSS is its VmHWM.")
+    L.append("")
+    # overview of ratios
+    L.append("| case | " + " | ".join(
+        "%s ringnats/nats-server" % g + (" | %s ringnats/gnatsd" % g if "gnatsd" in servers else "")
+        for g in gens) + " |")
+    L.append("|---|" + "---|" * (len(gens) * (2 if "gnatsd" in servers else 1)))
+    for case in [c[0] for c in cfg.cases]:
+        cells = []
+        for g in gens:
+            rn = agg.get((case, g, "ringnats"))
+            cells.append(ratio(rn, agg.get((case, g, "nats-server"))))
+            if "gnatsd" in servers:
+                cells.append(ratio(rn, agg.get((case, g, "gnatsd"))))
+        L.append("| %s | %s |" % (case, " | ".join(cells)))
+    L.append("")
+    for case in cfg.cases:
+        name, np_, ns, base, size, extra = case
+        msgs = scaled(base, cfg.scale, np_)
+        desc = "np=%d ns=%d n=%d size=%d B" % (np_, ns, msgs, size)
+        if extra:
+            desc += " " + " ".join("%s=%s" % kv for kv in sorted(extra.items()))
+        L.append("### %s (%s)" % (name, desc))
+        L.append("")
+        is_req = bool(extra.get("req"))
+        head = "| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB | CPU µs/msg |"
+        sep = "|---|---|---|---|---|---|---|"
+        if is_req:
+            head += " p50 µs | p99 µs |"
+            sep += "---|---|"
+        head += " failed |"
+        sep += "---|"
+        L.append(head)
+        L.append(sep)
+        srv_order = list(servers) + (["ceiling"] if name in PUB_ONLY and cfg.ceiling else [])
+        for g in gens:
+            for s in srv_order:
+                a = agg.get((name, g, s))
+                if not a:
+                    continue
+                if a.get("median"):
+                    cell = "%s (%s–%s)" % (fmt_rate(a["median"]), fmt_rate(a["min"]), fmt_rate(a["max"]))
+                else:
+                    cell = "failed"
+                rss = "%.1f" % (a["rss_kib"] / 1024) if a.get("rss_kib") else "-"
+                cpu = "%.3f" % a["cpu_us_per_msg"] if a.get("cpu_us_per_msg") is not None else "-"
+                line = "| %s | %s | %s | %s | %s | %s | %s |" % (
+                    s, g, cell, ratio(a, agg.get((name, g, "nats-server"))),
+                    ratio(a, agg.get((name, g, "gnatsd"))), rss, cpu)
+                if is_req:
+                    p50 = "%.1f" % a["p50_us"] if a.get("p50_us") is not None else "-"
+                    p99 = "%.1f" % a["p99_us"] if a.get("p99_us") is not None else "-"
+                    line += " %s | %s |" % (p50, p99)
+                failed = "%d/%d" % (a["failed"], a["runs"])
+                if a["failed"] and a.get("first_error"):
+                    failed += " (%s)" % a["first_error"][:120].replace("|", "/").replace("\n", " ")
+                line += " %s |" % failed
+                L.append(line)
+        L.append("")
+    return "\n".join(L) + "\n"
+
+
+def write_csv(path, rows):
+    import csv
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
+
+
+def command_line():
+    keys = ["SCALE", "REPS", "CASES", "GEN", "SERVERS", "PIN", "CEILING", "TIMEOUT",
+            "GNATSD_BIN", "RINGNATS_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
+    parts = ["%s=%s" % (k, shlex.quote(os.environ[k])) for k in keys if os.environ.get(k)]
+    parts.append(os.environ.get("COMPARE_ARGV0", "perf/compare"))
+    return " ".join(parts)
+
+
+def main():
+    cfg = Config()
+    servers = pick_servers(cfg)
+    gens = pick_gens(cfg)
+    if not servers:
+        sys.exit("no server to benchmark")
+    if not gens:
+        sys.exit("no load generator available")
+    ceiling = None
+    if cfg.ceiling and any(c[0] in PUB_ONLY for c in cfg.cases):
+        if executable(cfg.sink):
+            ceiling = ("ceiling", [cfg.sink])
+        else:
+            log("ringnats-sink not found at %s: no ceiling rows" % cfg.sink)
+    if cfg.pin and not shutil.which("taskset"):
+        log("PIN=1 but taskset is missing: running unpinned")
+        cfg.pin = False
+    if cfg.pin and (os.cpu_count() or 1) < 2:
+        log("PIN=1 needs 2 CPUs: running unpinned")
+        cfg.pin = False
+    if any(c[5].get("idle") for c in cfg.cases) and "ours" not in gens and not executable(cfg.bench):
+        log("idle1k needs ringnats-bench for its idle-connection helper")
+    os.makedirs(RESULTS, exist_ok=True)
+    now = datetime.datetime.now()
+    commit = git_commit()
+    run_id = "%s-%s" % (now.strftime("%Y%m%d-%H%M%S"), commit)
+    csv_path = os.path.join(RESULTS, run_id + ".csv")
+    svg_path = os.path.join(RESULTS, run_id + ".svg")
+
+    plan = []
+    for rep in range(1, cfg.reps + 1):
+        for case in cfg.cases:
+            for gen in gens:
+                if case[5].get("idle") and not executable(cfg.bench):
+                    continue
+                srvs = list(servers)
+                if ceiling and case[0] in PUB_ONLY:
+                    srvs.append(ceiling)
+                for s in srvs:
+                    plan.append((rep, case, gen, s))
+    log("benchmark %s: %d runs (%d cases x %s x %s, REPS=%d, SCALE=%s)" % (
+        run_id, len(plan), len(cfg.cases), "/".join(gens),
+        "/".join(s[0] for s in servers) + ("/ceiling" if ceiling else ""), cfg.reps, cfg.scale))
+    t0 = time.monotonic()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ringnats-perf-") as tmpdir:
+        for i, (rep, case, gen, server) in enumerate(plan, 1):
+            row = run_one(cfg, server, gen, case, rep, tmpdir)
+            row["run"] = run_id
+            row["started"] = datetime.datetime.now().strftime("%H:%M:%S")
+            rows.append(row)
+            if row["ok"]:
+                extra = ""
+                if row.get("p50_us") is not None:
+                    extra = " p50 %.1f us p99 %.1f us" % (row["p50_us"], row["p99_us"] or 0)
+                log("[%3d/%d] rep%d %-10s %-4s %-11s %9s msgs/s  rss %6.1f MiB  cpu %s us/msg%s" % (
+                    i, len(plan), rep, case[0], gen, server[0], fmt_rate(row["rate"]),
+                    (row.get("rss_kib") or 0) / 1024,
+                    "%.3f" % row["cpu_us_per_msg"] if row.get("cpu_us_per_msg") is not None else "-", extra))
+            else:
+                log("[%3d/%d] rep%d %-10s %-4s %-11s FAILED (%s): %s" % (
+                    i, len(plan), rep, case[0], gen, server[0], row["failure"], row["error"][:300]))
+            write_csv(csv_path, rows)
+    go_client = next((r["client_version"] for r in rows if r.get("client_version")), None)
+    elapsed = time.monotonic() - t0
+    meta = {
+        "date": now.strftime("%Y-%m-%d %H:%M"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "mem": mem_total(),
+        "kernel": platform.release(),
+        "versions": versions(cfg, servers),
+        "command": command_line(),
+        "servers": [s[0] for s in servers],
+        "gens": gens,
+        "elapsed": elapsed,
+        "go_client": go_client,
+    }
+    write_csv(csv_path, rows)
+    try:
+        sys.path.insert(0, PERF)
+        import plot
+        plot.render(csv_path, svg_path, title="ringnats %s" % run_id)
+    except Exception as e:  # the report is still useful without the plot
+        log("plot failed: %s" % e)
+    md = markdown(cfg, rows, meta, os.path.relpath(svg_path, PERF), os.path.relpath(csv_path, PERF))
+    md_path = os.path.join(PERF, "RESULTS.md")
+    new = not os.path.exists(md_path)
+    with open(md_path, "a") as f:
+        if new:
+            f.write("# ringnats benchmark results\n\nEach section is appended by `perf/compare`.\n\n")
+        f.write(md)
+    failed = sum(1 for r in rows if not r["ok"])
+    log("")
+    log(md)
+    log("wrote %s, %s and a section in %s (%d of %d runs failed, %.0f s)" % (
+        os.path.relpath(csv_path, ROOT), os.path.relpath(svg_path, ROOT),
+        os.path.relpath(md_path, ROOT), failed, len(rows), elapsed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
