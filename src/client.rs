@@ -548,7 +548,8 @@ fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Env<'_>) ->
     match pushed {
         Pushed::Dropped { .. } => false,
         p => {
-            if p.pending() > sub.out.stall_bytes() && !env.stalled_on.iter().any(|o| Arc::ptr_eq(o, &sub.out))
+            if p.pending() > sub.out.stall_bytes()
+                && !env.stalled_on.iter().any(|o| Arc::ptr_eq(o, &sub.out))
             {
                 env.stalled_on.push(Arc::clone(&sub.out));
             }

@@ -103,7 +103,11 @@ pub fn write(level: Level, args: Arguments<'_>) {
         line.push(' ');
     }
     if logger.colors {
-        line.push_str(&format!("[\x1b[{}m{}\x1b[0m] ", level.color(), level.label()));
+        line.push_str(&format!(
+            "[\x1b[{}m{}\x1b[0m] ",
+            level.color(),
+            level.label()
+        ));
     } else {
         line.push('[');
         line.push_str(level.label());

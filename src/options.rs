@@ -321,7 +321,10 @@ mod tests {
     fn unknown_command_is_an_error() {
         let argv = ["ringnats", "frobnicate"].map(String::from);
         let err = parse_args(argv).err().unwrap().to_string();
-        assert!(err.contains("Unrecognized command: \"frobnicate\""), "{err}");
+        assert!(
+            err.contains("Unrecognized command: \"frobnicate\""),
+            "{err}"
+        );
         let argv = ["ringnats", "version"].map(String::from);
         assert!(matches!(parse_args(argv).unwrap(), Command::Version));
     }

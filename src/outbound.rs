@@ -218,7 +218,11 @@ mod tests {
         assert!(out.is_slow());
         assert_eq!(out.push(b"1"), Pushed::Dropped { notify: false });
         let mut v = Vec::new();
-        assert_eq!(out.take(&mut v), 5, "bytes before the overflow stay for the owner");
+        assert_eq!(
+            out.take(&mut v),
+            5,
+            "bytes before the overflow stay for the owner"
+        );
     }
 
     #[test]

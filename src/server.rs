@@ -128,9 +128,8 @@ pub fn start(opts: Options) -> io::Result<Running> {
     let workers = opts.workers.max(1);
     let mut listeners = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let l = bind_reuseport(addr).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-        })?;
+        let l = bind_reuseport(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         // For `-p -1` the first bind picks the port; the others join it.
         addr = l.local_addr()?;
         listeners.push(l);

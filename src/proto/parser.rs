@@ -1848,6 +1848,138 @@ mod tests {
         assert!(p.buf.capacity() <= KEEP_BUFFER);
     }
 
+    /// Whenever the fast path answers, the general path gives the same op and line end.
+    fn check_fast_agrees(cfg: &ParserConfig, rest: &[u8]) -> bool {
+        let Some((head, size, next)) = fast_head(rest, cfg) else {
+            return false;
+        };
+        let nl = memchr(b'\n', rest).expect("fast path found a line end");
+        assert_eq!(nl + 1, next, "{:?}", String::from_utf8_lossy(rest));
+        match parse_line(&rest[..nl], cfg) {
+            Ok(Line::Head(h, sz)) => {
+                assert_eq!(sz, size);
+                assert_eq!(h.with_payload(b""), head.with_payload(b""));
+            }
+            _ => panic!(
+                "general path disagrees on {:?}",
+                String::from_utf8_lossy(rest)
+            ),
+        }
+        true
+    }
+
+    #[test]
+    fn fast_path_matches_general_path() {
+        let c = ParserConfig {
+            headers: true,
+            route: true,
+            ..cfg()
+        };
+        let lines: &[&[u8]] = &[
+            b"PUB foo.bar 16\r\n0123456789abcdef\r\n",
+            b"pub foo reply.to 5\nhello\r\n",
+            b"PuB a 0\r\n\r\nxxxxxxxx",
+            b"MSG foo RSID:1:2 reply 2\r\nhi\r\n",
+            b"msg foo 1 2\r\nhi\r\nxxxxxx",
+            b"HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            b"hpub foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            b"PUB foo\xc3\xa9.\xff 3\r\nabc\r\nxxxxxxx",
+        ];
+        for line in lines {
+            assert!(
+                check_fast_agrees(&c, line),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // shapes the fast path leaves to the general one
+        let general: &[&[u8]] = &[
+            b"PUB  foo 1\r\nx\r\nxxxxxxxx",
+            b"PUB\tfoo 1\r\nx\r\nxxxxxxxx",
+            b"PUB foo\t1\r\nx\r\nxxxxxxxx",
+            b"PUB foo 1 \r\nx\r\nxxxxxxxx",
+            b"PUB foo 1\r\r\nx\r\nxxxxxxxx",
+            b"PUB fo\x01o 1\r\nx\r\nxxxxxxxx",
+            b"PUB foo 0123456789\r\nxxxxxxxx",
+            b"PUB foo 1x\r\nxxxxxxxxxxx",
+            b"PUB a b c 1\r\nxxxxxxxxxx",
+            b"PUB foo 1\r\n",
+            b"PUBS foo 1\r\nxxxxxxxxxx",
+            b"HPUB foo 3 2\r\nxxxxxxxxxx",
+        ];
+        for line in general {
+            assert!(
+                !check_fast_agrees(&c, line),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let small = ParserConfig {
+            max_payload: 4,
+            max_control_line: 12,
+            ..c
+        };
+        assert!(!check_fast_agrees(&small, b"PUB foo 5\r\nhello\r\nxxxxx"));
+        assert!(!check_fast_agrees(
+            &small,
+            b"PUB foo.bar.baz 1\r\nx\r\nxxxxxx"
+        ));
+        assert!(check_fast_agrees(&small, b"PUB foo.ba 1\r\nx\r\nxxxxxx"));
+        let auth = ParserConfig {
+            require_connect: true,
+            ..c
+        };
+        assert!(!check_fast_agrees(&auth, lines[0]));
+
+        // random byte soup around the hot shapes
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let alphabet = b"PUBMSGHpubmsgh 0123456789\r\n\t.\x00\x80\xff!";
+        let mut hits = 0;
+        for _ in 0..200_000 {
+            let mut v = lines[rng.below(lines.len())].to_vec();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(v.len());
+                v[i] = alphabet[rng.below(alphabet.len())];
+            }
+            for c in [c, small] {
+                if memchr(b'\n', &v).is_some() && check_fast_agrees(&c, &v) {
+                    hits += 1;
+                }
+            }
+        }
+        assert!(hits > 1000);
+    }
+
+    #[test]
+    fn find_sep_matches_bytewise() {
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let v: Vec<u8> = (0..len)
+                .map(|_| match rng.below(6) {
+                    0 => b" \t\r\n\x00\x1f\x20\x21\x7f\x80\xa0\xff"[rng.below(12)],
+                    _ => b'a' + rng.below(26) as u8,
+                })
+                .collect();
+            for from in 0..=len {
+                let naive = (from..len).find(|&i| is_arg_sep(v[i])).unwrap_or(len);
+                assert_eq!(find_sep(&v, from), naive, "{v:?} from {from}");
+            }
+            let mut a = [&[][..]; 3];
+            let n = split_args(&v, &mut a);
+            let naive: Vec<&[u8]> = v
+                .split(|&b| is_arg_sep(b))
+                .filter(|t| !t.is_empty())
+                .collect();
+            if naive.len() <= 3 {
+                assert_eq!(n, naive.len());
+                assert_eq!(&a[..n], &naive[..]);
+            } else {
+                assert_eq!(n, 4);
+            }
+        }
+    }
+
     /// Small deterministic generator for random streams.
     struct Rng(u64);
     impl Rng {

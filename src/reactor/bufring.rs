@@ -26,7 +26,10 @@ pub struct BufRing {
 impl BufRing {
     /// Allocates and registers a ring of `entries` (a power of two) buffers of `buf_size` bytes.
     pub fn new(ring: &IoUring, bgid: u16, entries: u16, buf_size: usize) -> io::Result<Self> {
-        assert!(entries.is_power_of_two(), "buffer ring size must be a power of two");
+        assert!(
+            entries.is_power_of_two(),
+            "buffer ring size must be a power of two"
+        );
         let ring_bytes = entries as usize * std::mem::size_of::<BufRingEntry>();
         // SAFETY: anonymous private mapping; we check for MAP_FAILED and own it until Drop.
         let ptr = unsafe {

@@ -377,12 +377,7 @@ impl Reactor {
         let server = Arc::clone(&self.server);
         let cid = server.next_cid();
         let token = self.conns.vacant_token();
-        let out = Arc::new(Outbound::new(
-            cid,
-            self.id,
-            token,
-            server.opts.max_pending,
-        ));
+        let out = Arc::new(Outbound::new(cid, self.id, token, server.opts.max_pending));
         let prefix = format!("{peer} - cid:{cid} - ");
         let client = Client::new(Arc::clone(&out), prefix, self.now, &server.client_cfg);
         let parser = Parser::new(ParserConfig {
@@ -439,8 +434,7 @@ impl Reactor {
             // ENOBUFS: the buffer ring ran dry; buffers are recycled this iteration, so the
             // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
             // Anything else (EOF, a socket error): the peer is gone.
-            if !matches!(-res, libc::ENOBUFS | libc::ECANCELED) && conn.close_deadline.is_none()
-            {
+            if !matches!(-res, libc::ENOBUFS | libc::ECANCELED) && conn.close_deadline.is_none() {
                 conn.client.close(CloseReason::ClientClosed);
             }
         } else if let Some(bid) = bid {
@@ -695,10 +689,7 @@ impl Reactor {
             return;
         };
         let detail = match what {
-            "MaxPending" => format!(
-                "MaxPending of {} Exceeded",
-                self.server.opts.max_pending
-            ),
+            "MaxPending" => format!("MaxPending of {} Exceeded", self.server.opts.max_pending),
             _ => format!(
                 "WriteDeadline of {:?} Exceeded",
                 self.server.opts.write_deadline

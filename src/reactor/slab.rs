@@ -21,7 +21,10 @@ fn token(idx: u32, gen: u32) -> u64 {
 }
 
 fn split(token: u64) -> (usize, u32) {
-    ((token & 0xffff_ffff) as usize, (token >> 32) as u32 & GEN_MASK)
+    (
+        (token & 0xffff_ffff) as usize,
+        (token >> 32) as u32 & GEN_MASK,
+    )
 }
 
 impl<T> Slab<T> {

@@ -1,0 +1,212 @@
+//! Sans-IO tests of the client state machine: bytes in, bytes queued out, no sockets.
+
+use super::*;
+use crate::proto::{Parser, ParserConfig};
+use rand::SeedableRng;
+
+struct Harness {
+    sublist: Sublist<Subscription>,
+    batch: WakeBatch,
+    rng: SmallRng,
+    cfg: ClientConfig,
+    now: Instant,
+}
+
+struct Peer {
+    client: Client,
+    parser: Parser,
+    stalled: Vec<Arc<Outbound>>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness {
+            sublist: Sublist::new(),
+            batch: WakeBatch::new(1),
+            rng: SmallRng::seed_from_u64(7),
+            cfg: ClientConfig {
+                auth: Auth::default(),
+                auth_timeout: Duration::from_secs(1),
+                ping_interval: Duration::from_secs(120),
+                ping_max: 2,
+            },
+            now: Instant::now(),
+        }
+    }
+
+    fn peer(&self, cid: u64) -> Peer {
+        let out = Arc::new(Outbound::new(cid, 0, cid, 1 << 20));
+        Peer {
+            client: Client::new(out, format!("cid:{cid} - "), self.now, &self.cfg),
+            parser: Parser::new(ParserConfig {
+                max_control_line: 1024,
+                max_payload: 1 << 20,
+                headers: true,
+                route: false,
+                require_connect: false,
+            }),
+            stalled: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        let mut env = Env {
+            sublist: &self.sublist,
+            batch: &mut self.batch,
+            rng: &mut self.rng,
+            now: self.now,
+            stalled_on: &mut peer.stalled,
+            cfg: &self.cfg,
+        };
+        let client = &mut peer.client;
+        if let Err(e) = peer.parser.parse(bytes, |op| client.on_op(op, &mut env)) {
+            let _ = client.fail(e, &mut env);
+        }
+    }
+
+    fn tick(&mut self, peer: &mut Peer) {
+        let mut env = Env {
+            sublist: &self.sublist,
+            batch: &mut self.batch,
+            rng: &mut self.rng,
+            now: self.now,
+            stalled_on: &mut peer.stalled,
+            cfg: &self.cfg,
+        };
+        let _ = peer.client.on_tick(&mut env);
+    }
+}
+
+fn drain(peer: &Peer) -> String {
+    let mut v = Vec::new();
+    peer.client.out.take(&mut v);
+    String::from_utf8(v).unwrap()
+}
+
+#[test]
+fn verbose_ok_and_delivery() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(&mut a, b"SUB foo 1\r\nPUB foo 2\r\nhi\r\n");
+    assert_eq!(drain(&a), "+OK\r\n+OK\r\nMSG foo 1 2\r\nhi\r\n");
+}
+
+#[test]
+fn cross_client_delivery_marks_the_subscriber_once_per_batch() {
+    let mut h = Harness::new();
+    let mut sub = h.peer(1);
+    let mut publ = h.peer(2);
+    h.feed(&mut sub, b"CONNECT {\"verbose\":false}\r\nSUB a.* 9\r\n");
+    h.batch.list_mut(0).clear();
+    h.feed(
+        &mut publ,
+        b"CONNECT {\"verbose\":false}\r\nPUB a.b 1\r\nx\r\nPUB a.c r 1\r\ny\r\n",
+    );
+    assert_eq!(drain(&sub), "MSG a.b 9 1\r\nx\r\nMSG a.c 9 r 1\r\ny\r\n");
+    let marks = h.batch.list_mut(0).clone();
+    assert_eq!(marks, vec![1], "subscriber marked once for two messages");
+}
+
+#[test]
+fn auto_unsubscribe_counts_deliveries() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\nUNSUB 1 1\r\n",
+    );
+    h.feed(&mut a, b"PUB s 1\r\na\r\nPUB s 1\r\nb\r\n");
+    assert_eq!(drain(&a), "MSG s 1 1\r\na\r\n");
+    assert_eq!(h.sublist.count(), 0, "removed from the index at the limit");
+}
+
+#[test]
+fn keepalive_pings_then_stale() {
+    let mut h = Harness::new();
+    h.cfg.ping_interval = Duration::from_secs(1);
+    let mut a = h.peer(1);
+    for _ in 0..2 {
+        h.now += Duration::from_secs(1);
+        h.tick(&mut a);
+    }
+    assert!(a.client.closing().is_none());
+    h.now += Duration::from_secs(1);
+    h.tick(&mut a);
+    assert_eq!(drain(&a), "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n");
+    assert_eq!(
+        a.client.closing(),
+        Some(&CloseReason::Protocol(ProtoError::StaleConnection))
+    );
+}
+
+#[test]
+fn pong_resets_outstanding_pings() {
+    let mut h = Harness::new();
+    h.cfg.ping_interval = Duration::from_secs(1);
+    let mut a = h.peer(1);
+    for _ in 0..6 {
+        h.now += Duration::from_secs(1);
+        h.tick(&mut a);
+        h.feed(&mut a, b"PONG\r\n");
+    }
+    assert!(a.client.closing().is_none());
+}
+
+#[test]
+fn auth_timeout_fires_without_connect() {
+    let mut h = Harness::new();
+    h.cfg.auth.token = Some("t".into());
+    let mut a = h.peer(1);
+    h.now += Duration::from_millis(999);
+    h.tick(&mut a);
+    assert!(a.client.closing().is_none());
+    h.now += Duration::from_millis(1);
+    h.tick(&mut a);
+    assert_eq!(drain(&a), "-ERR 'Authorization Timeout'\r\n");
+}
+
+#[test]
+fn closing_client_removes_its_subscriptions() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(&mut a, b"SUB a 1\r\nSUB b q 2\r\n");
+    assert_eq!(h.sublist.count(), 2);
+    a.client.unsubscribe_all(&h.sublist);
+    assert_eq!(h.sublist.count(), 0);
+}
+
+#[test]
+fn message_encoding_matches_length_estimate() {
+    let out = Arc::new(Outbound::new(1, 0, 1, 1 << 20));
+    let sub = Subscription {
+        subject: b"a.b".to_vec().into(),
+        queue: None,
+        sid: b"123".to_vec().into(),
+        out,
+        max: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+    };
+    for (reply, hdr, payload) in [
+        (None, None, &b""[..]),
+        (Some(&b"_INBOX.x"[..]), None, &b"0123456789"[..]),
+        (Some(&b"r"[..]), Some(12), &b"NATS/1.0\r\n\r\nbody"[..]),
+    ] {
+        for headers in [false, true] {
+            sub.out.headers.store(headers, Ordering::Relaxed);
+            let m = Message {
+                subject: b"a.b",
+                reply,
+                header_len: hdr,
+                payload,
+            };
+            let mut buf = Vec::new();
+            m.encode(&sub, &mut buf);
+            assert_eq!(
+                buf.len(),
+                m.encoded_len(&sub),
+                "{}",
+                String::from_utf8_lossy(&buf)
+            );
+        }
+    }
+}
