@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Pending output above which a publisher is paused until the subscriber drains (or a
 /// quarter of `max_pending`, if that is smaller).
-pub const STALL_BYTES: usize = 1024 * 1024;
+pub const STALL_BYTES: usize = 256 * 1024;
 
 pub struct Outbound {
     /// The connection id (`cid`), as shown in logs.

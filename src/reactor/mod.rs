@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Receive buffers per reactor and their size. 256 × 16 KiB = 4 MiB of address space; only
+/// Receive buffers per reactor and their size. 64 × 16 KiB = 1 MiB per reactor; only
 /// the pages the kernel fills count toward RSS. See docs/buffers.md.
-const RECV_BUFS: u16 = 256;
+const RECV_BUFS: u16 = 64;
 const RECV_BUF_SIZE: usize = 16 * 1024;
 const RING_ENTRIES: u32 = 1024;
 /// Completions handled per loop iteration before output is flushed (bounded work per turn).
@@ -41,7 +41,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// write deadline or max_pending).
 const STALL_MAX: Duration = Duration::from_millis(5);
 /// Output buffers bigger than this are released once drained.
-const OUT_KEEP: usize = 256 * 1024;
+const OUT_KEEP: usize = 64 * 1024;
 
 /// What a completion belongs to, in the top byte of its user data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
