@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # importing plot.py must not leave __pycache__ in perf/
+
 PERF = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(PERF)
 RESULTS = os.path.join(PERF, "results")

@@ -1176,7 +1176,7 @@ fn write_csv(path: &PathBuf, a: &Args, pubs: &[(u64, f64)], subs: &[(u64, f64)])
     let mut f = std::fs::File::create(path)?;
     writeln!(
         f,
-        "#RunID, ClientID, MsgCount, MsgBytes, MsgsPerSec, BytesPerSec, DurationSecs"
+        "#RunID,ClientID,MsgCount,MsgBytes,MsgsPerSec,BytesPerSec,DurationSecs"
     )?;
     for (pre, rows) in [("P", pubs), ("S", subs)] {
         for (i, &(msgs, dur)) in rows.iter().enumerate() {
@@ -1427,7 +1427,7 @@ fn main() {
 
     if args.req {
         let mut hist: Option<Histogram<u64>> = None;
-        for (i, r) in reqs.iter().enumerate() {
+        for r in reqs.iter() {
             if let Some(r) = r {
                 let d = secs(t0, r.end);
                 pub_end = pub_end.max(d);
@@ -1441,7 +1441,6 @@ fn main() {
                 }
             } else {
                 pub_rows.push((0, 0.0));
-                let _ = i;
             }
         }
         for r in resps.iter().flatten() {

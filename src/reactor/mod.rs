@@ -344,11 +344,7 @@ impl Reactor {
                 k if k == Kind::Recv as u8 => self.on_recv(token, res, flags),
                 k if k == Kind::Send as u8 => self.on_send(token, res),
                 k if k == Kind::Accept as u8 => self.on_accept(res, flags),
-                k if k == Kind::Wake as u8 => {
-                    if self.shutting_down.is_none() {
-                        self.arm_wake();
-                    }
-                }
+                k if k == Kind::Wake as u8 && self.shutting_down.is_none() => self.arm_wake(),
                 _ => {}
             }
         }
