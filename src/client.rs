@@ -8,7 +8,7 @@ use crate::outbound::{Outbound, Pushed, WakeBatch};
 use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
-use crate::sublist::{MatchResult, SubEntry, Sublist};
+use crate::sublist::{MatchResult, Reader, SubEntry, Sublist};
 use ahash::AHashMap;
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -97,7 +97,8 @@ pub struct ClientConfig {
 
 /// What a client needs from the world while handling one batch of input.
 pub struct Env<'a> {
-    pub sublist: &'a Sublist<Subscription>,
+    /// Subscription lookups for this batch (one epoch guard for all of them).
+    pub subs: Reader<'a, Subscription>,
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
     pub now: Instant,
@@ -297,12 +298,12 @@ impl Client {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         });
-        if env.sublist.insert(Arc::clone(&sub)).is_err() {
+        if env.subs.sublist().insert(Arc::clone(&sub)).is_err() {
             self.send(env, ProtoError::InvalidSubject.err_line());
             return ControlFlow::Continue(());
         }
         if let Some(old) = self.subs.insert(sid.into(), sub) {
-            env.sublist.remove(&old);
+            env.subs.sublist().remove(&old);
         }
         self.ok(env);
         ControlFlow::Continue(())
@@ -325,7 +326,7 @@ impl Client {
         };
         if remove_now {
             if let Some(sub) = self.subs.remove(sid) {
-                env.sublist.remove(&sub);
+                env.subs.sublist().remove(&sub);
             }
         }
         self.ok(env);
@@ -370,10 +371,22 @@ impl Client {
             header_len,
             payload,
         };
-        let echo = self.opts.echo;
-        let delivered = env.sublist.match_with(subject, |result| {
-            deliver(&msg, result, (!echo).then_some(&self.out), env)
-        });
+        let skip = (!self.opts.echo).then_some(&self.out);
+        let Env {
+            subs,
+            batch,
+            rng,
+            stalled_on,
+            ..
+        } = env;
+        let mut targets = Targets {
+            sublist: subs.sublist(),
+            batch,
+            rng,
+            stalled_on,
+        };
+        let delivered =
+            subs.match_with(subject, |result| deliver(&msg, result, skip, &mut targets));
         if delivered == 0 && reply.is_some() && self.opts.no_responders {
             self.no_responders(&msg, env);
         }
@@ -495,13 +508,21 @@ impl Message<'_> {
     }
 }
 
+/// What delivery touches besides the match result.
+pub struct Targets<'a> {
+    pub sublist: &'a Sublist<Subscription>,
+    pub batch: &'a mut WakeBatch,
+    pub rng: &'a mut SmallRng,
+    pub stalled_on: &'a mut Vec<Arc<Outbound>>,
+}
+
 /// Delivers `msg` to every plain subscriber and one member of each queue group. `skip` is
 /// the publisher's own queue when it asked for no echo. Returns how many got it.
 pub fn deliver(
     msg: &Message<'_>,
     result: &MatchResult<Subscription>,
     skip: Option<&Arc<Outbound>>,
-    env: &mut Env<'_>,
+    env: &mut Targets<'_>,
 ) -> usize {
     let is_skipped = |sub: &Subscription| skip.is_some_and(|s| Arc::ptr_eq(s, &sub.out));
     let mut n = 0;
@@ -530,7 +551,7 @@ pub fn deliver(
 }
 
 #[inline]
-fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Env<'_>) -> bool {
+fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
     let max = sub.max.load(Ordering::Relaxed);
     let count = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
     if max > 0 && count > max {

@@ -51,7 +51,7 @@ impl Harness {
 
     fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
         let mut env = Env {
-            sublist: &self.sublist,
+            subs: self.sublist.reader(),
             batch: &mut self.batch,
             rng: &mut self.rng,
             now: self.now,
@@ -66,7 +66,7 @@ impl Harness {
 
     fn tick(&mut self, peer: &mut Peer) {
         let mut env = Env {
-            sublist: &self.sublist,
+            subs: self.sublist.reader(),
             batch: &mut self.batch,
             rng: &mut self.rng,
             now: self.now,

@@ -463,7 +463,7 @@ impl Reactor {
         if conn.client.closing().is_none() {
             let data = bufs.get(bid, len);
             let mut env = Env {
-                sublist: &server.sublist,
+                subs: server.sublist.reader(),
                 batch,
                 rng,
                 now: *now,
@@ -665,14 +665,16 @@ impl Reactor {
                 continue;
             }
             let mut env = Env {
-                sublist: &server.sublist,
+                subs: server.sublist.reader(),
                 batch,
                 rng,
                 now,
                 stalled_on: &mut conn.stalled_on,
                 cfg: &server.client_cfg,
             };
-            if conn.client.on_tick(&mut env).is_break() {
+            let closing = conn.client.on_tick(&mut env).is_break();
+            drop(env);
+            if closing {
                 self.start_close(token);
             }
         }
@@ -716,7 +718,7 @@ impl Reactor {
         } = self;
         if let Some(conn) = conns.get_mut(token) {
             let mut env = Env {
-                sublist: &server.sublist,
+                subs: server.sublist.reader(),
                 batch,
                 rng,
                 now: *now,

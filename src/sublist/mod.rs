@@ -194,6 +194,42 @@ fn counter_shard() -> usize {
 
 type Cache<S> = papaya::HashMap<Box<[u8]>, MatchResult<S>, ahash::RandomState>;
 
+/// Lookups for one batch, sharing one epoch guard. Cache entries removed while a `Reader`
+/// lives are reclaimed only after it is dropped, so keep it to one batch (one received
+/// buffer), not a connection's lifetime.
+pub struct Reader<'a, S: SubEntry> {
+    list: &'a Sublist<S>,
+    guard: papaya::LocalGuard<'a>,
+    matches: u64,
+    misses: u64,
+}
+
+impl<'a, S: SubEntry> Reader<'a, S> {
+    /// The index this reader looks up (for inserts and removes).
+    pub fn sublist(&self) -> &'a Sublist<S> {
+        self.list
+    }
+
+    /// As [`Sublist::match_with`], within this reader's epoch.
+    #[inline]
+    pub fn match_with<R>(&mut self, subject: &[u8], f: impl FnOnce(&MatchResult<S>) -> R) -> R {
+        let (r, missed) = self.list.match_in(&self.guard, subject, f);
+        self.matches += 1;
+        self.misses += missed as u64;
+        r
+    }
+}
+
+impl<S: SubEntry> Drop for Reader<'_, S> {
+    fn drop(&mut self) {
+        if self.matches > 0 {
+            let shard = &self.list.counters[counter_shard()];
+            shard.matches.fetch_add(self.matches, Relaxed);
+            shard.misses.fetch_add(self.misses, Relaxed);
+        }
+    }
+}
+
 /// The subscription index. `Send + Sync`; share it with an [`Arc`].
 pub struct Sublist<S: SubEntry> {
     trie: RwLock<Level<S>>,
@@ -343,40 +379,56 @@ impl<S: SubEntry> Sublist<S> {
     ///
     /// A cache hit takes no lock. `f` runs with no lock held, so it may call back into
     /// this `Sublist`; while it runs, memory of cache entries removed meanwhile is not yet
-    /// reclaimed, so keep it short.
+    /// reclaimed, so keep it short. For many lookups in a row use a [`Reader`].
     pub fn match_with<R>(&self, subject: &[u8], f: impl FnOnce(&MatchResult<S>) -> R) -> R {
-        let shard = &self.counters[counter_shard()];
-        shard.matches.fetch_add(1, Relaxed);
+        self.reader().match_with(subject, f)
+    }
+
+    /// A lookup handle for a batch of lookups (one received buffer): it enters the cache's
+    /// epoch once and counts lookups locally, so a cache hit costs a hash lookup and no
+    /// atomic read-modify-write at all.
+    pub fn reader(&self) -> Reader<'_, S> {
+        Reader {
+            list: self,
+            guard: self.cache.guard(),
+            matches: 0,
+            misses: 0,
+        }
+    }
+
+    /// The lookup itself; returns whether it missed the cache.
+    fn match_in<R>(
+        &self,
+        guard: &impl papaya::Guard,
+        subject: &[u8],
+        f: impl FnOnce(&MatchResult<S>) -> R,
+    ) -> (R, bool) {
         if self.cache_max == 0 {
-            shard.misses.fetch_add(1, Relaxed);
             let mut result = MatchResult::new();
             self.read_trie().collect(&tokenize(subject), &mut result);
-            return f(&result);
+            return (f(&result), true);
         }
-        let guard = self.cache.guard();
-        if let Some(hit) = self.cache.get(subject, &guard) {
-            return f(hit);
+        if let Some(hit) = self.cache.get(subject, guard) {
+            return (f(hit), false);
         }
-        shard.misses.fetch_add(1, Relaxed);
-
         let trie = self.read_trie();
         let mut result = MatchResult::new();
         trie.collect(&tokenize(subject), &mut result);
-        if !self.admit(subject, &guard) {
+        if !self.admit(subject, guard) {
             drop(trie);
-            return f(&result);
+            return (f(&result), true);
         }
-        match self.cache.try_insert(subject.into(), result, &guard) {
+        match self.cache.try_insert(subject.into(), result, guard) {
             Ok(cached) => {
                 self.cache_len.fetch_add(1, Relaxed);
                 drop(trie);
-                f(cached)
+                (f(cached), true)
             }
             Err(occupied) => {
                 // Another miss on the same subject cached it meanwhile; both results
                 // were computed under the read lock, so they are identical.
                 drop(trie);
-                f(occupied.current)
+                (f(occupied.current), true)
             }
         }
     }
