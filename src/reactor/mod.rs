@@ -804,3 +804,26 @@ impl Reactor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_name_cause_and_fix() {
+        let msg = setup_error(io::Error::from_raw_os_error(libc::ENOMEM)).to_string();
+        assert!(msg.contains("LimitMEMLOCK=infinity"), "{msg}");
+        let msg = setup_error(io::Error::from_raw_os_error(libc::EPERM)).to_string();
+        assert!(msg.contains("seccomp"), "{msg}");
+        let msg = setup_error(io::Error::from_raw_os_error(libc::ENOSYS)).to_string();
+        assert!(msg.contains("Linux 6.1"), "{msg}");
+        assert!(!msg.contains('\n'), "one line");
+    }
+
+    #[test]
+    fn user_data_round_trips() {
+        let token = (0x00ab_cdefu64 << 32) | 0x1234_5678;
+        let ud = user_data(Kind::Send, token);
+        assert_eq!(split_user_data(ud), (Kind::Send as u8, token));
+    }
+}

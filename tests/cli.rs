@@ -1,0 +1,128 @@
+//! The `ringnats` binary as a user runs it: flags, log lines, signals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ringnats");
+
+/// Starts the server on a random port and returns it with the port read from its log.
+fn spawn(extra: &[&str]) -> (Child, u16, BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringnats");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut port = None;
+    let mut line = String::new();
+    for _ in 0..20 {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(addr) = line.trim().split("Listening for client connections on ").nth(1) {
+            port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+        }
+        if line.contains("Server is ready") {
+            break;
+        }
+    }
+    let port = port.expect("log names the listen address");
+    (child, port, err)
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_closes_clients_and_exits_cleanly() {
+    let (mut child, port, mut log) = spawn(&[]);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"INFO {"));
+    c.write_all(b"PING\r\n").unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"PONG\r\n");
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(c.read(&mut buf).unwrap_or(0), 0, "client sees EOF");
+    assert!(wait_exit(&mut child).success());
+    let mut rest = String::new();
+    log.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("[INF] Server Exiting.."), "{rest}");
+}
+
+#[test]
+fn log_lines_have_gnatsd_format_and_go_to_the_log_file() {
+    let dir = std::env::temp_dir().join(format!("ringnats-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("server.log");
+    let mut child = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-D", "-l"])
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("Server is ready") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no ready line in {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(wait_exit(&mut child).success());
+    let first = text.lines().next().unwrap();
+    // [pid] 2026/11/25 04:42:32.123456 [INF] Starting ringnats version x
+    let pid = format!("[{}] ", child.id());
+    assert!(first.starts_with(&pid), "{first}");
+    let rest = &first[pid.len()..];
+    assert_eq!(&rest[4..5], "/", "{first}");
+    assert_eq!(&rest[26..33], " [INF] ", "{first}");
+    assert!(text.contains("[DBG] Server id is "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_and_bad_arguments() {
+    let out = Command::new(BIN).arg("-v").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ringnats version "));
+    let out = Command::new(BIN).arg("bogus").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unrecognized command: \"bogus\""));
+    let out = Command::new(BIN).args(["--port", "notaport"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn port_in_use_is_a_clear_startup_error() {
+    // A plain listener (no SO_REUSEPORT) holds the port, so ringnats cannot share it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", &busy.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[FTL]") && err.contains(&format!("cannot listen on 127.0.0.1:{busy}")),
+        "{err}"
+    );
+}
