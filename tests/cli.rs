@@ -23,7 +23,11 @@ fn spawn(extra: &[&str]) -> (Child, u16, BufReader<std::process::ChildStderr>) {
         if err.read_line(&mut line).unwrap() == 0 {
             break;
         }
-        if let Some(addr) = line.trim().split("Listening for client connections on ").nth(1) {
+        if let Some(addr) = line
+            .trim()
+            .split("Listening for client connections on ")
+            .nth(1)
+        {
             port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
         }
         if line.contains("Server is ready") {
@@ -106,7 +110,10 @@ fn version_and_bad_arguments() {
     let out = Command::new(BIN).arg("bogus").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unrecognized command: \"bogus\""));
-    let out = Command::new(BIN).args(["--port", "notaport"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--port", "notaport"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
