@@ -4,7 +4,7 @@
 //! bytes to outbound queues (its own and its subscribers'). It never touches a socket or a
 //! clock; the reactor feeds it and acts on [`Client::closing`].
 
-use crate::outbound::{Outbound, Pushed, WakeBatch};
+use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
@@ -102,9 +102,6 @@ pub struct Env<'a> {
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
     pub now: Instant,
-    /// Subscribers this batch pushed past their stall threshold: the reactor pauses the publisher
-    /// until they drain.
-    pub stalled_on: &'a mut Vec<Arc<Outbound>>,
     pub cfg: &'a ClientConfig,
 }
 
@@ -151,8 +148,7 @@ impl Client {
     }
 
     fn send(&self, env: &mut Env<'_>, bytes: &[u8]) {
-        let pushed = self.out.push(bytes);
-        env.batch.note(&self.out, pushed);
+        env.batch.stage_bytes(&self.out, bytes);
     }
 
     fn ok(&self, env: &mut Env<'_>) {
@@ -168,11 +164,11 @@ impl Client {
         self.close_with(CloseReason::Protocol(err))
     }
 
-    /// Marks the connection closing (the reactor flushes what is queued, then closes).
+    /// Marks the connection closing. The reactor flushes what is staged and queued, then
+    /// closes the outbound queue and the socket.
     pub fn close(&mut self, reason: CloseReason) {
         if self.closing.is_none() {
             self.closing = Some(reason);
-            self.out.close();
         }
     }
 
@@ -373,17 +369,12 @@ impl Client {
         };
         let skip = (!self.opts.echo).then_some(&self.out);
         let Env {
-            subs,
-            batch,
-            rng,
-            stalled_on,
-            ..
+            subs, batch, rng, ..
         } = env;
         let mut targets = Targets {
             sublist: subs.sublist(),
             batch,
             rng,
-            stalled_on,
         };
         let delivered =
             subs.match_with(subject, |result| deliver(&msg, result, skip, &mut targets));
@@ -414,10 +405,8 @@ impl Client {
             header_len: Some(header.len()),
             payload: &header,
         };
-        let pushed = sub
-            .out
-            .push_with(status.encoded_len(sub), |b| status.encode(sub, b));
-        env.batch.note(&sub.out, pushed);
+        env.batch
+            .stage(&sub.out, status.encoded_len(sub), |b| status.encode(sub, b));
     }
 
     /// Timers: authorization timeout and keepalive PINGs. Call at least every few hundred ms.
@@ -513,7 +502,6 @@ pub struct Targets<'a> {
     pub sublist: &'a Sublist<Subscription>,
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
-    pub stalled_on: &'a mut Vec<Arc<Outbound>>,
 }
 
 /// Delivers `msg` to every plain subscriber and one member of each queue group. `skip` is
@@ -552,31 +540,33 @@ pub fn deliver(
 
 #[inline]
 fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
+    if sub.out.is_dead() {
+        return false;
+    }
     let max = sub.max.load(Ordering::Relaxed);
-    let count = sub.delivered.fetch_add(1, Ordering::Relaxed) + 1;
+    let count = if max > 0 {
+        // Exact: the limit decides what is delivered.
+        sub.delivered.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        // No limit set: the count only matters if `UNSUB sid N` comes later. A plain
+        // load/store keeps the hot path free of locked instructions; concurrent deliveries
+        // from two cores may lose an increment, which can only let a later limit deliver
+        // a message more.
+        let c = sub.delivered.load(Ordering::Relaxed) + 1;
+        sub.delivered.store(c, Ordering::Relaxed);
+        c
+    };
     if max > 0 && count > max {
         // Past its limit (a race with the removal below): dropped, as gnatsd does.
         env.sublist.remove(sub);
         return false;
     }
-    let pushed = sub
-        .out
-        .push_with(msg.encoded_len(sub), |b| msg.encode(sub, b));
-    env.batch.note(&sub.out, pushed);
+    env.batch
+        .stage(&sub.out, msg.encoded_len(sub), |b| msg.encode(sub, b));
     if max > 0 && count == max {
         env.sublist.remove(sub);
     }
-    match pushed {
-        Pushed::Dropped { .. } => false,
-        p => {
-            if p.pending() > sub.out.stall_bytes()
-                && !env.stalled_on.iter().any(|o| Arc::ptr_eq(o, &sub.out))
-            {
-                env.stalled_on.push(Arc::clone(&sub.out));
-            }
-            true
-        }
-    }
+    true
 }
 
 #[inline]

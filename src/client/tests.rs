@@ -55,13 +55,14 @@ impl Harness {
             batch: &mut self.batch,
             rng: &mut self.rng,
             now: self.now,
-            stalled_on: &mut peer.stalled,
             cfg: &self.cfg,
         };
         let client = &mut peer.client;
         if let Err(e) = peer.parser.parse(bytes, |op| client.on_op(op, &mut env)) {
             let _ = client.fail(e, &mut env);
         }
+        drop(env);
+        self.batch.flush(&mut peer.stalled);
     }
 
     fn tick(&mut self, peer: &mut Peer) {
@@ -70,10 +71,11 @@ impl Harness {
             batch: &mut self.batch,
             rng: &mut self.rng,
             now: self.now,
-            stalled_on: &mut peer.stalled,
             cfg: &self.cfg,
         };
         let _ = peer.client.on_tick(&mut env);
+        drop(env);
+        self.batch.flush(&mut peer.stalled);
     }
 }
 

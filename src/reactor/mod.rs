@@ -41,7 +41,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// write deadline or max_pending).
 const STALL_MAX: Duration = Duration::from_millis(5);
 /// Output buffers bigger than this are released once drained.
-const OUT_KEEP: usize = 64 * 1024;
+const OUT_KEEP: usize = 256 * 1024;
 
 /// What a completion belongs to, in the top byte of its user data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -467,7 +467,6 @@ impl Reactor {
                 batch,
                 rng,
                 now: *now,
-                stalled_on: &mut conn.stalled_on,
                 cfg: &server.client_cfg,
             };
             let client = &mut conn.client;
@@ -485,6 +484,7 @@ impl Reactor {
             }
         }
         bufs.recycle(bid);
+        batch.flush(&mut conn.stalled_on);
         if !conn.stalled_on.is_empty() && conn.stalled_since.is_none() {
             // A subscriber is backed up: stop reading this publisher until it drains.
             conn.stalled_since = Some(*now);
@@ -646,6 +646,7 @@ impl Reactor {
         let now = self.now;
         let deadline = self.server.opts.write_deadline;
         let tokens = self.conns.tokens();
+        let mut closing = Vec::new();
         for token in tokens {
             let Reactor {
                 conns,
@@ -669,14 +670,15 @@ impl Reactor {
                 batch,
                 rng,
                 now,
-                stalled_on: &mut conn.stalled_on,
                 cfg: &server.client_cfg,
             };
-            let closing = conn.client.on_tick(&mut env).is_break();
-            drop(env);
-            if closing {
-                self.start_close(token);
+            if conn.client.on_tick(&mut env).is_break() {
+                closing.push(token);
             }
+        }
+        self.batch.flush(&mut Vec::new());
+        for token in closing {
+            self.start_close(token);
         }
         self.hand_off();
         self.flush_dirty();
@@ -722,11 +724,11 @@ impl Reactor {
                 batch,
                 rng,
                 now: *now,
-                stalled_on: &mut conn.stalled_on,
                 cfg: &server.client_cfg,
             };
             let _ = conn.client.fail(err, &mut env);
         }
+        self.batch.flush(&mut Vec::new());
         self.start_close(token);
     }
 
@@ -742,6 +744,8 @@ impl Reactor {
         if conn.client.closing().is_none() {
             conn.client.close(CloseReason::ServerShutdown);
         }
+        // Staged output (an -ERR) was flushed before this; nothing more is accepted.
+        conn.client.out.close();
         conn.client.unsubscribe_all(&self.server.sublist);
         conn.close_deadline = Some(self.now + write_deadline);
         self.server.conn_count.fetch_sub(1, Ordering::Relaxed);
