@@ -150,6 +150,22 @@ pub struct Reactor {
     shutting_down: Option<Instant>,
 }
 
+/// What a client needs from its reactor for one batch of input.
+fn client_env<'a>(
+    server: &'a Server,
+    batch: &'a mut WakeBatch,
+    rng: &'a mut SmallRng,
+    now: Instant,
+) -> Env<'a> {
+    Env {
+        subs: server.sublist.reader(),
+        batch,
+        rng,
+        now,
+        cfg: &server.client_cfg,
+    }
+}
+
 /// Turns a ring set-up failure into a message that names the cause and the fix.
 fn setup_error(e: io::Error) -> io::Error {
     let hint = match e.raw_os_error() {
@@ -462,13 +478,7 @@ impl Reactor {
         };
         if conn.client.closing().is_none() {
             let data = bufs.get(bid, len);
-            let mut env = Env {
-                subs: server.sublist.reader(),
-                batch,
-                rng,
-                now: *now,
-                cfg: &server.client_cfg,
-            };
+            let mut env = client_env(server, batch, rng, *now);
             let client = &mut conn.client;
             let parsed = conn.parser.parse_with_config(data, |op, cfg| {
                 let is_connect = matches!(op, Op::Connect(_));
@@ -665,13 +675,7 @@ impl Reactor {
                 self.slow_consumer(token, "WriteDeadline");
                 continue;
             }
-            let mut env = Env {
-                subs: server.sublist.reader(),
-                batch,
-                rng,
-                now,
-                cfg: &server.client_cfg,
-            };
+            let mut env = client_env(server, batch, rng, now);
             if conn.client.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
@@ -719,13 +723,7 @@ impl Reactor {
             ..
         } = self;
         if let Some(conn) = conns.get_mut(token) {
-            let mut env = Env {
-                subs: server.sublist.reader(),
-                batch,
-                rng,
-                now: *now,
-                cfg: &server.client_cfg,
-            };
+            let mut env = client_env(server, batch, rng, *now);
             let _ = conn.client.fail(err, &mut env);
         }
         self.batch.flush(&mut Vec::new());
