@@ -203,6 +203,8 @@ pub struct WakeBatch {
     index: AHashMap<usize, usize>,
     /// Emptied staging buffers, reused so steady state allocates nothing.
     spare: Vec<Vec<u8>>,
+    /// Total capacity held in `spare`.
+    spare_bytes: usize,
 }
 
 struct Staged {
@@ -210,8 +212,10 @@ struct Staged {
     bytes: Vec<u8>,
 }
 
-/// Staging buffers above this capacity are dropped rather than reused.
+/// Staging buffers above this capacity are dropped rather than reused, and the pool of
+/// reusable ones holds at most `SPARE_TOTAL` bytes, so a burst does not pin memory.
 const SPARE_KEEP: usize = 256 * 1024;
+const SPARE_TOTAL: usize = 1024 * 1024;
 
 impl WakeBatch {
     pub fn new(reactors: usize) -> Self {
@@ -220,6 +224,7 @@ impl WakeBatch {
             staged: Vec::new(),
             index: AHashMap::new(),
             spare: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -249,7 +254,13 @@ impl WakeBatch {
                 Some(&i) => i,
                 None => {
                     let i = self.staged.len();
-                    let bytes = self.spare.pop().unwrap_or_default();
+                    let bytes = match self.spare.pop() {
+                        Some(b) => {
+                            self.spare_bytes -= b.capacity();
+                            b
+                        }
+                        None => Vec::new(),
+                    };
                     self.staged.push(Staged {
                         out: Arc::clone(out),
                         bytes,
@@ -283,7 +294,9 @@ impl WakeBatch {
             {
                 stalled_on.push(Arc::clone(&s.out));
             }
-            if s.bytes.capacity() <= SPARE_KEEP && self.spare.len() < 64 {
+            let cap = s.bytes.capacity();
+            if cap <= SPARE_KEEP && self.spare_bytes + cap <= SPARE_TOTAL {
+                self.spare_bytes += cap;
                 self.spare.push(s.bytes);
             }
         }
@@ -354,5 +367,40 @@ mod tests {
         let out = Outbound::new(1, 0, 0, 1024);
         out.close();
         assert_eq!(out.push(b"a"), Pushed::Dropped { notify: false });
+    }
+
+    #[test]
+    fn staging_keeps_order_and_takes_one_append_per_destination() {
+        let a = Arc::new(Outbound::new(1, 0, 10, 1024));
+        let b = Arc::new(Outbound::new(2, 1, 20, 1024));
+        let mut batch = WakeBatch::new(2);
+        batch.stage_bytes(&a, b"+OK\r\n");
+        batch.stage_bytes(&b, b"x");
+        batch.stage_bytes(&a, b"MSG\r\n");
+        assert_eq!(
+            a.pending_len(),
+            0,
+            "nothing reaches the queue before the flush"
+        );
+        let mut stalled = Vec::new();
+        batch.flush(&mut stalled);
+        assert!(batch.is_flushed());
+        let mut v = Vec::new();
+        a.take(&mut v);
+        assert_eq!(v, b"+OK\r\nMSG\r\n");
+        assert_eq!(batch.list_mut(0).as_slice(), &[10]);
+        assert_eq!(batch.list_mut(1).as_slice(), &[20]);
+        assert!(stalled.is_empty());
+    }
+
+    #[test]
+    fn flush_reports_destinations_past_their_stall_threshold() {
+        let a = Arc::new(Outbound::new(1, 0, 10, 4096)); // stall at 1024
+        let mut batch = WakeBatch::new(1);
+        batch.stage_bytes(&a, &[b'x'; 2000]);
+        let mut stalled = Vec::new();
+        batch.flush(&mut stalled);
+        assert_eq!(stalled.len(), 1);
+        assert!(Arc::ptr_eq(&stalled[0], &a));
     }
 }
