@@ -57,9 +57,16 @@ pub enum CloseReason {
     /// The peer closed the connection.
     ClientClosed,
     /// Pending output passed `max_pending`, or a write stalled past `write_deadline`.
-    SlowConsumer(&'static str),
+    SlowConsumer(SlowConsumer),
     WriteError,
     ServerShutdown,
+}
+
+/// Which limit a slow consumer hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    MaxPending,
+    WriteDeadline,
 }
 
 /// Authorization settings shared by all clients (gnatsd's single user or token).

@@ -100,11 +100,13 @@ impl Outbound {
             return Pushed::Dropped { notify: false };
         }
         if q.buf.len() + len > self.max_pending {
+            // The owner must hear about it even if it was already scheduled: its send may be
+            // stuck, and only it can cut the connection.
+            let notify = !q.slow;
             q.slow = true;
             q.closed = true;
-            self.dead.store(true, Ordering::Relaxed);
-            let notify = !q.scheduled;
             q.scheduled = true;
+            self.dead.store(true, Ordering::Relaxed);
             return Pushed::Dropped { notify };
         }
         write(&mut q.buf);
@@ -339,7 +341,11 @@ mod tests {
         let out = Outbound::new(1, 0, 0, 8);
         assert!(out.push(b"12345").needs_schedule());
         let r = out.push(b"67890");
-        assert_eq!(r, Pushed::Dropped { notify: false });
+        assert_eq!(
+            r,
+            Pushed::Dropped { notify: true },
+            "the owner is told once"
+        );
         assert!(out.is_slow());
         assert_eq!(out.push(b"1"), Pushed::Dropped { notify: false });
         let mut v = Vec::new();

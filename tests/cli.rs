@@ -7,11 +7,22 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringnats");
 
+/// Kills the server if a test fails half-way, so no orphan keeps the test's pipes open.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child we spawned (harmless if it has already exited).
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
 /// Starts the server on a random port and returns it with the port read from its log.
 fn spawn(extra: &[&str]) -> (Child, u16, BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(BIN)
         .args(["-a", "127.0.0.1", "-p", "-1"])
         .args(extra)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ringnats");
@@ -52,6 +63,7 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
 #[test]
 fn sigterm_closes_clients_and_exits_cleanly() {
     let (mut child, port, mut log) = spawn(&[]);
+    let _reap = Reap(child.id());
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 4096];
@@ -77,8 +89,11 @@ fn log_lines_have_gnatsd_format_and_go_to_the_log_file() {
     let mut child = Command::new(BIN)
         .args(["-a", "127.0.0.1", "-p", "-1", "-D", "-l"])
         .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let _reap = Reap(child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
@@ -132,4 +147,71 @@ fn port_in_use_is_a_clear_startup_error() {
         err.contains("[FTL]") && err.contains(&format!("cannot listen on 127.0.0.1:{busy}")),
         "{err}"
     );
+}
+
+#[test]
+fn slow_consumer_is_logged_and_cut_off() {
+    let (mut child, port, log) = spawn(&["--max_pending", "262144"]);
+    let _reap = Reap(child.id());
+    // Lines of the log, read on a thread so the test never blocks on the pipe.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let connect = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap(); // INFO
+        s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .unwrap();
+        s
+    };
+    let mut slow = connect();
+    socket2::SockRef::from(&slow)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    slow.write_all(b"SUB data 1\r\nPING\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"PONG\r\n");
+    let mut publisher = connect();
+    let mut frame = b"PUB data 1024\r\n".to_vec();
+    frame.extend_from_slice(&[b'x'; 1024]);
+    frame.extend_from_slice(b"\r\n");
+    let burst = frame.repeat(1000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    'outer: for _ in 0..30 {
+        publisher.write_all(&burst).unwrap();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(10)) {
+            // Whichever limit trips first: max_pending or the 2 s write deadline.
+            if line.contains("[INF]")
+                && (line.contains("Slow Consumer Detected: MaxPending of 262144 Exceeded")
+                    || line.contains("Slow Consumer Detected: WriteDeadline of 2s Exceeded"))
+            {
+                assert!(line.contains(" - cid:"), "{line}");
+                seen = true;
+                break 'outer;
+            }
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert!(seen, "no slow consumer log line");
+    // The publisher is unaffected.
+    publisher.write_all(b"PING\r\n").unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"PONG\r\n") {
+        let n = publisher.read(&mut buf).unwrap();
+        assert!(n > 0, "publisher closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(slow);
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_exit(&mut child).success());
 }

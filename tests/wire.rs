@@ -478,12 +478,13 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
             good.expect(b"\r\n");
         }
         good.expect_nothing_then_pong();
+        good
     });
     for _ in 0..N {
         publisher.send(&frame);
     }
     publisher.expect_nothing_then_pong();
-    reader.join().expect("healthy subscriber got every message");
+    let _good = reader.join().expect("healthy subscriber got every message");
     // The slow one is cut off by the server: only the publisher and the healthy
     // subscriber remain. (Draining its socket through a 4 KiB window would take minutes.)
     let deadline = std::time::Instant::now() + WAIT;
@@ -495,7 +496,10 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "slow consumer was not disconnected"
+            "slow consumer was not disconnected: {} connections",
+            srv.server
+                .conn_count
+                .load(std::sync::atomic::Ordering::Relaxed)
         );
         publisher.expect_nothing_then_pong();
     }

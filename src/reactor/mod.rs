@@ -10,7 +10,7 @@
 mod bufring;
 mod slab;
 
-use crate::client::{Client, CloseReason, Env};
+use crate::client::{Client, CloseReason, Env, SlowConsumer};
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
 use crate::server::Server;
@@ -591,11 +591,12 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        if conn.send_inflight || conn.shut {
+        // Checked first: a consumer past max_pending usually has a send stuck in flight.
+        if conn.client.out.is_slow() && conn.close_deadline.is_none() {
+            self.slow_consumer(token, SlowConsumer::MaxPending);
             return;
         }
-        if conn.client.out.is_slow() && conn.close_deadline.is_none() {
-            self.slow_consumer(token, "MaxPending");
+        if conn.send_inflight || conn.shut {
             return;
         }
         if conn.sending.is_empty() {
@@ -672,7 +673,7 @@ impl Reactor {
                 continue;
             }
             if conn.send_inflight && now.duration_since(conn.send_started) >= deadline {
-                self.slow_consumer(token, "WriteDeadline");
+                self.slow_consumer(token, SlowConsumer::WriteDeadline);
                 continue;
             }
             let mut env = client_env(server, batch, rng, now);
@@ -688,24 +689,19 @@ impl Reactor {
         self.flush_dirty();
     }
 
-    fn slow_consumer(&mut self, token: u64, what: &str) {
+    fn slow_consumer(&mut self, token: u64, what: SlowConsumer) {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        let opts = &self.server.opts;
         let detail = match what {
-            "MaxPending" => format!("MaxPending of {} Exceeded", self.server.opts.max_pending),
-            _ => format!(
-                "WriteDeadline of {:?} Exceeded",
-                self.server.opts.write_deadline
-            ),
+            SlowConsumer::MaxPending => format!("MaxPending of {} Exceeded", opts.max_pending),
+            SlowConsumer::WriteDeadline => {
+                format!("WriteDeadline of {:?} Exceeded", opts.write_deadline)
+            }
         };
         crate::info!("{}Slow Consumer Detected: {detail}", conn.client.log_prefix);
-        conn.client
-            .close(CloseReason::SlowConsumer(if what == "MaxPending" {
-                "max_pending"
-            } else {
-                "write_deadline"
-            }));
+        conn.client.close(CloseReason::SlowConsumer(what));
         self.start_close(token);
         // A slow consumer is not reading: do not wait to flush.
         if let Some(conn) = self.conns.get_mut(token) {
