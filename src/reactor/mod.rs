@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Receive buffers per reactor and their size. 64 × 16 KiB = 1 MiB per reactor; only
-/// the pages the kernel fills count toward RSS. See docs/buffers.md.
+/// the pages the kernel fills count toward RSS. See docs/reactor.md.
 const RECV_BUFS: u16 = 64;
 const RECV_BUF_SIZE: usize = 16 * 1024;
 const RING_ENTRIES: u32 = 1024;
