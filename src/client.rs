@@ -122,8 +122,6 @@ pub struct Client {
     next_ping: Instant,
     pings_out: u32,
     closing: Option<CloseReason>,
-    pub msgs_in: u64,
-    pub bytes_in: u64,
 }
 
 const OK: &[u8] = b"+OK\r\n";
@@ -141,17 +139,11 @@ impl Client {
             next_ping: now + cfg.ping_interval,
             pings_out: 0,
             closing: None,
-            msgs_in: 0,
-            bytes_in: 0,
         }
     }
 
     pub fn closing(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
-    }
-
-    pub fn subscription_count(&self) -> usize {
-        self.subs.len()
     }
 
     fn send(&self, env: &mut Env<'_>, bytes: &[u8]) {
@@ -344,19 +336,15 @@ impl Client {
         payload: &[u8],
         env: &mut Env<'_>,
     ) -> ControlFlow<()> {
-        if crate::log::trace_enabled() {
-            crate::trace!(
-                "{}->> [PUB {} {}{}]",
-                self.log_prefix,
-                String::from_utf8_lossy(subject),
-                reply
-                    .map(|r| format!("{} ", String::from_utf8_lossy(r)))
-                    .unwrap_or_default(),
-                payload.len()
-            );
-        }
-        self.msgs_in += 1;
-        self.bytes_in += payload.len() as u64;
+        crate::trace!(
+            "{}->> [PUB {} {}{}]",
+            self.log_prefix,
+            String::from_utf8_lossy(subject),
+            reply
+                .map(|r| format!("{} ", String::from_utf8_lossy(r)))
+                .unwrap_or_default(),
+            payload.len()
+        );
         if self.opts.pedantic && !is_valid_literal_subject(subject) {
             self.send(env, ProtoError::InvalidSubject.err_line());
             self.ok(env);
@@ -440,9 +428,9 @@ impl Client {
 
     /// Removes every subscription from the index (the connection is going away).
     pub fn unsubscribe_all(&mut self, sublist: &Sublist<Subscription>) {
-        for (_, sub) in self.subs.drain() {
-            sublist.remove(&sub);
-        }
+        let subs: Vec<_> = self.subs.drain().map(|(_, sub)| sub).collect();
+        // One write lock for the whole connection, not one per subscription.
+        sublist.remove_batch(&subs);
     }
 }
 

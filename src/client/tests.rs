@@ -49,14 +49,18 @@ impl Harness {
         }
     }
 
-    fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
-        let mut env = Env {
+    fn env(&mut self) -> Env<'_> {
+        Env {
             subs: self.sublist.reader(),
             batch: &mut self.batch,
             rng: &mut self.rng,
             now: self.now,
             cfg: &self.cfg,
-        };
+        }
+    }
+
+    fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        let mut env = self.env();
         let client = &mut peer.client;
         if let Err(e) = peer.parser.parse(bytes, |op| client.on_op(op, &mut env)) {
             let _ = client.fail(e, &mut env);
@@ -66,13 +70,7 @@ impl Harness {
     }
 
     fn tick(&mut self, peer: &mut Peer) {
-        let mut env = Env {
-            subs: self.sublist.reader(),
-            batch: &mut self.batch,
-            rng: &mut self.rng,
-            now: self.now,
-            cfg: &self.cfg,
-        };
+        let mut env = self.env();
         let _ = peer.client.on_tick(&mut env);
         drop(env);
         self.batch.flush(&mut peer.stalled);
