@@ -1,27 +1,34 @@
-//! ringnats: a NATS message server, wire-compatible with gnatsd 1.0, built on one
-//! io_uring reactor per core.
+//! ringnats: a NATS message server, wire-compatible with gnatsd 1.0 (clients and cluster
+//! routes), built on one io_uring reactor per core.
 //!
 //! # Layout
-//! - [`proto`]: the sans-IO protocol core. An incremental parser of client ops, the
-//!   exact `-ERR` texts, INFO/CONNECT JSON, subject validation. No sockets, no clock.
-//! - [`sublist`]: the subscription index: a token trie behind a mutex for writes and a
+//! - [`proto`]: the sans-IO protocol core. An incremental parser of client and route ops,
+//!   the exact `-ERR` texts, INFO/CONNECT JSON, subject validation. No sockets, no clock.
+//! - [`sublist`]: the subscription index: a token trie behind a lock for writes and a
 //!   bounded, lock-free (epoch-reclaimed) result cache for lookups.
-//! - [`client`]: per-connection protocol state (verbose, pedantic, auth, subscriptions,
-//!   keepalive); turns parsed ops into actions. Knows nothing of io_uring.
+//! - [`conn`]: the sans-IO connection state machine shared by every kind (client, route):
+//!   ops and `now` in, staged output and a closing reason out; subscriptions with their
+//!   origin, and delivery with the cluster's one-hop and queue rules.
+//! - [`cluster`]: the route table, client URLs learned from peers, the dial schedule.
 //! - [`outbound`]: a connection's bounded outbound queue, shared across reactors, and the
-//!   per-batch wake-up bookkeeping.
-//! - [`reactor`]: the io_uring shell: ring setup, provided buffer ring, multishot accept and
-//!   recv, coalesced sends, timers, cross-reactor wake-ups.
-//! - [`server`]: start-up: options, listeners, one reactor thread per core, signals.
+//!   per-batch staging of output.
+//! - [`mailbox`]: typed cross-reactor messages and the wake-up handle.
+//! - [`shared`]: server state below the reactors: options, index, cluster, registry.
+//! - [`reactor`]: the io_uring shell: rings, provided buffers, accept/recv/send/connect,
+//!   timers, cross-reactor wake-ups. Moves bytes; decides nothing about the protocol.
+//! - [`server`]: start-up: listeners, one reactor thread per core, shutdown.
 //! - [`options`]: command-line flags in gnatsd's spelling.
 //! - [`log`]: gnatsd-format log lines (`[pid] date [INF] ...`).
 
 #[macro_use]
 pub mod log;
-pub mod client;
+pub mod cluster;
+pub mod conn;
+pub mod mailbox;
 pub mod options;
 pub mod outbound;
 pub mod proto;
 pub mod reactor;
 pub mod server;
+pub mod shared;
 pub mod sublist;

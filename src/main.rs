@@ -66,13 +66,16 @@ fn main() -> ExitCode {
     };
     info!("Listening for client connections on {}", running.addr);
     ringnats::debug!("Server id is {}", running.server.server_id);
-    ringnats::debug!("{} reactor threads", running.server.reactors.len());
+    ringnats::debug!("{} reactor threads", running.handles.len());
     if let Some(path) = &pid_file {
         if let Err(e) = std::fs::write(path, std::process::id().to_string()) {
             error!("Could not write pidfile {}: {e}", path.display());
         }
     }
     info!("Server is ready");
+    if let Some(addr) = running.route_addr {
+        info!("Listening for route connections on {addr}");
+    }
     loop {
         let sig = wait_signal(&set);
         if sig == libc::SIGHUP {

@@ -82,6 +82,19 @@ pub struct Cli {
     /// Seconds to wait for CONNECT when authorization is required
     #[arg(long = "auth_timeout", default_value_t = 1.0)]
     pub auth_timeout_secs: f64,
+    /// Cluster URL for solicited routes (nats-route://[user:pass@]host:port)
+    #[arg(long = "cluster", visible_alias = "cluster_listen")]
+    pub cluster: Option<String>,
+    /// Routes to solicit and connect, comma-separated
+    #[arg(long = "routes")]
+    pub routes: Option<String>,
+    /// Do not advertise known cluster information to clients
+    #[arg(long = "no_advertise", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = ArgAction::Set)]
+    pub no_advertise: Option<bool>,
+    /// Number of connect retries for implicit routes
+    #[arg(long = "connect_retries")]
+    pub connect_retries: Option<u32>,
     /// Number of io_uring reactor threads (default: available cores)
     #[arg(long = "workers")]
     pub workers: Option<usize>,
@@ -118,6 +131,112 @@ pub struct Options {
     pub write_deadline: Duration,
     pub auth_timeout: Duration,
     pub workers: usize,
+    /// Routing: `None` when no cluster port is configured.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// The `cluster` settings (`--cluster`, `--routes`, ... or the config file's `cluster {}`).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub host: String,
+    /// 0 means "pick a random port".
+    pub port: u16,
+    /// Route authorization: what an inbound route must send in its CONNECT.
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub auth_timeout: Duration,
+    /// Explicit (configured) routes, dialled forever.
+    pub routes: Vec<RouteUrl>,
+    pub no_advertise: bool,
+    /// Extra dial attempts for implicit (gossiped) routes.
+    pub connect_retries: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            host: DEFAULT_HOST.to_string(),
+            port: 0,
+            user: None,
+            pass: None,
+            auth_timeout: Duration::from_secs(1),
+            routes: Vec::new(),
+            no_advertise: false,
+            connect_retries: 0,
+        }
+    }
+}
+
+/// A route URL: `nats-route://[user:pass@]host:port`. Only host, port and userinfo are used
+/// (gnatsd does not check the scheme).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+}
+
+impl RouteUrl {
+    pub fn parse(text: &str) -> Result<RouteUrl, String> {
+        let text = text.trim();
+        let u = url::Url::parse(text).map_err(|e| format!("invalid route URL {text:?}: {e}"))?;
+        let host = u
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("invalid route URL {text:?}: no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = u
+            .port()
+            .ok_or_else(|| format!("invalid route URL {text:?}: no port"))?;
+        let user = (!u.username().is_empty()).then(|| percent_decode(u.username()));
+        let pass = u.password().map(percent_decode);
+        Ok(RouteUrl {
+            host,
+            port,
+            user,
+            pass,
+        })
+    }
+
+    /// `host:port`, for dialling and logs.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Undoes the URL's percent-encoding of user info (`%40` → `@`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl std::fmt::Display for RouteUrl {
+    /// The URL without credentials, as logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "nats-route://{}/", self.host_port())
+    }
 }
 
 impl Default for Options {
@@ -143,6 +262,7 @@ impl Default for Options {
             write_deadline: Duration::from_secs(2),
             auth_timeout: Duration::from_secs(1),
             workers: default_workers(),
+            cluster: None,
         }
     }
 }
@@ -188,6 +308,11 @@ const LONG_FLAGS: &[&str] = &[
     "write_deadline",
     "auth_timeout",
     "workers",
+    "cluster",
+    "cluster_listen",
+    "routes",
+    "no_advertise",
+    "connect_retries",
     "version",
     "help",
 ];
@@ -245,6 +370,12 @@ impl Cli {
             Some(n) => n,
             None => default_workers(),
         };
+        let cluster = cluster_options(
+            self.cluster.as_deref(),
+            self.routes.as_deref(),
+            self.no_advertise,
+            self.connect_retries,
+        )?;
         Ok(Command::Run(Box::new(Options {
             host: self.addr,
             port,
@@ -266,8 +397,46 @@ impl Cli {
             write_deadline: secs(self.write_deadline_secs, "write_deadline")?,
             auth_timeout: secs(self.auth_timeout_secs, "auth_timeout")?,
             workers,
+            cluster,
         })))
     }
+}
+
+/// Builds the cluster settings from `--cluster`, `--routes`, `--no_advertise` and
+/// `--connect_retries`, with gnatsd 1.0's error texts.
+fn cluster_options(
+    listen: Option<&str>,
+    routes: Option<&str>,
+    no_advertise: Option<bool>,
+    connect_retries: Option<u32>,
+) -> Result<Option<ClusterOptions>, String> {
+    let Some(listen) = listen else {
+        if routes.is_some_and(|r| !r.trim().is_empty()) {
+            return Err("Solicited routes require cluster capabilities, e.g. --cluster.".into());
+        }
+        return Ok(None);
+    };
+    let url = RouteUrl::parse(listen)?;
+    if url.user.is_some() && url.pass.is_none() {
+        return Err("Expected cluster password to be set.".into());
+    }
+    let routes = routes
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(RouteUrl::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(ClusterOptions {
+        host: url.host,
+        port: url.port,
+        user: url.user,
+        pass: url.pass,
+        routes,
+        no_advertise: no_advertise.unwrap_or(false),
+        connect_retries: connect_retries.unwrap_or(0),
+        ..ClusterOptions::default()
+    }))
 }
 
 /// Parses a full argv (program name first).
@@ -315,6 +484,44 @@ mod tests {
         let o = run(&["-p", "-1", "--workers", "3"]);
         assert_eq!(o.port, 0);
         assert_eq!(o.workers, 3);
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let o = run(&[
+            "--cluster",
+            "nats-route://ruser:rpass@127.0.0.1:6222",
+            "-routes",
+            "nats-route://a:b@127.0.0.1:6223, nats://127.0.0.1:6224",
+            "--connect_retries",
+            "3",
+            "--no_advertise",
+        ]);
+        let c = o.cluster.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 6222));
+        assert_eq!(c.user.as_deref(), Some("ruser"));
+        assert_eq!(c.pass.as_deref(), Some("rpass"));
+        assert_eq!(c.connect_retries, 3);
+        assert!(c.no_advertise);
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[0].user.as_deref(), Some("a"));
+        assert_eq!(c.routes[1].host_port(), "127.0.0.1:6224");
+        assert_eq!(c.routes[1].to_string(), "nats-route://127.0.0.1:6224/");
+        assert!(run(&[]).cluster.is_none());
+    }
+
+    #[test]
+    fn cluster_errors_use_gnatsd_texts() {
+        let err = |args: &[&str]| {
+            let argv = std::iter::once("ringnats")
+                .chain(args.iter().copied())
+                .map(String::from);
+            parse_args(argv).err().unwrap().to_string()
+        };
+        assert!(err(&["--routes", "nats-route://127.0.0.1:1"])
+            .contains("Solicited routes require cluster capabilities, e.g. --cluster."));
+        assert!(err(&["--cluster", "nats-route://u@127.0.0.1:1"])
+            .contains("Expected cluster password to be set."));
     }
 
     #[test]

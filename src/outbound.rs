@@ -13,6 +13,7 @@
 //! on a [`WakeBatch`]. At the end of its batch the publishing reactor moves each
 //! destination's list into that reactor's inbox and wakes it only if it is about to sleep.
 
+use crate::mailbox::Mail;
 use ahash::AHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +74,16 @@ impl Pushed {
 }
 
 impl Outbound {
+    /// A route's queue: it never pauses publishers (a route carries a whole server's
+    /// traffic, and one backed-up peer must not stall every publisher on every core); it
+    /// is bounded by its own `max_pending` and the write deadline.
+    pub fn for_route(cid: u64, reactor: usize, token: u64, max_pending: usize) -> Self {
+        Outbound {
+            stall_bytes: usize::MAX,
+            ..Outbound::new(cid, reactor, token, max_pending)
+        }
+    }
+
     pub fn new(cid: u64, reactor: usize, token: u64, max_pending: usize) -> Self {
         Outbound {
             cid,
@@ -199,7 +210,7 @@ impl Outbound {
 /// through the same staging buffer, so the order of a connection's own replies (`+OK`,
 /// `PONG`) and the messages it receives is kept.
 pub struct WakeBatch {
-    per_reactor: Vec<Vec<u64>>,
+    per_reactor: Vec<Vec<Mail>>,
     staged: Vec<Staged>,
     /// Destination (by `Arc` address) → index in `staged`.
     index: AHashMap<usize, usize>,
@@ -233,7 +244,7 @@ impl WakeBatch {
     /// Records that `out`'s owner must look at it after this batch.
     #[inline]
     pub fn mark(&mut self, out: &Arc<Outbound>) {
-        self.per_reactor[out.reactor].push(out.token);
+        self.per_reactor[out.reactor].push(Mail::Flush(out.token));
     }
 
     /// Pushes the result of an append and marks the connection if needed.
@@ -312,7 +323,7 @@ impl WakeBatch {
     }
 
     /// The list for one reactor, to be drained by the caller.
-    pub fn list_mut(&mut self, reactor: usize) -> &mut Vec<u64> {
+    pub fn list_mut(&mut self, reactor: usize) -> &mut Vec<Mail> {
         &mut self.per_reactor[reactor]
     }
 
@@ -394,8 +405,8 @@ mod tests {
         let mut v = Vec::new();
         a.take(&mut v);
         assert_eq!(v, b"+OK\r\nMSG\r\n");
-        assert_eq!(batch.list_mut(0).as_slice(), &[10]);
-        assert_eq!(batch.list_mut(1).as_slice(), &[20]);
+        assert_eq!(batch.list_mut(0).as_slice(), &[Mail::Flush(10)]);
+        assert_eq!(batch.list_mut(1).as_slice(), &[Mail::Flush(20)]);
         assert!(stalled.is_empty());
     }
 

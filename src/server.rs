@@ -1,93 +1,38 @@
-//! Start-up and shutdown: listeners, one reactor thread per core, signals.
+//! Start-up and shutdown: listeners (client port, route port), one reactor thread per
+//! core, the cluster's first dials.
 //!
-//! [`Server`] holds what every reactor shares: options, the subscription index, the reactor
-//! handles (for cross-core wake-ups) and counters. It owns no sockets of its own once the
+//! [`Running`] keeps the shared state and the reactor handles; it owns no sockets once the
 //! listeners have been handed to the reactors.
 
-use crate::client::{Auth, ClientConfig, Subscription};
+use crate::cluster::Cluster;
+use crate::mailbox::ReactorHandle;
 use crate::options::Options;
-use crate::proto::info::ServerInfo;
-use crate::reactor::{Reactor, ReactorHandle};
-use crate::sublist::Sublist;
-use rand::Rng;
+use crate::reactor::{Listeners, Reactor};
+use crate::shared::{new_server_id, Shared};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-pub struct Server {
-    pub opts: Options,
-    pub server_id: String,
-    pub sublist: Sublist<Subscription>,
-    pub reactors: Vec<ReactorHandle>,
-    pub client_cfg: ClientConfig,
-    /// The client port actually bound (differs from the option for `-p -1`).
-    pub port: u16,
-    pub conn_count: AtomicUsize,
-    next_cid: AtomicU64,
-    pub shutdown: AtomicBool,
-}
-
-impl Server {
-    pub fn next_cid(&self) -> u64 {
-        self.next_cid.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The INFO line sent to a new client.
-    pub fn client_info(&self, cid: u64) -> Vec<u8> {
-        let auth = self.opts.auth_required();
-        ServerInfo {
-            server_id: self.server_id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            go: format!("rust-{}", rustc_version()),
-            host: self.opts.host.clone(),
-            port: self.port,
-            auth_required: auth,
-            ssl_required: false,
-            tls_required: false,
-            tls_verify: false,
-            max_payload: self.opts.max_payload,
-            ip: None,
-            connect_urls: Vec::new(),
-            proto: 1,
-            headers: true,
-            client_id: cid,
-        }
-        .client_line()
-    }
-
-    /// Asks every reactor to close its connections and stop.
-    pub fn begin_shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        for r in &self.reactors {
-            r.wake();
-        }
-    }
-}
-
-fn rustc_version() -> &'static str {
-    option_env!("RINGNATS_RUSTC").unwrap_or("stable")
-}
-
-/// A 22-character random id, like gnatsd's NUID-based server id.
-fn new_server_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    (0..22)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// A running server: its threads and the address clients connect to.
+/// A running server: its threads and the addresses it listens on.
 pub struct Running {
-    pub server: Arc<Server>,
+    pub server: Arc<Shared>,
+    pub handles: Arc<[ReactorHandle]>,
     pub addr: SocketAddr,
+    /// The route listener's address, when clustering is on.
+    pub route_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
 impl Running {
+    /// Asks every reactor to close its connections and stop.
+    pub fn begin_shutdown(&self) {
+        begin_shutdown(&self.server, &self.handles);
+    }
+
     /// Waits for every reactor to stop. Returns the first reactor error, if any.
     pub fn join(self) -> io::Result<()> {
         let mut first = Ok(());
@@ -103,9 +48,29 @@ impl Running {
     }
 
     pub fn shutdown(self) -> io::Result<()> {
-        self.server.begin_shutdown();
+        self.begin_shutdown();
         self.join()
     }
+}
+
+fn begin_shutdown(shared: &Shared, handles: &[ReactorHandle]) {
+    shared.shutdown.store(true, Ordering::SeqCst);
+    for h in handles {
+        h.wake();
+    }
+}
+
+fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let host_port = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    host_port
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host_port}: {e}")))?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("cannot resolve {host_port}")))
 }
 
 fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -117,60 +82,111 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Binds the client port once per reactor (SO_REUSEPORT) and starts the reactor threads.
-pub fn start(opts: Options) -> io::Result<Running> {
-    let host_port = format!("{}:{}", opts.host, opts.port);
-    let mut addr = host_port
-        .to_socket_addrs()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host_port}: {e}")))?
-        .next()
-        .ok_or_else(|| io::Error::other(format!("cannot resolve {host_port}")))?;
-    let workers = opts.workers.max(1);
-    let mut listeners = Vec::with_capacity(workers);
-    for _ in 0..workers {
+/// One SO_REUSEPORT listener per reactor on `addr` (port 0: the first bind picks it).
+fn bind_all(mut addr: SocketAddr, n: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n {
         let l = bind_reuseport(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        // For `-p -1` the first bind picks the port; the others join it.
         addr = l.local_addr()?;
         listeners.push(l);
     }
+    Ok((listeners, addr))
+}
+
+/// This server's client URLs as routes advertise them (`connect_urls`): the bound address,
+/// or for a wildcard host every non-loopback interface address.
+fn client_urls(addr: SocketAddr) -> Vec<String> {
+    if !addr.ip().is_unspecified() {
+        return vec![addr.to_string()];
+    }
+    let urls: Vec<String> = interface_ips()
+        .into_iter()
+        .filter(|ip| !ip.is_loopback() && ip.is_ipv4() == addr.is_ipv4())
+        .map(|ip| SocketAddr::new(ip, addr.port()).to_string())
+        .collect();
+    urls
+}
+
+fn interface_ips() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs; every
+    // node and its address are read only while the list is alive, and null-checked.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut cur = ifap;
+        while !cur.is_null() {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                match (*a).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+/// Binds the client port (and the route port) once per reactor and starts the reactors.
+pub fn start(mut opts: Options) -> io::Result<Running> {
+    let workers = opts.workers.max(1);
+    let (clients, addr) = bind_all(resolve(&opts.host, opts.port)?, workers)?;
+    let mut route_addr = None;
+    let mut routes: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
+    let server_id = new_server_id();
+    let cluster = match opts.cluster.as_mut() {
+        Some(c) => {
+            let (ls, a) = bind_all(resolve(&c.host, c.port)?, workers)?;
+            routes = ls.into_iter().map(Some).collect();
+            route_addr = Some(a);
+            c.port = a.port();
+            Some(Cluster::new(
+                c.clone(),
+                server_id.clone(),
+                env!("CARGO_PKG_VERSION"),
+                opts.max_payload,
+                client_urls(addr),
+                workers,
+            ))
+        }
+        None => None,
+    };
     // Each reactor owns its ring, which must be created on its own thread (single issuer);
     // the handles (eventfd + inbox) are made here so every reactor can wake every other.
-    let handles = (0..workers)
+    let handles: Arc<[ReactorHandle]> = (0..workers)
         .map(|_| ReactorHandle::new())
-        .collect::<io::Result<Vec<_>>>()?;
-    let server = Arc::new(Server {
-        client_cfg: ClientConfig {
-            auth: Auth {
-                user: opts.user.clone(),
-                pass: opts.pass.clone(),
-                token: opts.token.clone(),
-            },
-            auth_timeout: opts.auth_timeout,
-            ping_interval: opts.ping_interval,
-            ping_max: opts.ping_max,
-        },
-        server_id: new_server_id(),
-        sublist: Sublist::new(),
-        reactors: handles,
-        port: addr.port(),
-        conn_count: AtomicUsize::new(0),
-        next_cid: AtomicU64::new(1),
-        shutdown: AtomicBool::new(false),
-        opts,
-    });
+        .collect::<io::Result<Vec<_>>>()?
+        .into();
+    let shared = Arc::new(Shared::new(opts, server_id, addr.port(), cluster));
 
     // Build every ring before reporting success, so a missing io_uring is a clean start-up
     // error rather than a dead thread.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::with_capacity(workers);
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let server = Arc::clone(&server);
+    for (id, (client, route)) in clients.into_iter().zip(routes).enumerate() {
+        let shared = Arc::clone(&shared);
+        let handles = Arc::clone(&handles);
         let ready = ready_tx.clone();
         let t = std::thread::Builder::new()
             .name(format!("reactor-{id}"))
             .spawn(move || {
-                let mut reactor = match Reactor::new(id, server, listener) {
+                let listeners = Listeners { client, route };
+                let mut reactor = match Reactor::new(id, shared, handles, listeners) {
                     Ok(r) => {
                         let _ = ready.send(Ok(()));
                         r
@@ -191,7 +207,7 @@ pub fn start(opts: Options) -> io::Result<Running> {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                server.begin_shutdown();
+                begin_shutdown(&shared, &handles);
                 for t in threads {
                     let _ = t.join();
                 }
@@ -200,9 +216,14 @@ pub fn start(opts: Options) -> io::Result<Running> {
             Err(_) => return Err(io::Error::other("reactor thread exited during start-up")),
         }
     }
+    if let Some(c) = &shared.cluster {
+        c.start(Instant::now());
+    }
     Ok(Running {
-        server,
+        server: shared,
+        handles,
         addr,
+        route_addr,
         threads,
     })
 }

@@ -590,3 +590,33 @@ fn no_stale_cache_entries_after_writers_finish() {
         assert_all_equal_model(&sl, &live, &subjects);
     }
 }
+
+/// `for_each` visits every stored subscription exactly once (route sync, `/subsz`).
+#[test]
+fn for_each_visits_every_subscription_once() {
+    let list: Sublist<TSub> = Sublist::new();
+    let subs: Vec<_> = [
+        ("a", None),
+        ("a.b", None),
+        ("a.*", Some("q")),
+        ("a.>", None),
+        ("*.b", Some("q")),
+        (">", None),
+        ("a.b", Some("r")),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (s, q))| tsub(i, s, *q))
+    .collect();
+    for s in &subs {
+        list.insert(Arc::clone(s)).unwrap();
+    }
+    list.insert(Arc::clone(&subs[0])).unwrap();
+    let mut seen = Vec::new();
+    list.for_each(|s| seen.push(Arc::as_ptr(s) as usize));
+    seen.sort();
+    let mut want: Vec<usize> = subs.iter().map(|s| Arc::as_ptr(s) as usize).collect();
+    want.push(Arc::as_ptr(&subs[0]) as usize);
+    want.sort();
+    assert_eq!(seen, want);
+}

@@ -95,6 +95,15 @@ impl ServerInfo {
     }
 }
 
+/// Any serializable value as Go's `json.Marshal` would encode it (Go's string escaping).
+pub fn go_json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    v.serialize(&mut ser)
+        .expect("serializing plain data into a Vec cannot fail");
+    out
+}
+
 /// serde_json formatter producing Go's string escaping.
 struct GoFormatter;
 

@@ -1,8 +1,8 @@
 //! The io_uring shell: one reactor per core moves bytes between sockets and the sans-IO
-//! [`Client`] state, and fires its timers.
+//! [`Connection`] state (clients and routes alike), and fires its timers.
 //!
-//! Per loop iteration: reap completions (multishot accept, multishot recv from the shared
-//! buffer ring, sends, the wake-up eventfd) → parse each received buffer in place and
+//! Per loop iteration: reap completions (multishot accept on the client and route ports,
+//! route dials, multishot recv from the shared buffer ring, sends, the wake-up eventfd) → parse each received buffer in place and
 //! recycle it → hand connections touched on other cores to their owners (one inbox push and
 //! at most one wake per destination) → send each dirty connection's coalesced output with one
 //! send → timers → sleep in the kernel only when there is nothing to do.
@@ -10,21 +10,24 @@
 mod bufring;
 mod slab;
 
-use crate::client::{Client, CloseReason, Env, SlowConsumer};
+use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
+use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
+use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
-use crate::server::Server;
+use crate::shared::{ConnRef, Shared};
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use slab::Slab;
+use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Receive buffers per reactor and their size. 64 × 16 KiB = 1 MiB per reactor; only
@@ -42,6 +45,12 @@ const TICK: Duration = Duration::from_millis(50);
 const STALL_MAX: Duration = Duration::from_millis(5);
 /// Output buffers bigger than this are released once drained.
 const OUT_KEEP: usize = 256 * 1024;
+/// A route's outbound queue may hold this many times `max_pending`: it carries a whole
+/// server's traffic and must ride out bursts it can drain.
+const ROUTE_PENDING_FACTOR: usize = 4;
+/// Largest MSG payload taken from a route. gnatsd 1.0 checks none; a bound is still kept
+/// so a broken peer cannot make the parser buffer without limit.
+const ROUTE_MAX_PAYLOAD: usize = 64 * 1024 * 1024;
 
 /// What a completion belongs to, in the top byte of its user data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -52,6 +61,8 @@ enum Kind {
     Send = 3,
     Wake = 4,
     Cancel = 5,
+    RouteAccept = 6,
+    Connect = 7,
 }
 
 fn user_data(kind: Kind, token: u64) -> u64 {
@@ -62,57 +73,10 @@ fn split_user_data(ud: u64) -> (u8, u64) {
     ((ud >> 56) as u8, ud & 0x00ff_ffff_ffff_ffff)
 }
 
-/// The part of a reactor other threads may touch: its inbox of connections with new output
-/// and the eventfd that wakes it.
-pub struct ReactorHandle {
-    inbox: Mutex<Vec<u64>>,
-    sleeping: AtomicBool,
-    eventfd: OwnedFd,
-}
-
-impl ReactorHandle {
-    pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall; the fd is checked and then owned.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(ReactorHandle {
-            inbox: Mutex::new(Vec::new()),
-            sleeping: AtomicBool::new(false),
-            // SAFETY: fd is a fresh descriptor we own.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    /// Wakes the reactor (one eventfd write).
-    pub fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
-        unsafe {
-            libc::write(
-                self.eventfd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            );
-        }
-    }
-
-    /// Hands `tokens` to this reactor; wakes it only if it is (about to be) asleep.
-    fn deliver(&self, tokens: &mut Vec<u64>) {
-        {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
-            inbox.append(tokens);
-        }
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.wake();
-        }
-    }
-}
-
-struct Conn {
+/// One socket and the connection state it carries.
+struct Slot {
     stream: TcpStream,
-    client: Client,
+    conn: Connection,
     parser: Parser,
     /// Bytes being sent; swapped with the outbound queue's buffer so both keep capacity.
     sending: Vec<u8>,
@@ -130,15 +94,37 @@ struct Conn {
     shut: bool,
 }
 
+/// The listening sockets one reactor accepts on.
+pub struct Listeners {
+    pub client: TcpListener,
+    pub route: Option<TcpListener>,
+}
+
+/// A route being dialled: the socket and the address the connect SQE points at.
+struct Dialing {
+    socket: Socket,
+    addr: Box<SockAddr>,
+    dial: Dial,
+    started: Instant,
+    cancelled: bool,
+}
+
 pub struct Reactor {
     // Field order matters: the ring is dropped before the buffer memory it points at.
     ring: IoUring,
     bufs: BufRing,
     id: usize,
-    server: Arc<Server>,
+    server: Arc<Shared>,
+    handles: Arc<[ReactorHandle]>,
     listener: Option<TcpListener>,
-    conns: Slab<Conn>,
+    route_listener: Option<TcpListener>,
+    conns: Slab<Slot>,
+    dials: Slab<Dialing>,
     batch: WakeBatch,
+    /// Mail drained from the inbox, handled this iteration.
+    mail: Vec<Mail>,
+    /// Last cluster client-URL generation this reactor told its clients about.
+    urls_gen: u64,
     /// Local connections with output to send this iteration.
     dirty: Vec<u64>,
     stalled: Vec<u64>,
@@ -148,22 +134,15 @@ pub struct Reactor {
     now: Instant,
     next_tick: Instant,
     shutting_down: Option<Instant>,
+    /// Accept back-off per listener (client, route) after running out of descriptors.
+    accept_backoff: [Duration; 2],
+    accept_resume: [Option<Instant>; 2],
 }
 
-/// What a client needs from its reactor for one batch of input.
-fn client_env<'a>(
-    server: &'a Server,
-    batch: &'a mut WakeBatch,
-    rng: &'a mut SmallRng,
-    now: Instant,
-) -> Env<'a> {
-    Env {
-        subs: server.sublist.reader(),
-        batch,
-        rng,
-        now,
-        cfg: &server.client_cfg,
-    }
+fn peer_of(stream: &TcpStream) -> SocketAddr {
+    stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// Turns a ring set-up failure into a message that names the cause and the fix.
@@ -200,18 +179,28 @@ fn build_ring() -> io::Result<IoUring> {
 }
 
 impl Reactor {
-    pub fn new(id: usize, server: Arc<Server>, listener: TcpListener) -> io::Result<Self> {
+    pub fn new(
+        id: usize,
+        server: Arc<Shared>,
+        handles: Arc<[ReactorHandle]>,
+        listeners: Listeners,
+    ) -> io::Result<Self> {
         let ring = build_ring().map_err(setup_error)?;
         let bufs = BufRing::new(&ring, 0, RECV_BUFS, RECV_BUF_SIZE).map_err(setup_error)?;
         let now = Instant::now();
-        let reactors = server.reactors.len();
+        let reactors = handles.len();
         Ok(Reactor {
             ring,
             bufs,
             id,
-            listener: Some(listener),
+            listener: Some(listeners.client),
+            route_listener: listeners.route,
             conns: Slab::new(),
+            dials: Slab::new(),
             batch: WakeBatch::new(reactors),
+            mail: Vec::new(),
+            urls_gen: 0,
+            handles,
             dirty: Vec::new(),
             stalled: Vec::new(),
             closing: Vec::new(),
@@ -220,12 +209,14 @@ impl Reactor {
             now,
             next_tick: now + TICK,
             shutting_down: None,
+            accept_backoff: [Duration::ZERO; 2],
+            accept_resume: [None; 2],
             server,
         })
     }
 
     fn handle(&self) -> &ReactorHandle {
-        &self.server.reactors[self.id]
+        &self.handles[self.id]
     }
 
     /// Queues an SQE, flushing the submission queue first if it is full.
@@ -245,17 +236,21 @@ impl Reactor {
         }
     }
 
-    fn arm_accept(&mut self) {
-        if let Some(l) = &self.listener {
+    fn arm_accept(&mut self, kind: Kind) {
+        let listener = match kind {
+            Kind::RouteAccept => &self.route_listener,
+            _ => &self.listener,
+        };
+        if let Some(l) = listener {
             let sqe = opcode::AcceptMulti::new(types::Fd(l.as_raw_fd()))
                 .build()
-                .user_data(user_data(Kind::Accept, 0));
+                .user_data(user_data(kind, 0));
             self.push_sqe(sqe);
         }
     }
 
     fn arm_wake(&mut self) {
-        let fd = self.handle().eventfd.as_raw_fd();
+        let fd = self.handle().eventfd();
         let sqe = opcode::Read::new(types::Fd(fd), self.wake_buf.as_mut_ptr(), 8)
             .build()
             .user_data(user_data(Kind::Wake, 0));
@@ -278,14 +273,15 @@ impl Reactor {
     }
 
     pub fn run(&mut self) -> io::Result<()> {
-        self.arm_accept();
+        self.arm_accept(Kind::Accept);
+        self.arm_accept(Kind::RouteAccept);
         self.arm_wake();
         loop {
             if self.shutting_down.is_none() && self.server.shutdown.load(Ordering::Relaxed) {
                 self.begin_shutdown();
             }
             if let Some(deadline) = self.shutting_down {
-                if self.conns.is_empty() || self.now >= deadline {
+                if (self.conns.is_empty() && self.dials.is_empty()) || self.now >= deadline {
                     return Ok(());
                 }
             }
@@ -318,15 +314,8 @@ impl Reactor {
         } else {
             Duration::from_micros(200)
         };
-        let handle = &self.server.reactors[self.id];
-        handle.sleeping.store(true, Ordering::SeqCst);
-        if !handle
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-        {
-            handle.sleeping.store(false, Ordering::SeqCst);
+        let handle = &self.handles[self.id];
+        if !handle.prepare_sleep() {
             return self.ring.submit().map(|_| ());
         }
         let ts = types::Timespec::new()
@@ -334,7 +323,7 @@ impl Reactor {
             .nsec(timeout.subsec_nanos());
         let args = types::SubmitArgs::new().timespec(&ts);
         let r = self.ring.submitter().submit_with_args(1, &args);
-        handle.sleeping.store(false, Ordering::SeqCst);
+        handle.awake();
         match r {
             Ok(_) => Ok(()),
             Err(e)
@@ -359,16 +348,35 @@ impl Reactor {
             match kind {
                 k if k == Kind::Recv as u8 => self.on_recv(token, res, flags),
                 k if k == Kind::Send as u8 => self.on_send(token, res),
-                k if k == Kind::Accept as u8 => self.on_accept(res, flags),
+                k if k == Kind::Accept as u8 => self.on_accept(Kind::Accept, res, flags),
+                k if k == Kind::RouteAccept as u8 => self.on_accept(Kind::RouteAccept, res, flags),
+                k if k == Kind::Connect as u8 => self.on_connect(token, res),
                 k if k == Kind::Wake as u8 && self.shutting_down.is_none() => self.arm_wake(),
                 _ => {}
             }
         }
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32) {
+    fn on_accept(&mut self, kind: Kind, res: i32, flags: u32) {
+        let is_route = kind == Kind::RouteAccept;
+        if res == -libc::EMFILE || res == -libc::ENFILE {
+            // Out of descriptors: back off (10 ms doubling to 1 s) instead of spinning on
+            // the error, and say so once per back-off.
+            let backoff = &mut self.accept_backoff[is_route as usize];
+            *backoff = (*backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            let err = io::Error::from_raw_os_error(-res);
+            crate::error!(
+                "Error accepting {} connection: {err}; retrying in {:?}",
+                if is_route { "route" } else { "client" },
+                *backoff
+            );
+            if !cqueue::more(flags) {
+                self.accept_resume[is_route as usize] = Some(self.now + *backoff);
+            }
+            return;
+        }
         if !cqueue::more(flags) && self.shutting_down.is_none() {
-            self.arm_accept();
+            self.arm_accept(kind);
         }
         if res < 0 {
             let err = io::Error::from_raw_os_error(-res);
@@ -377,31 +385,26 @@ impl Reactor {
             }
             return;
         }
+        self.accept_backoff[is_route as usize] = Duration::ZERO;
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(res) };
         if self.shutting_down.is_some() {
             return;
         }
+        if is_route {
+            self.add_route(stream, None);
+        } else {
+            self.add_client(stream);
+        }
+    }
+
+    /// Puts a connected socket and its connection state in a slot. `out` must have been
+    /// made for the slot's token (`conns.vacant_token()`).
+    fn add_slot(&mut self, stream: TcpStream, conn: Connection, parser: Parser) -> u64 {
         let _ = stream.set_nodelay(true);
-        let peer = stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let server = Arc::clone(&self.server);
-        let cid = server.next_cid();
-        let token = self.conns.vacant_token();
-        let out = Arc::new(Outbound::new(cid, self.id, token, server.opts.max_pending));
-        let prefix = format!("{peer} - cid:{cid} - ");
-        let client = Client::new(Arc::clone(&out), prefix, self.now, &server.client_cfg);
-        let parser = Parser::new(ParserConfig {
-            max_control_line: server.opts.max_control_line,
-            max_payload: server.opts.max_payload,
-            headers: false,
-            route: false,
-            require_connect: server.client_cfg.auth.required(),
-        });
-        let token = self.conns.insert(Conn {
+        let token = self.conns.insert(Slot {
             stream,
-            client,
+            conn,
             parser,
             sending: Vec::new(),
             send_off: 0,
@@ -414,10 +417,36 @@ impl Reactor {
             close_deadline: None,
             shut: false,
         });
+        self.dirty.push(token);
+        token
+    }
+
+    fn add_client(&mut self, stream: TcpStream) {
+        let peer = peer_of(&stream);
+        let server = Arc::clone(&self.server);
+        let cid = server.next_cid();
+        let token = self.conns.vacant_token();
+        let out = Arc::new(Outbound::new(cid, self.id, token, server.opts.max_pending));
+        let conn = Connection::client(cid, Arc::clone(&out), peer, self.now, &server.conn_cfg);
+        let parser = Parser::new(ParserConfig {
+            max_control_line: server.opts.max_control_line,
+            max_payload: server.opts.max_payload,
+            headers: false,
+            route: false,
+            require_connect: server.conn_cfg.auth.required(),
+        });
+        let token = self.add_slot(stream, conn, parser);
         debug_assert_eq!(token, out.token);
+        server.register_conn(
+            cid,
+            ConnRef {
+                reactor: self.id,
+                token,
+                is_route: false,
+            },
+        );
         crate::debug!("{peer} - cid:{cid} - Client connection created");
         out.push(&server.client_info(cid));
-        self.dirty.push(token);
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
         if count > server.opts.max_connections {
             crate::error!("{peer} - cid:{cid} - Maximum Connections Exceeded");
@@ -425,6 +454,148 @@ impl Reactor {
             return;
         }
         self.arm_recv(token);
+    }
+
+    /// A route connection: accepted on the route port, or dialled (`dial`).
+    fn add_route(&mut self, stream: TcpStream, dial: Option<Dial>) {
+        let server = Arc::clone(&self.server);
+        let Some(cluster) = server.cluster.as_ref() else {
+            return;
+        };
+        let peer = peer_of(&stream);
+        let cid = server.next_cid();
+        let token = self.conns.vacant_token();
+        let limit = server.opts.max_pending.saturating_mul(ROUTE_PENDING_FACTOR);
+        let out = Arc::new(Outbound::for_route(cid, self.id, token, limit));
+        let solicited = dial.is_some();
+        let auth = cluster.auth_required();
+        let conn = Connection::route(
+            cid,
+            Arc::clone(&out),
+            peer,
+            dial,
+            auth,
+            self.now,
+            &server.conn_cfg,
+        );
+        let parser = Parser::new(ParserConfig {
+            max_control_line: server.opts.max_control_line.max(4096),
+            max_payload: server.opts.max_payload.max(ROUTE_MAX_PAYLOAD),
+            headers: false,
+            route: true,
+            require_connect: auth && !solicited,
+        });
+        let token = self.add_slot(stream, conn, parser);
+        server.register_conn(
+            cid,
+            ConnRef {
+                reactor: self.id,
+                token,
+                is_route: true,
+            },
+        );
+        crate::info!("{peer} - rid:{cid} - Route connection created");
+        let Reactor {
+            conns,
+            batch,
+            rng,
+            now,
+            ..
+        } = self;
+        if let Some(slot) = conns.get_mut(token) {
+            let mut env = Env::new(&server, batch, rng, *now);
+            slot.conn.greet(&mut env);
+        }
+        self.batch.flush(&mut Vec::new());
+        self.arm_recv(token);
+    }
+
+    /// Starts the dials that are due for this reactor (non-blocking connect on the ring).
+    fn start_dials(&mut self) {
+        let server = Arc::clone(&self.server);
+        let Some(cluster) = server.cluster.as_ref() else {
+            return;
+        };
+        for dial in cluster.take_due(self.id, self.now) {
+            crate::debug!("Trying to connect to route on {}", dial.url.host_port());
+            let addr = match std::net::ToSocketAddrs::to_socket_addrs(&dial.url.host_port())
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(a) => a,
+                None => {
+                    crate::debug!(
+                        "Error trying to connect to route: cannot resolve {}",
+                        dial.url
+                    );
+                    cluster.dial_failed(dial, self.now);
+                    continue;
+                }
+            };
+            let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
+                Ok(s) => s,
+                Err(e) => {
+                    crate::error!("Error trying to connect to route: {e}");
+                    cluster.dial_failed(dial, self.now);
+                    continue;
+                }
+            };
+            let addr = Box::new(SockAddr::from(addr));
+            let (fd, ptr, len) = (socket.as_raw_fd(), addr.as_ptr(), addr.len());
+            let token = self.dials.insert(Dialing {
+                socket,
+                addr,
+                dial,
+                started: self.now,
+                cancelled: false,
+            });
+            let sqe = opcode::Connect::new(types::Fd(fd), ptr.cast(), len)
+                .build()
+                .user_data(user_data(Kind::Connect, token));
+            self.push_sqe(sqe);
+        }
+    }
+
+    /// Cancels dials that took longer than the dial timeout.
+    fn expire_dials(&mut self) {
+        let now = self.now;
+        for token in self.dials.tokens() {
+            let Some(d) = self.dials.get_mut(token) else {
+                continue;
+            };
+            if !d.cancelled && now.duration_since(d.started) >= ROUTE_DIAL_TIMEOUT {
+                d.cancelled = true;
+                let sqe = opcode::AsyncCancel::new(user_data(Kind::Connect, token))
+                    .build()
+                    .user_data(user_data(Kind::Cancel, token));
+                self.push_sqe(sqe);
+            }
+        }
+    }
+
+    fn on_connect(&mut self, token: u64, res: i32) {
+        let Some(d) = self.dials.remove(token) else {
+            return;
+        };
+        let server = Arc::clone(&self.server);
+        let Some(cluster) = server.cluster.as_ref() else {
+            return;
+        };
+        if res < 0 || self.shutting_down.is_some() {
+            if self.shutting_down.is_none() {
+                crate::debug!(
+                    "Error trying to connect to route: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
+                cluster.dial_failed(d.dial, self.now);
+            }
+            return;
+        }
+        drop(d.addr);
+        // SAFETY: the connected socket's descriptor moves from the socket2 wrapper into
+        // the stream; nothing else owns it.
+        let stream = unsafe { TcpStream::from_raw_fd(d.socket.into_raw_fd()) };
+        self.add_route(stream, Some(d.dial));
     }
 
     fn on_recv(&mut self, token: u64, res: i32, flags: u32) {
@@ -447,7 +618,7 @@ impl Reactor {
             // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
             // Anything else (EOF, a socket error): the peer is gone.
             if !matches!(-res, libc::ENOBUFS | libc::ECANCELED) && conn.close_deadline.is_none() {
-                conn.client.close(CloseReason::ClientClosed);
+                conn.conn.close(CloseReason::ClientClosed);
             }
         } else if let Some(bid) = bid {
             if conn.stalled_since.is_some() || !conn.held.is_empty() {
@@ -476,25 +647,31 @@ impl Reactor {
             bufs.recycle(bid);
             return;
         };
-        if conn.client.closing().is_none() {
+        if conn.conn.closing().is_none() {
             let data = bufs.get(bid, len);
-            let mut env = client_env(server, batch, rng, *now);
-            let client = &mut conn.client;
+            let mut env = Env::new(server, batch, rng, *now);
+            let c = &mut conn.conn;
+            let is_route = c.is_route();
             let parsed = conn.parser.parse_with_config(data, |op, cfg| {
                 let is_connect = matches!(op, Op::Connect(_));
-                let flow = client.on_op(op, &mut env);
-                if is_connect {
+                let flow = c.on_op(op, &mut env);
+                if is_connect && !is_route {
                     // HPUB is an op only for clients that asked for headers.
-                    cfg.headers = client.opts.headers;
+                    cfg.headers = c.opts.headers;
                 }
                 flow
             });
             if let Err(e) = parsed {
-                let _ = client.fail(e, &mut env);
+                let _ = c.fail(e, &mut env);
             }
         }
         bufs.recycle(bid);
         batch.flush(&mut conn.stalled_on);
+        if conn.conn.is_route() {
+            // A route carries a whole server's traffic: a slow local subscriber never
+            // pauses its reads (the subscriber is cut at max_pending instead).
+            conn.stalled_on.clear();
+        }
         if !conn.stalled_on.is_empty() && conn.stalled_since.is_none() {
             // A subscriber is backed up: stop reading this publisher until it drains.
             conn.stalled_since = Some(*now);
@@ -513,7 +690,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        if conn.client.closing().is_some() {
+        if conn.conn.closing().is_some() {
             for (bid, _) in conn.held.drain(..) {
                 self.bufs.recycle(bid);
             }
@@ -568,7 +745,7 @@ impl Reactor {
             conn.sending.clear();
             conn.send_off = 0;
             if conn.close_deadline.is_none() {
-                conn.client.close(CloseReason::WriteError);
+                conn.conn.close(CloseReason::WriteError);
                 self.start_close(token);
             }
             return;
@@ -579,7 +756,7 @@ impl Reactor {
             conn.send_off = 0;
             if conn.sending.capacity() > OUT_KEEP {
                 conn.sending = Vec::new();
-                conn.client.out.shrink_idle(OUT_KEEP);
+                conn.conn.out.shrink_idle(OUT_KEEP);
             }
         }
         self.send_conn(token);
@@ -592,7 +769,7 @@ impl Reactor {
             return;
         };
         // Checked first: a consumer past max_pending usually has a send stuck in flight.
-        if conn.client.out.is_slow() && conn.close_deadline.is_none() {
+        if conn.conn.out.is_slow() && conn.close_deadline.is_none() {
             self.slow_consumer(token, SlowConsumer::MaxPending);
             return;
         }
@@ -601,7 +778,7 @@ impl Reactor {
         }
         if conn.sending.is_empty() {
             conn.send_off = 0;
-            if conn.client.out.take(&mut conn.sending) == 0 {
+            if conn.conn.out.take(&mut conn.sending) == 0 {
                 return;
             }
         }
@@ -624,20 +801,34 @@ impl Reactor {
                 continue;
             }
             if r == self.id {
-                self.dirty.append(list);
+                self.mail.append(list);
             } else {
-                self.server.reactors[r].deliver(list);
+                self.handles[r].post(list);
             }
         }
+        self.handle_mail();
     }
 
     fn drain_inbox(&mut self) {
-        let mut inbox = self.server.reactors[self.id]
-            .inbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !inbox.is_empty() {
-            self.dirty.append(&mut inbox);
+        self.handles[self.id].drain(&mut self.mail);
+        self.handle_mail();
+    }
+
+    fn handle_mail(&mut self) {
+        let mut mail = std::mem::take(&mut self.mail);
+        for m in mail.drain(..) {
+            match m {
+                Mail::Flush(token) => self.dirty.push(token),
+                Mail::Close(token) => {
+                    if let Some(slot) = self.conns.get_mut(token) {
+                        slot.conn.close(CloseReason::ServerShutdown);
+                        self.start_close(token);
+                    }
+                }
+            }
+        }
+        if self.mail.is_empty() {
+            self.mail = mail;
         }
     }
 
@@ -676,17 +867,53 @@ impl Reactor {
                 self.slow_consumer(token, SlowConsumer::WriteDeadline);
                 continue;
             }
-            let mut env = client_env(server, batch, rng, now);
-            if conn.client.on_tick(&mut env).is_break() {
+            let mut env = Env::new(server, batch, rng, now);
+            if conn.conn.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
         }
+        self.announce_client_urls();
         self.batch.flush(&mut Vec::new());
         for token in closing {
             self.start_close(token);
         }
+        for (i, kind) in [Kind::Accept, Kind::RouteAccept].into_iter().enumerate() {
+            if self.accept_resume[i].is_some_and(|t| now >= t) && self.shutting_down.is_none() {
+                self.accept_resume[i] = None;
+                self.arm_accept(kind);
+            }
+        }
+        if self.server.cluster.is_some() && self.shutting_down.is_none() {
+            self.expire_dials();
+            self.start_dials();
+        }
         self.hand_off();
         self.flush_dirty();
+    }
+
+    /// The cluster learned new client URLs: protocol-1 clients get an async INFO.
+    fn announce_client_urls(&mut self) {
+        let Some(gen) = self.server.cluster.as_ref().map(|c| c.urls_gen()) else {
+            return;
+        };
+        if gen == self.urls_gen {
+            return;
+        }
+        self.urls_gen = gen;
+        let Reactor {
+            conns,
+            batch,
+            rng,
+            server,
+            now,
+            ..
+        } = self;
+        for token in conns.tokens() {
+            if let Some(slot) = conns.get_mut(token) {
+                let mut env = Env::new(server, batch, rng, *now);
+                slot.conn.on_connect_urls_changed(&mut env);
+            }
+        }
     }
 
     fn slow_consumer(&mut self, token: u64, what: SlowConsumer) {
@@ -700,8 +927,8 @@ impl Reactor {
                 format!("WriteDeadline of {:?} Exceeded", opts.write_deadline)
             }
         };
-        crate::info!("{}Slow Consumer Detected: {detail}", conn.client.log_prefix);
-        conn.client.close(CloseReason::SlowConsumer(what));
+        crate::info!("{}Slow Consumer Detected: {detail}", conn.conn.log_prefix);
+        conn.conn.close(CloseReason::SlowConsumer(what));
         self.start_close(token);
         // A slow consumer is not reading: do not wait to flush.
         if let Some(conn) = self.conns.get_mut(token) {
@@ -719,8 +946,8 @@ impl Reactor {
             ..
         } = self;
         if let Some(conn) = conns.get_mut(token) {
-            let mut env = client_env(server, batch, rng, *now);
-            let _ = conn.client.fail(err, &mut env);
+            let mut env = Env::new(server, batch, rng, *now);
+            let _ = conn.conn.fail(err, &mut env);
         }
         self.batch.flush(&mut Vec::new());
         self.start_close(token);
@@ -735,19 +962,39 @@ impl Reactor {
         if conn.close_deadline.is_some() {
             return;
         }
-        if conn.client.closing().is_none() {
-            conn.client.close(CloseReason::ServerShutdown);
+        if conn.conn.closing().is_none() {
+            conn.conn.close(CloseReason::ServerShutdown);
         }
         // Staged output (an -ERR) was flushed before this; nothing more is accepted.
-        conn.client.out.close();
-        conn.client.unsubscribe_all(&self.server.sublist);
+        conn.conn.out.close();
         conn.close_deadline = Some(self.now + write_deadline);
-        self.server.conn_count.fetch_sub(1, Ordering::Relaxed);
-        crate::debug!(
-            "{}Client connection closed: {:?}",
-            conn.client.log_prefix,
-            conn.client.closing()
-        );
+        let server = &*self.server;
+        let mut env = Env::new(server, &mut self.batch, &mut self.rng, self.now);
+        conn.conn.unsubscribe_all(&mut env);
+        drop(env);
+        server.unregister_conn(conn.conn.cid);
+        if let Some(closed) = conn.conn.closed_route() {
+            crate::debug!("{}Router connection closed", conn.conn.log_prefix);
+            if let Some(cluster) = &server.cluster {
+                let shutting_down = self.shutting_down.is_some();
+                if let Some(d) = cluster.route_closed(closed, self.now, shutting_down) {
+                    crate::debug!(
+                        "{}Attempting reconnect for solicited route {}",
+                        conn.conn.log_prefix,
+                        d.url
+                    );
+                }
+            }
+        } else {
+            server.conn_count.fetch_sub(1, Ordering::Relaxed);
+            crate::debug!(
+                "{}Client connection closed: {:?}",
+                conn.conn.log_prefix,
+                conn.conn.closing()
+            );
+        }
+        // The withdrawn interest (UNSUBs to routes) goes out with this batch.
+        self.batch.flush(&mut Vec::new());
         self.closing.push(token);
         self.dirty.push(token);
     }
@@ -764,9 +1011,8 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(token) else {
                 return false;
             };
-            let flushed = !conn.send_inflight
-                && conn.sending.is_empty()
-                && conn.client.out.pending_len() == 0;
+            let flushed =
+                !conn.send_inflight && conn.sending.is_empty() && conn.conn.out.pending_len() == 0;
             let expired = conn.close_deadline.is_some_and(|d| now >= d);
             if !conn.shut && (flushed || expired) {
                 // Wakes the armed recv (it completes with 0) and fails a stuck send.
@@ -796,6 +1042,20 @@ impl Reactor {
             self.push_sqe(sqe);
             let _ = self.ring.submit();
             drop(l);
+        }
+        if let Some(l) = self.route_listener.take() {
+            let sqe = opcode::AsyncCancel::new(user_data(Kind::RouteAccept, 0))
+                .build()
+                .user_data(user_data(Kind::Cancel, 0));
+            self.push_sqe(sqe);
+            let _ = self.ring.submit();
+            drop(l);
+        }
+        for token in self.dials.tokens() {
+            let sqe = opcode::AsyncCancel::new(user_data(Kind::Connect, token))
+                .build()
+                .user_data(user_data(Kind::Cancel, token));
+            self.push_sqe(sqe);
         }
         for token in self.conns.tokens() {
             self.start_close(token);

@@ -490,6 +490,12 @@ impl<S: SubEntry> Sublist<S> {
         true
     }
 
+    /// Calls `f` on every stored subscription, under the trie's read lock (so `f` must
+    /// not insert or remove). For a new route's initial sync and `/subsz`.
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<S>)) {
+        self.read_trie().walk(&mut f);
+    }
+
     /// Number of subscriptions stored.
     pub fn count(&self) -> usize {
         self.count.load(Relaxed)

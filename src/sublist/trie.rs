@@ -115,6 +115,16 @@ impl<S> Node<S> {
         }
     }
 
+    fn walk(&self, f: &mut dyn FnMut(&Arc<S>)) {
+        self.plain.iter().for_each(&mut *f);
+        for q in &self.queues {
+            q.members.iter().for_each(&mut *f);
+        }
+        if let Some(next) = &self.next {
+            next.walk(f);
+        }
+    }
+
     fn visit(&self, rest: &[&[u8]], out: &mut MatchResult<S>) {
         if rest.is_empty() {
             self.append_to(out);
@@ -250,6 +260,19 @@ impl<S> Level<S> {
             if let Some(node) = self.literal.get(*tok) {
                 node.visit(rest, out);
             }
+        }
+    }
+
+    /// Calls `f` on every stored subscription (order unspecified).
+    pub(crate) fn walk(&self, f: &mut dyn FnMut(&Arc<S>)) {
+        for node in self.literal.values() {
+            node.walk(f);
+        }
+        if let Some(star) = &self.star {
+            star.walk(f);
+        }
+        if let Some(gt) = &self.gt {
+            gt.walk(f);
         }
     }
 }

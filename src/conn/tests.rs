@@ -2,42 +2,45 @@
 
 use super::*;
 use crate::proto::{Parser, ParserConfig};
+use crate::shared::Shared;
 use rand::SeedableRng;
 
-struct Harness {
-    sublist: Sublist<Subscription>,
-    batch: WakeBatch,
+pub(super) struct Harness {
+    pub shared: Shared,
+    pub batch: WakeBatch,
     rng: SmallRng,
-    cfg: ClientConfig,
-    now: Instant,
+    pub now: Instant,
 }
 
-struct Peer {
-    client: Client,
+pub(super) struct Peer {
+    pub conn: Connection,
     parser: Parser,
     stalled: Vec<Arc<Outbound>>,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub fn new() -> Self {
+        Harness::with_shared(Shared::new(Options::default(), "SERVER".into(), 4222, None))
+    }
+
+    pub fn with_shared(mut shared: Shared) -> Self {
+        shared.conn_cfg.ping_interval = Duration::from_secs(120);
         Harness {
-            sublist: Sublist::new(),
+            shared,
             batch: WakeBatch::new(1),
             rng: SmallRng::seed_from_u64(7),
-            cfg: ClientConfig {
-                auth: Auth::default(),
-                auth_timeout: Duration::from_secs(1),
-                ping_interval: Duration::from_secs(120),
-                ping_max: 2,
-            },
             now: Instant::now(),
         }
     }
 
-    fn peer(&self, cid: u64) -> Peer {
+    fn peer_addr() -> SocketAddr {
+        "127.0.0.1:5000".parse().unwrap()
+    }
+
+    pub fn peer(&self, cid: u64) -> Peer {
         let out = Arc::new(Outbound::new(cid, 0, cid, 1 << 20));
         Peer {
-            client: Client::new(out, format!("cid:{cid} - "), self.now, &self.cfg),
+            conn: Connection::client(cid, out, Self::peer_addr(), self.now, &self.shared.conn_cfg),
             parser: Parser::new(ParserConfig {
                 max_control_line: 1024,
                 max_payload: 1 << 20,
@@ -49,37 +52,72 @@ impl Harness {
         }
     }
 
-    fn env(&mut self) -> Env<'_> {
-        Env {
-            subs: self.sublist.reader(),
-            batch: &mut self.batch,
-            rng: &mut self.rng,
-            now: self.now,
-            cfg: &self.cfg,
-        }
+    /// A route connection: accepted, or dialled at `dial`.
+    pub fn route_peer(&mut self, cid: u64, dial: Option<crate::cluster::Dial>) -> Peer {
+        let out = Arc::new(Outbound::for_route(cid, 0, cid, 1 << 24));
+        let auth = self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.auth_required());
+        let mut peer = Peer {
+            conn: Connection::route(
+                cid,
+                out,
+                Self::peer_addr(),
+                dial,
+                auth,
+                self.now,
+                &self.shared.conn_cfg,
+            ),
+            parser: Parser::new(ParserConfig {
+                max_control_line: 4096,
+                max_payload: 1 << 20,
+                headers: false,
+                route: true,
+                require_connect: false,
+            }),
+            stalled: Vec::new(),
+        };
+        let mut env = self.env();
+        peer.conn.greet(&mut env);
+        drop(env);
+        self.batch.flush(&mut peer.stalled);
+        peer
     }
 
-    fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
+    pub fn env(&mut self) -> Env<'_> {
+        Env::new(&self.shared, &mut self.batch, &mut self.rng, self.now)
+    }
+
+    pub fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
         let mut env = self.env();
-        let client = &mut peer.client;
-        if let Err(e) = peer.parser.parse(bytes, |op| client.on_op(op, &mut env)) {
-            let _ = client.fail(e, &mut env);
+        let conn = &mut peer.conn;
+        if let Err(e) = peer.parser.parse(bytes, |op| conn.on_op(op, &mut env)) {
+            let _ = conn.fail(e, &mut env);
         }
         drop(env);
         self.batch.flush(&mut peer.stalled);
     }
 
-    fn tick(&mut self, peer: &mut Peer) {
+    pub fn tick(&mut self, peer: &mut Peer) {
         let mut env = self.env();
-        let _ = peer.client.on_tick(&mut env);
+        let _ = peer.conn.on_tick(&mut env);
+        drop(env);
+        self.batch.flush(&mut peer.stalled);
+    }
+
+    pub fn close(&mut self, peer: &mut Peer) {
+        let mut env = self.env();
+        peer.conn.unsubscribe_all(&mut env);
         drop(env);
         self.batch.flush(&mut peer.stalled);
     }
 }
 
-fn drain(peer: &Peer) -> String {
+pub(super) fn drain(peer: &Peer) -> String {
     let mut v = Vec::new();
-    peer.client.out.take(&mut v);
+    peer.conn.out.take(&mut v);
     String::from_utf8(v).unwrap()
 }
 
@@ -104,7 +142,11 @@ fn cross_client_delivery_marks_the_subscriber_once_per_batch() {
     );
     assert_eq!(drain(&sub), "MSG a.b 9 1\r\nx\r\nMSG a.c 9 r 1\r\ny\r\n");
     let marks = h.batch.list_mut(0).clone();
-    assert_eq!(marks, vec![1], "subscriber marked once for two messages");
+    assert_eq!(
+        marks,
+        vec![crate::mailbox::Mail::Flush(1)],
+        "subscriber marked once for two messages"
+    );
 }
 
 #[test]
@@ -117,24 +159,28 @@ fn auto_unsubscribe_counts_deliveries() {
     );
     h.feed(&mut a, b"PUB s 1\r\na\r\nPUB s 1\r\nb\r\n");
     assert_eq!(drain(&a), "MSG s 1 1\r\na\r\n");
-    assert_eq!(h.sublist.count(), 0, "removed from the index at the limit");
+    assert_eq!(
+        h.shared.sublist.count(),
+        0,
+        "removed from the index at the limit"
+    );
 }
 
 #[test]
 fn keepalive_pings_then_stale() {
     let mut h = Harness::new();
-    h.cfg.ping_interval = Duration::from_secs(1);
+    h.shared.conn_cfg.ping_interval = Duration::from_secs(1);
     let mut a = h.peer(1);
     for _ in 0..2 {
         h.now += Duration::from_secs(1);
         h.tick(&mut a);
     }
-    assert!(a.client.closing().is_none());
+    assert!(a.conn.closing().is_none());
     h.now += Duration::from_secs(1);
     h.tick(&mut a);
     assert_eq!(drain(&a), "PING\r\nPING\r\n-ERR 'Stale Connection'\r\n");
     assert_eq!(
-        a.client.closing(),
+        a.conn.closing(),
         Some(&CloseReason::Protocol(ProtoError::StaleConnection))
     );
 }
@@ -142,24 +188,24 @@ fn keepalive_pings_then_stale() {
 #[test]
 fn pong_resets_outstanding_pings() {
     let mut h = Harness::new();
-    h.cfg.ping_interval = Duration::from_secs(1);
+    h.shared.conn_cfg.ping_interval = Duration::from_secs(1);
     let mut a = h.peer(1);
     for _ in 0..6 {
         h.now += Duration::from_secs(1);
         h.tick(&mut a);
         h.feed(&mut a, b"PONG\r\n");
     }
-    assert!(a.client.closing().is_none());
+    assert!(a.conn.closing().is_none());
 }
 
 #[test]
 fn auth_timeout_fires_without_connect() {
     let mut h = Harness::new();
-    h.cfg.auth.token = Some("t".into());
+    h.shared.conn_cfg.auth.token = Some("t".into());
     let mut a = h.peer(1);
     h.now += Duration::from_millis(999);
     h.tick(&mut a);
-    assert!(a.client.closing().is_none());
+    assert!(a.conn.closing().is_none());
     h.now += Duration::from_millis(1);
     h.tick(&mut a);
     assert_eq!(drain(&a), "-ERR 'Authorization Timeout'\r\n");
@@ -170,22 +216,15 @@ fn closing_client_removes_its_subscriptions() {
     let mut h = Harness::new();
     let mut a = h.peer(1);
     h.feed(&mut a, b"SUB a 1\r\nSUB b q 2\r\n");
-    assert_eq!(h.sublist.count(), 2);
-    a.client.unsubscribe_all(&h.sublist);
-    assert_eq!(h.sublist.count(), 0);
+    assert_eq!(h.shared.sublist.count(), 2);
+    h.close(&mut a);
+    assert_eq!(h.shared.sublist.count(), 0);
 }
 
 #[test]
 fn message_encoding_matches_length_estimate() {
     let out = Arc::new(Outbound::new(1, 0, 1, 1 << 20));
-    let sub = Subscription {
-        subject: b"a.b".to_vec().into(),
-        queue: None,
-        sid: b"123".to_vec().into(),
-        out,
-        max: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-    };
+    let sub = Subscription::new(b"a.b", None, b"123", Origin::Client { cid: 1 }, out);
     for (reply, hdr, payload) in [
         (None, None, &b""[..]),
         (Some(&b"_INBOX.x"[..]), None, &b"0123456789"[..]),

@@ -1,59 +1,41 @@
-//! Per-connection protocol state of a client, and message delivery.
+//! Connections: the sans-IO state machine every connection kind shares.
 //!
-//! Sans-IO: [`Client`] takes parsed [`Op`]s and the current time and answers by appending
-//! bytes to outbound queues (its own and its subscribers'). It never touches a socket or a
-//! clock; the reactor feeds it and acts on [`Client::closing`].
+//! A [`Connection`] takes parsed [`Op`]s and the current time and answers by staging bytes
+//! for outbound queues (its own, its subscribers', the routes'). It never touches a socket
+//! or a clock; the reactor feeds it and acts on [`Connection::closing`]. The kinds differ
+//! only in how some ops are handled: a client's in this file, a route's in [`route`]; both
+//! share the parser, [`deliver`] and the outbound queue.
 
+pub mod deliver;
+pub mod route;
+
+pub use deliver::{deliver, Message, Origin, Source, Subscription, Targets};
+pub use route::RouteState;
+
+use crate::options::Options;
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
-use crate::sublist::{MatchResult, Reader, SubEntry, Sublist};
+use crate::shared::Shared;
+use crate::sublist::Reader;
 use ahash::AHashMap;
 use rand::rngs::SmallRng;
-use rand::Rng;
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A subscription of a local client. `max == 0` means no auto-unsubscribe limit.
-pub struct Subscription {
-    subject: Box<[u8]>,
-    queue: Option<Box<[u8]>>,
-    sid: Box<[u8]>,
-    pub out: Arc<Outbound>,
-    max: AtomicU64,
-    delivered: AtomicU64,
-}
-
-impl SubEntry for Subscription {
-    fn subject(&self) -> &[u8] {
-        &self.subject
-    }
-    fn queue(&self) -> Option<&[u8]> {
-        self.queue.as_deref()
-    }
-}
-
-impl Subscription {
-    pub fn sid(&self) -> &[u8] {
-        &self.sid
-    }
-    /// True once the auto-unsubscribe limit has been delivered.
-    fn exhausted(&self) -> bool {
-        let max = self.max.load(Ordering::Relaxed);
-        max > 0 && self.delivered.load(Ordering::Relaxed) >= max
-    }
-}
 
 /// Why a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// A protocol error; its `-ERR` lines have been queued.
     Protocol(ProtoError),
-    /// The client sent `-ERR`.
+    /// The peer sent `-ERR`.
     ClientError,
+    /// A route to this server itself, or a second route to an already connected server.
+    RouteRejected,
     /// The peer closed the connection.
     ClientClosed,
     /// Pending output passed `max_pending`, or a write stalled past `write_deadline`.
@@ -82,68 +64,163 @@ impl Auth {
         self.user.is_some() || self.token.is_some()
     }
     fn check(&self, opts: &ConnectOpts) -> bool {
+        use crate::cluster::ct_eq;
+        let given = |v: &Option<String>| v.as_deref().unwrap_or("").as_bytes().to_vec();
         if let Some(token) = &self.token {
-            return opts.auth_token.as_deref() == Some(token.as_str());
+            return opts.auth_token.is_some() && ct_eq(&given(&opts.auth_token), token.as_bytes());
         }
         if let Some(user) = &self.user {
-            return opts.user.as_deref() == Some(user.as_str())
-                && opts.pass.as_deref().unwrap_or("") == self.pass.as_deref().unwrap_or("");
+            let pass = self.pass.as_deref().unwrap_or("").as_bytes();
+            return opts.user.is_some()
+                & ct_eq(&given(&opts.user), user.as_bytes())
+                & ct_eq(&given(&opts.pass), pass);
         }
         true
     }
 }
 
-/// Settings every client of this server shares.
+/// Settings every connection of this server shares.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct ConnConfig {
     pub auth: Auth,
     pub auth_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_max: u32,
 }
 
-/// What a client needs from the world while handling one batch of input.
+impl ConnConfig {
+    pub fn from_options(o: &Options) -> Self {
+        ConnConfig {
+            auth: Auth {
+                user: o.user.clone(),
+                pass: o.pass.clone(),
+                token: o.token.clone(),
+            },
+            auth_timeout: o.auth_timeout,
+            ping_interval: o.ping_interval,
+            ping_max: o.ping_max,
+        }
+    }
+}
+
+/// What a connection needs from the world while handling one batch of input.
 pub struct Env<'a> {
     /// Subscription lookups for this batch (one epoch guard for all of them).
     pub subs: Reader<'a, Subscription>,
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
     pub now: Instant,
-    pub cfg: &'a ClientConfig,
+    pub shared: &'a Shared,
 }
 
-pub struct Client {
+impl<'a> Env<'a> {
+    pub fn new(
+        shared: &'a Shared,
+        batch: &'a mut WakeBatch,
+        rng: &'a mut SmallRng,
+        now: Instant,
+    ) -> Self {
+        Env {
+            subs: shared.sublist.reader(),
+            batch,
+            rng,
+            now,
+            shared,
+        }
+    }
+
+    fn cfg(&self) -> &'a ConnConfig {
+        &self.shared.conn_cfg
+    }
+}
+
+/// The connection kinds.
+pub enum Kind {
+    Client,
+    Route(Box<RouteState>),
+}
+
+pub struct Connection {
+    /// Connection id (`cid` for clients, `rid` for routes: one counter for both).
+    pub cid: u64,
     pub out: Arc<Outbound>,
     pub opts: ConnectOpts,
-    /// `ip:port - cid:N - `, gnatsd's per-connection log prefix.
+    /// `ip:port - cid:N - ` (or `rid:N`), gnatsd's per-connection log prefix.
     pub log_prefix: Box<str>,
+    pub kind: Kind,
     subs: AHashMap<Box<[u8]>, Arc<Subscription>>,
     auth_deadline: Option<Instant>,
     next_ping: Instant,
     pings_out: u32,
     closing: Option<CloseReason>,
+    /// The client answered PONG to its first PING (async INFO may go out at once).
+    ponged: bool,
+    /// An async INFO is owed after the first PONG (§1.14).
+    info_owed: bool,
 }
 
 const OK: &[u8] = b"+OK\r\n";
 const PONG: &[u8] = b"PONG\r\n";
 const PING: &[u8] = b"PING\r\n";
 
-impl Client {
-    pub fn new(out: Arc<Outbound>, log_prefix: String, now: Instant, cfg: &ClientConfig) -> Self {
-        Client {
+impl Connection {
+    /// The state shared by every kind; `first_ping` is when the first keepalive PING is due.
+    fn with_kind(
+        cid: u64,
+        out: Arc<Outbound>,
+        log_prefix: String,
+        kind: Kind,
+        opts: ConnectOpts,
+        auth_deadline: Option<Instant>,
+        first_ping: Instant,
+    ) -> Self {
+        Connection {
+            cid,
             out,
-            opts: ConnectOpts::client_default(),
+            opts,
             log_prefix: log_prefix.into_boxed_str(),
+            kind,
             subs: AHashMap::new(),
-            auth_deadline: cfg.auth.required().then(|| now + cfg.auth_timeout),
-            next_ping: now + cfg.ping_interval,
+            auth_deadline,
+            next_ping: first_ping,
             pings_out: 0,
             closing: None,
+            ponged: false,
+            info_owed: false,
         }
+    }
+
+    /// A client that just connected from `peer`.
+    pub fn client(
+        cid: u64,
+        out: Arc<Outbound>,
+        peer: SocketAddr,
+        now: Instant,
+        cfg: &ConnConfig,
+    ) -> Self {
+        let deadline = cfg.auth.required().then(|| now + cfg.auth_timeout);
+        Connection::with_kind(
+            cid,
+            out,
+            format!("{peer} - cid:{cid} - "),
+            Kind::Client,
+            ConnectOpts::client_default(),
+            deadline,
+            now + cfg.ping_interval,
+        )
+    }
+
+    pub fn is_route(&self) -> bool {
+        matches!(self.kind, Kind::Route(_))
     }
 
     pub fn closing(&self) -> Option<&CloseReason> {
         self.closing.as_ref()
+    }
+
+    /// Number of subscriptions this connection holds.
+    pub fn sub_count(&self) -> usize {
+        self.subs.len()
     }
 
     fn send(&self, env: &mut Env<'_>, bytes: &[u8]) {
@@ -184,6 +261,9 @@ impl Client {
         if self.auth_deadline.is_some() && !matches!(op, Op::Connect(_)) {
             return self.fail(ProtoError::AuthViolation, env);
         }
+        if self.is_route() {
+            return route::on_op(self, op, env);
+        }
         match op {
             Op::Pub {
                 subject,
@@ -210,6 +290,11 @@ impl Client {
             Op::Ping => {
                 crate::trace!("{}->> [PING]", self.log_prefix);
                 self.send(env, PONG);
+                self.ponged = true;
+                if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
+                    let info = env.shared.client_info(self.cid);
+                    self.send(env, &info);
+                }
                 ControlFlow::Continue(())
             }
             Op::Pong => {
@@ -237,6 +322,20 @@ impl Client {
         }
     }
 
+    /// The cluster's client URLs changed: protocol-1 clients get an async INFO, now if
+    /// they already had their first PONG, else right after it (§1.14).
+    pub fn on_connect_urls_changed(&mut self, env: &mut Env<'_>) {
+        if !matches!(self.kind, Kind::Client) || self.closing.is_some() {
+            return;
+        }
+        if !self.ponged {
+            self.info_owed = true;
+        } else if self.opts.protocol >= 1 {
+            let info = env.shared.client_info(self.cid);
+            self.send(env, &info);
+        }
+    }
+
     fn on_connect(&mut self, json: &[u8], env: &mut Env<'_>) -> ControlFlow<()> {
         crate::trace!(
             "{}->> [CONNECT {}]",
@@ -247,7 +346,7 @@ impl Client {
         if self.opts.apply_json(json).is_err() {
             return self.fail(ProtoError::ParserError, env);
         }
-        if !env.cfg.auth.check(&self.opts) {
+        if !env.cfg().auth.check(&self.opts) {
             return self.fail(ProtoError::AuthViolation, env);
         }
         if !(0..=1).contains(&self.opts.protocol) {
@@ -285,18 +384,19 @@ impl Client {
                 return ControlFlow::Continue(());
             }
         }
-        let sub = Arc::new(Subscription {
-            subject: subject.into(),
-            queue: queue.map(Into::into),
-            sid: sid.into(),
-            out: Arc::clone(&self.out),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-        });
+        let origin = Origin::Client { cid: self.cid };
+        let sub = Arc::new(Subscription::new(
+            subject,
+            queue,
+            sid,
+            origin,
+            Arc::clone(&self.out),
+        ));
         if env.subs.sublist().insert(Arc::clone(&sub)).is_err() {
             self.send(env, ProtoError::InvalidSubject.err_line());
             return ControlFlow::Continue(());
         }
+        route::forward_sub(&sub, env);
         if let Some(old) = self.subs.insert(sid.into(), sub) {
             env.subs.sublist().remove(&old);
         }
@@ -311,21 +411,34 @@ impl Client {
             String::from_utf8_lossy(sid),
             max.map(|m| format!(" {m}")).unwrap_or_default()
         );
-        let remove_now = match (self.subs.get(sid), max) {
-            (None, _) => false,
-            (Some(sub), Some(max)) if max > 0 => {
+        self.unsubscribe(sid, max, env);
+        self.ok(env);
+        ControlFlow::Continue(())
+    }
+
+    /// `UNSUB sid [max]` for any kind: sets the limit, or removes the subscription now.
+    /// A client's change is forwarded to the routes.
+    fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>, env: &mut Env<'_>) {
+        let Some(sub) = self.subs.get(sid) else {
+            return;
+        };
+        let remove_now = match max {
+            Some(max) if max > 0 => {
                 sub.max.store(max, Ordering::Relaxed);
                 sub.delivered.load(Ordering::Relaxed) >= max
             }
-            (Some(_), _) => true,
+            _ => true,
         };
         if remove_now {
             if let Some(sub) = self.subs.remove(sid) {
                 env.subs.sublist().remove(&sub);
+                if sub.is_local() {
+                    route::forward_unsub(&sub, None, env);
+                }
             }
+        } else if sub.is_local() {
+            route::forward_unsub(sub, max, env);
         }
-        self.ok(env);
-        ControlFlow::Continue(())
     }
 
     fn on_pub(
@@ -371,8 +484,9 @@ impl Client {
             batch,
             rng,
         };
-        let delivered =
-            subs.match_with(subject, |result| deliver(&msg, result, skip, &mut targets));
+        let delivered = subs.match_with(subject, |result| {
+            deliver(&msg, result, Source::Client { skip }, &mut targets)
+        });
         if delivered == 0 && reply.is_some() && self.opts.no_responders {
             self.no_responders(&msg, env);
         }
@@ -417,178 +531,29 @@ impl Client {
         }
         if now >= self.next_ping {
             self.pings_out += 1;
-            if self.pings_out > env.cfg.ping_max {
+            if self.pings_out > env.cfg().ping_max {
                 return self.fail(ProtoError::StaleConnection, env);
             }
             self.send(env, PING);
-            self.next_ping = now + env.cfg.ping_interval;
+            self.next_ping = now + env.cfg().ping_interval;
         }
         ControlFlow::Continue(())
     }
 
-    /// Removes every subscription from the index (the connection is going away).
-    pub fn unsubscribe_all(&mut self, sublist: &Sublist<Subscription>) {
+    /// Removes every subscription from the index (the connection is going away); a
+    /// client's are withdrawn from the routes (without a pending limit: 1.0's leak is not
+    /// copied).
+    pub fn unsubscribe_all(&mut self, env: &mut Env<'_>) {
         let subs: Vec<_> = self.subs.drain().map(|(_, sub)| sub).collect();
         // One write lock for the whole connection, not one per subscription.
-        sublist.remove_batch(&subs);
+        env.subs.sublist().remove_batch(&subs);
+        for sub in subs.iter().filter(|s| s.is_local()) {
+            route::forward_unsub(sub, None, env);
+        }
     }
 }
 
-/// A message being published.
-pub struct Message<'a> {
-    pub subject: &'a [u8],
-    pub reply: Option<&'a [u8]>,
-    /// Length of the header block at the start of `payload` (HPUB), if any.
-    pub header_len: Option<usize>,
-    pub payload: &'a [u8],
-}
-
-impl Message<'_> {
-    /// What this subscriber gets: HMSG if it has headers on, else MSG without the headers.
-    #[inline]
-    fn wire_form(&self, sub: &Subscription) -> (Option<usize>, &[u8]) {
-        match self.header_len {
-            Some(h) if sub.out.headers.load(Ordering::Relaxed) => (Some(h), self.payload),
-            Some(h) => (None, &self.payload[h.min(self.payload.len())..]),
-            None => (None, self.payload),
-        }
-    }
-
-    #[inline]
-    fn encoded_len(&self, sub: &Subscription) -> usize {
-        let (hdr, body) = self.wire_form(sub);
-        let mut n = self.subject.len() + 1 + sub.sid.len() + 1 + digits(body.len()) + 2;
-        n += body.len() + 2;
-        if let Some(r) = self.reply {
-            n += r.len() + 1;
-        }
-        match hdr {
-            Some(h) => n + 5 + digits(h) + 1,
-            None => n + 4,
-        }
-    }
-
-    /// `MSG <subject> <sid> [reply] <len>\r\n<payload>\r\n`, or the HMSG form.
-    #[inline]
-    fn encode(&self, sub: &Subscription, buf: &mut Vec<u8>) {
-        let (hdr, body) = self.wire_form(sub);
-        buf.extend_from_slice(if hdr.is_some() { b"HMSG " } else { b"MSG " });
-        buf.extend_from_slice(self.subject);
-        buf.push(b' ');
-        buf.extend_from_slice(&sub.sid);
-        buf.push(b' ');
-        if let Some(r) = self.reply {
-            buf.extend_from_slice(r);
-            buf.push(b' ');
-        }
-        if let Some(h) = hdr {
-            put_usize(buf, h);
-            buf.push(b' ');
-        }
-        put_usize(buf, body.len());
-        buf.extend_from_slice(b"\r\n");
-        buf.extend_from_slice(body);
-        buf.extend_from_slice(b"\r\n");
-    }
-}
-
-/// What delivery touches besides the match result.
-pub struct Targets<'a> {
-    pub sublist: &'a Sublist<Subscription>,
-    pub batch: &'a mut WakeBatch,
-    pub rng: &'a mut SmallRng,
-}
-
-/// Delivers `msg` to every plain subscriber and one member of each queue group. `skip` is
-/// the publisher's own queue when it asked for no echo. Returns how many got it.
-pub fn deliver(
-    msg: &Message<'_>,
-    result: &MatchResult<Subscription>,
-    skip: Option<&Arc<Outbound>>,
-    env: &mut Targets<'_>,
-) -> usize {
-    let is_skipped = |sub: &Subscription| skip.is_some_and(|s| Arc::ptr_eq(s, &sub.out));
-    let mut n = 0;
-    for sub in &result.plain {
-        if !is_skipped(sub) && deliver_one(msg, sub, env) {
-            n += 1;
-        }
-    }
-    for group in &result.queues {
-        let members = &group.members;
-        if members.is_empty() {
-            continue;
-        }
-        // Start at a random member; if it cannot take the message (closing, or past its
-        // auto-unsubscribe limit) try the next, so the group does not lose it.
-        let start = env.rng.gen_range(0..members.len());
-        for i in 0..members.len() {
-            let sub = &members[(start + i) % members.len()];
-            if !is_skipped(sub) && deliver_one(msg, sub, env) {
-                n += 1;
-                break;
-            }
-        }
-    }
-    n
-}
-
-#[inline]
-fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
-    if sub.out.is_dead() {
-        return false;
-    }
-    let max = sub.max.load(Ordering::Relaxed);
-    let count = if max > 0 {
-        // Exact: the limit decides what is delivered.
-        sub.delivered.fetch_add(1, Ordering::Relaxed) + 1
-    } else {
-        // No limit set: the count only matters if `UNSUB sid N` comes later. A plain
-        // load/store keeps the hot path free of locked instructions; concurrent deliveries
-        // from two cores may lose an increment, which can only let a later limit deliver
-        // a message more.
-        let c = sub.delivered.load(Ordering::Relaxed) + 1;
-        sub.delivered.store(c, Ordering::Relaxed);
-        c
-    };
-    if max > 0 && count > max {
-        // Past its limit (a race with the removal below): dropped, as gnatsd does.
-        env.sublist.remove(sub);
-        return false;
-    }
-    env.batch
-        .stage(&sub.out, msg.encoded_len(sub), |b| msg.encode(sub, b));
-    if max > 0 && count == max {
-        env.sublist.remove(sub);
-    }
-    true
-}
-
-#[inline]
-fn digits(mut n: usize) -> usize {
-    let mut d = 1;
-    while n >= 10 {
-        n /= 10;
-        d += 1;
-    }
-    d
-}
-
-#[inline]
-fn put_usize(buf: &mut Vec<u8>, n: usize) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
-}
-
+#[cfg(test)]
+mod route_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,722 @@
+//! Cluster state every reactor shares: the table of registered routes, the client URLs
+//! learned from peers, and the schedule of routes to dial.
+//!
+//! Plain data behind short locks: no sockets and no clock (callers pass `now`). Route
+//! connections (`conn::route`) register and unregister here; reactors take due dials from
+//! [`Cluster::take_due`] and report failures back. The rules are gnatsd 1.0's (§2.3, §2.6,
+//! §2.7 of the reference): duplicates by server id, gossip of newcomers, explicit routes
+//! dialled forever every second, implicit ones `connect_retries` more times.
+
+use crate::options::{ClusterOptions, RouteUrl};
+use crate::outbound::Outbound;
+use crate::proto::info::{ConnectOpts, RemoteInfo};
+use ahash::AHashMap;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+/// Pause between dial attempts (gnatsd's `DEFAULT_ROUTE_CONNECT`).
+pub const ROUTE_CONNECT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one dial may take.
+pub const ROUTE_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bound on routes waiting to be dialled (configured ones plus gossiped ones).
+const MAX_DIALS: usize = 1024;
+
+/// The route INFO fields, in gnatsd 1.0's order (no 2.x client fields).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub server_id: String,
+    pub version: String,
+    pub go: String,
+    pub host: String,
+    pub port: u16,
+    pub auth_required: bool,
+    pub ssl_required: bool,
+    pub tls_required: bool,
+    pub tls_verify: bool,
+    pub max_payload: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+}
+
+impl RouteInfo {
+    /// `INFO <json>\r\n` (no space before the CRLF on routes).
+    pub fn line(&self) -> Vec<u8> {
+        let mut out = b"INFO ".to_vec();
+        out.extend_from_slice(&crate::proto::info::go_json(self));
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// What we tell other routes about a newcomer (§2.6): its INFO with `ip` set to the
+    /// address it can be dialled at.
+    pub fn gossip_of(remote: &RemoteInfo, peer_ip: &str) -> RouteInfo {
+        let host = if peer_ip.contains(':') {
+            format!("[{peer_ip}]")
+        } else {
+            peer_ip.to_string()
+        };
+        RouteInfo {
+            server_id: remote.server_id.clone(),
+            version: remote.version.clone(),
+            go: remote.go.clone(),
+            host: remote.host.clone(),
+            port: remote.port.clamp(0, u16::MAX as i64) as u16,
+            auth_required: remote.auth_required,
+            ssl_required: remote.ssl_required,
+            tls_required: remote.tls_required,
+            tls_verify: remote.tls_verify,
+            max_payload: remote.max_payload.max(0) as usize,
+            ip: Some(format!("nats-route://{host}:{}/", remote.port)),
+            connect_urls: remote.connect_urls.clone(),
+        }
+    }
+}
+
+/// The route CONNECT, fields in gnatsd 1.0's order.
+#[derive(Serialize)]
+struct RouteConnect<'a> {
+    verbose: bool,
+    pedantic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<&'a str>,
+    tls_required: bool,
+    name: &'a str,
+}
+
+/// A route to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    pub url: RouteUrl,
+    /// Configured (dialled forever) rather than learned by gossip or kept for `retry`.
+    pub explicit: bool,
+    /// Attempts left after this one, for routes that are not explicit.
+    pub retries_left: u32,
+    /// The server we expect there, when known (skip the dial once it is connected).
+    pub remote_id: Option<String>,
+    pub at: Instant,
+    /// Which reactor dials it (spreads solicited routes over the cores).
+    pub reactor: usize,
+}
+
+/// What the table knows of one registered route.
+struct Registered {
+    cid: u64,
+    out: Arc<Outbound>,
+    /// The newcomer's INFO as gossiped to the others.
+    gossip: Vec<u8>,
+    /// Set when this side solicited the route (or took over a duplicate's record).
+    url: Option<RouteUrl>,
+    explicit: bool,
+}
+
+/// Why registration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The remote is this server.
+    SelfRoute,
+    /// That server is already connected by another route.
+    Duplicate,
+}
+
+/// What a closing route leaves behind, to decide on reconnecting.
+#[derive(Debug, Clone)]
+pub struct ClosedRoute {
+    pub cid: u64,
+    pub remote_id: Option<String>,
+    /// The URL this connection was dialled at (solicited routes).
+    pub url: Option<RouteUrl>,
+    pub explicit: bool,
+    /// This side should reconnect even if it did not solicit (its id sorts lower).
+    pub retry: bool,
+    /// A route to self or a duplicate: never reconnect.
+    pub no_reconnect: bool,
+}
+
+pub struct Cluster {
+    pub opts: ClusterOptions,
+    pub server_id: String,
+    info: RouteInfo,
+    info_line: Vec<u8>,
+    reactors: usize,
+    table: Mutex<AHashMap<String, Registered>>,
+    /// The registered routes' queues, for forwarding SUB/UNSUB (read per subscription
+    /// change, rebuilt per registration).
+    routes: RwLock<Arc<[Arc<Outbound>]>>,
+    /// Other servers' client URLs (1.0 only ever adds to it).
+    client_urls: Mutex<Vec<String>>,
+    urls_gen: AtomicU64,
+    dials: Mutex<Vec<Dial>>,
+    next_reactor: AtomicUsize,
+    /// Queue groups of local members that left recently, so a `QRSID` message already on
+    /// its way to one still reaches its group (bounded, oldest forgotten first).
+    gone: Mutex<GoneMembers>,
+}
+
+/// `(cid, sid)` → queue name of recently removed local queue subscriptions.
+#[derive(Default)]
+struct GoneMembers {
+    map: AHashMap<MemberKey, Box<[u8]>>,
+    order: std::collections::VecDeque<MemberKey>,
+}
+
+/// A local subscription as routes name it: the client's cid and its sid.
+type MemberKey = (u64, Box<[u8]>);
+
+const GONE_MAX: usize = 4096;
+
+impl Cluster {
+    /// `opts.port` must be the bound port; `own_urls` are this server's client URLs.
+    pub fn new(
+        opts: ClusterOptions,
+        server_id: String,
+        version: &str,
+        max_payload: usize,
+        own_urls: Vec<String>,
+        reactors: usize,
+    ) -> Self {
+        let info = RouteInfo {
+            server_id: server_id.clone(),
+            version: version.to_string(),
+            go: String::new(),
+            host: opts.host.clone(),
+            port: opts.port,
+            auth_required: opts.user.is_some(),
+            ssl_required: false,
+            tls_required: false,
+            tls_verify: false,
+            max_payload,
+            ip: None,
+            connect_urls: own_urls,
+        };
+        Cluster {
+            info_line: info.line(),
+            info,
+            server_id,
+            opts,
+            reactors: reactors.max(1),
+            table: Mutex::new(AHashMap::new()),
+            routes: RwLock::new(Arc::from(Vec::new())),
+            client_urls: Mutex::new(Vec::new()),
+            urls_gen: AtomicU64::new(0),
+            dials: Mutex::new(Vec::new()),
+            next_reactor: AtomicUsize::new(0),
+            gone: Mutex::new(GoneMembers::default()),
+        }
+    }
+
+    /// Remembers the group of a local queue member that is going away.
+    pub fn remember_gone_member(&self, cid: u64, sid: &[u8], queue: &[u8]) {
+        let mut g = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (cid, Box::<[u8]>::from(sid));
+        if g.map.insert(key.clone(), queue.into()).is_none() {
+            g.order.push_back(key);
+        }
+        while g.order.len() > GONE_MAX {
+            if let Some(old) = g.order.pop_front() {
+                g.map.remove(&old);
+            }
+        }
+    }
+
+    /// The group of a recently removed local queue member.
+    pub fn gone_member_group(&self, cid: u64, sid: &[u8]) -> Option<Box<[u8]>> {
+        let g = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        g.map.get(&(cid, Box::<[u8]>::from(sid))).cloned()
+    }
+
+    fn lock_table(&self) -> MutexGuard<'_, AHashMap<String, Registered>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_dials(&self) -> MutexGuard<'_, Vec<Dial>> {
+        self.dials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Our route INFO line.
+    pub fn info_line(&self) -> &[u8] {
+        &self.info_line
+    }
+
+    pub fn info(&self) -> &RouteInfo {
+        &self.info
+    }
+
+    /// Our route CONNECT line for a route dialled at `url` (credentials from the URL).
+    pub fn connect_line(&self, url: &RouteUrl) -> Vec<u8> {
+        let c = RouteConnect {
+            verbose: false,
+            pedantic: false,
+            user: url.user.as_deref(),
+            pass: url.pass.as_deref(),
+            tls_required: false,
+            name: &self.server_id,
+        };
+        let mut out = b"CONNECT ".to_vec();
+        out.extend_from_slice(&crate::proto::info::go_json(&c));
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    pub fn auth_required(&self) -> bool {
+        self.opts.user.is_some()
+    }
+
+    /// Checks an inbound route's CONNECT credentials (constant-time on the secrets).
+    pub fn check_auth(&self, c: &ConnectOpts) -> bool {
+        let Some(user) = &self.opts.user else {
+            return true;
+        };
+        let pass = self.opts.pass.as_deref().unwrap_or("");
+        // Evaluate both comparisons: no early exit that tells which one failed.
+        let u = ct_eq(c.user.as_deref().unwrap_or("").as_bytes(), user.as_bytes());
+        let p = ct_eq(c.pass.as_deref().unwrap_or("").as_bytes(), pass.as_bytes());
+        u & p
+    }
+
+    /// Registers the route `cid` to `remote`. On success returns the other routes, to
+    /// which the caller gossips the newcomer.
+    pub fn register(
+        &self,
+        remote: &RemoteInfo,
+        peer_ip: &str,
+        cid: u64,
+        out: &Arc<Outbound>,
+        url: Option<&RouteUrl>,
+        explicit: bool,
+    ) -> Result<Vec<Arc<Outbound>>, RegisterError> {
+        if remote.server_id == self.server_id {
+            return Err(RegisterError::SelfRoute);
+        }
+        let mut table = self.lock_table();
+        if let Some(existing) = table.get_mut(&remote.server_id) {
+            // The surviving connection takes over a solicited duplicate's record, so it is
+            // re-solicited if it drops.
+            if existing.url.is_none() {
+                if let Some(u) = url {
+                    existing.url = Some(u.clone());
+                    existing.explicit = explicit;
+                }
+            }
+            return Err(RegisterError::Duplicate);
+        }
+        let others: Vec<Arc<Outbound>> = table.values().map(|r| Arc::clone(&r.out)).collect();
+        table.insert(
+            remote.server_id.clone(),
+            Registered {
+                cid,
+                out: Arc::clone(out),
+                gossip: RouteInfo::gossip_of(remote, peer_ip).line(),
+                url: url.cloned(),
+                explicit,
+            },
+        );
+        self.publish_routes(&table);
+        Ok(others)
+    }
+
+    /// Gossip lines of every registered route other than `except` (for a newcomer: the
+    /// servers it may not know yet). gnatsd sends only the newcomer to the others; a node
+    /// joining through a seed learns the rest from their gossip about it.
+    pub fn gossip_line(&self, remote_id: &str) -> Option<Vec<u8>> {
+        self.lock_table().get(remote_id).map(|r| r.gossip.clone())
+    }
+
+    fn publish_routes(&self, table: &AHashMap<String, Registered>) {
+        let outs: Vec<Arc<Outbound>> = table.values().map(|r| Arc::clone(&r.out)).collect();
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(outs);
+    }
+
+    /// The registered routes' queues.
+    pub fn routes(&self) -> Arc<[Arc<Outbound>]> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn is_connected(&self, remote_id: &str) -> bool {
+        self.lock_table().contains_key(remote_id)
+    }
+
+    /// Number of registered routes.
+    pub fn route_count(&self) -> usize {
+        self.lock_table().len()
+    }
+
+    /// A route connection closed: unregisters it (if it was the registered one) and
+    /// schedules a reconnect by gnatsd's rules (§2.7). Returns the dial scheduled, if any.
+    pub fn route_closed(
+        &self,
+        closed: ClosedRoute,
+        now: Instant,
+        shutting_down: bool,
+    ) -> Option<Dial> {
+        let mut url = closed.url.clone();
+        let mut explicit = closed.explicit;
+        if let Some(id) = &closed.remote_id {
+            let mut table = self.lock_table();
+            if table.get(id).is_some_and(|r| r.cid == closed.cid) {
+                let r = table.remove(id).expect("checked above");
+                if url.is_none() {
+                    url = r.url;
+                    explicit = r.explicit;
+                }
+                self.publish_routes(&table);
+            }
+        }
+        if shutting_down || closed.no_reconnect {
+            return None;
+        }
+        if closed
+            .remote_id
+            .as_deref()
+            .is_some_and(|id| self.is_connected(id))
+        {
+            return None;
+        }
+        let url = url?;
+        let dial = if explicit {
+            self.dial(
+                url,
+                true,
+                0,
+                closed.remote_id,
+                now + jitter(ROUTE_CONNECT_INTERVAL),
+            )
+        } else if closed.retry {
+            self.dial(url, false, self.opts.connect_retries, closed.remote_id, now)
+        } else {
+            // A solicited implicit route whose peer sorts lower: the peer reconnects.
+            return None;
+        };
+        self.schedule(dial.clone());
+        Some(dial)
+    }
+
+    fn dial(
+        &self,
+        url: RouteUrl,
+        explicit: bool,
+        retries_left: u32,
+        remote_id: Option<String>,
+        at: Instant,
+    ) -> Dial {
+        Dial {
+            url,
+            explicit,
+            retries_left,
+            remote_id,
+            at,
+            reactor: self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors,
+        }
+    }
+
+    fn schedule(&self, dial: Dial) {
+        let mut dials = self.lock_dials();
+        if dials.iter().any(|d| d.url == dial.url) {
+            return;
+        }
+        if dials.len() >= MAX_DIALS {
+            crate::error!(
+                "Too many routes waiting to be dialled; dropping {}",
+                dial.url
+            );
+            return;
+        }
+        dials.push(dial);
+    }
+
+    /// Schedules every configured route for now (start-up).
+    pub fn start(&self, now: Instant) {
+        for url in self.opts.routes.clone() {
+            if self.is_self_url(&url) {
+                crate::debug!("Removing self reference from routes: {url}");
+                continue;
+            }
+            let d = self.dial(url, true, 0, None, now);
+            self.schedule(d);
+        }
+    }
+
+    /// A configured route that points at this server's own cluster port.
+    fn is_self_url(&self, url: &RouteUrl) -> bool {
+        if url.port != self.opts.port {
+            return false;
+        }
+        let h = url.host.to_ascii_lowercase();
+        h == self.opts.host.to_ascii_lowercase()
+            || matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1" | "0.0.0.0")
+                && matches!(
+                    self.opts.host.as_str(),
+                    "0.0.0.0" | "::" | "127.0.0.1" | "localhost"
+                )
+    }
+
+    /// Removes and returns the dials due for `reactor` at `now`.
+    pub fn take_due(&self, reactor: usize, now: Instant) -> Vec<Dial> {
+        let mut dials = self.lock_dials();
+        if dials.is_empty() {
+            return Vec::new();
+        }
+        let mut due = Vec::new();
+        dials.retain(|d| {
+            if d.reactor == reactor && d.at <= now {
+                due.push(d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        drop(dials);
+        due.retain(|d| {
+            !d.remote_id
+                .as_deref()
+                .is_some_and(|id| self.is_connected(id))
+        });
+        due
+    }
+
+    /// A dial failed (refused, timed out): try again later if the route's rules say so.
+    pub fn dial_failed(&self, mut dial: Dial, now: Instant) {
+        if !dial.explicit {
+            if dial.retries_left == 0 {
+                return;
+            }
+            dial.retries_left -= 1;
+        }
+        dial.at = now + jitter(ROUTE_CONNECT_INTERVAL);
+        self.schedule(dial);
+    }
+
+    /// An INFO about another server arrived over a route (§2.6): dial it unless it is
+    /// ourselves, already connected, or one of our configured routes.
+    pub fn consider_implicit(&self, info: &RemoteInfo, now: Instant) -> Option<Dial> {
+        if info.server_id == self.server_id || self.is_connected(&info.server_id) {
+            return None;
+        }
+        if self
+            .opts
+            .routes
+            .iter()
+            .any(|r| r.host.eq_ignore_ascii_case(&info.host))
+            && self
+                .opts
+                .routes
+                .iter()
+                .any(|r| r.port as i64 == info.port && r.host.eq_ignore_ascii_case(&info.host))
+        {
+            return None;
+        }
+        let mut url = RouteUrl::parse(&info.ip).ok()?;
+        if info.auth_required {
+            url.user = self.opts.user.clone();
+            url.pass = self.opts.pass.clone();
+        }
+        let dial = self.dial(
+            url,
+            false,
+            self.opts.connect_retries,
+            Some(info.server_id.clone()),
+            now,
+        );
+        self.schedule(dial.clone());
+        Some(dial)
+    }
+
+    /// Merges a peer's client URLs into ours (never removes, as 1.0). Returns whether the
+    /// list changed (then clients with protocol 1 get an async INFO).
+    pub fn merge_client_urls(&self, urls: &[String]) -> bool {
+        if self.opts.no_advertise || urls.is_empty() {
+            return false;
+        }
+        let mut list = self.client_urls.lock().unwrap_or_else(|p| p.into_inner());
+        let before = list.len();
+        for u in urls {
+            if !list.contains(u) && !self.info.connect_urls.contains(u) && list.len() < 1024 {
+                list.push(u.clone());
+            }
+        }
+        let changed = list.len() != before;
+        if changed {
+            self.urls_gen.fetch_add(1, Ordering::SeqCst);
+        }
+        changed
+    }
+
+    /// The client URLs learned from peers.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.client_urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Bumped each time [`client_urls`](Self::client_urls) changes.
+    pub fn urls_gen(&self) -> u64 {
+        self.urls_gen.load(Ordering::SeqCst)
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// `d` plus up to a quarter of it, so two servers that dropped the same route at once do
+/// not redial in lockstep (and collide as duplicates again).
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng;
+    let extra = rand::thread_rng().gen_range(0..=d.as_millis() as u64 / 4);
+    d + Duration::from_millis(extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(routes: &[&str]) -> Cluster {
+        let opts = ClusterOptions {
+            host: "127.0.0.1".into(),
+            port: 6222,
+            routes: routes.iter().map(|r| RouteUrl::parse(r).unwrap()).collect(),
+            ..ClusterOptions::default()
+        };
+        Cluster::new(
+            opts,
+            "ME".into(),
+            "1.0.0",
+            1 << 20,
+            vec!["127.0.0.1:4222".into()],
+            2,
+        )
+    }
+
+    fn remote(id: &str) -> RemoteInfo {
+        RemoteInfo {
+            server_id: id.into(),
+            host: "127.0.0.1".into(),
+            port: 7000,
+            connect_urls: vec!["127.0.0.1:5000".into()],
+            ..RemoteInfo::default()
+        }
+    }
+
+    #[test]
+    fn route_info_and_connect_lines_match_gnatsd() {
+        let c = cluster(&[]);
+        assert_eq!(
+            String::from_utf8(c.info_line().to_vec()).unwrap(),
+            "INFO {\"server_id\":\"ME\",\"version\":\"1.0.0\",\"go\":\"\",\"host\":\"127.0.0.1\",\"port\":6222,\"auth_required\":false,\"ssl_required\":false,\"tls_required\":false,\"tls_verify\":false,\"max_payload\":1048576,\"connect_urls\":[\"127.0.0.1:4222\"]}\r\n"
+        );
+        let url = RouteUrl::parse("nats-route://ruser:rpass@127.0.0.1:1").unwrap();
+        assert_eq!(
+            String::from_utf8(c.connect_line(&url)).unwrap(),
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"user\":\"ruser\",\"pass\":\"rpass\",\"tls_required\":false,\"name\":\"ME\"}\r\n"
+        );
+        let url = RouteUrl::parse("nats-route://127.0.0.1:1").unwrap();
+        assert_eq!(
+            String::from_utf8(c.connect_line(&url)).unwrap(),
+            "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":\"ME\"}\r\n"
+        );
+    }
+
+    #[test]
+    fn duplicates_self_and_takeover() {
+        let c = cluster(&[]);
+        let out = Arc::new(Outbound::new(1, 0, 1, 1024));
+        assert_eq!(
+            c.register(&remote("ME"), "127.0.0.1", 1, &out, None, false)
+                .err(),
+            Some(RegisterError::SelfRoute)
+        );
+        assert!(c
+            .register(&remote("B"), "127.0.0.1", 1, &out, None, false)
+            .unwrap()
+            .is_empty());
+        let url = RouteUrl::parse("nats-route://127.0.0.1:7000").unwrap();
+        assert_eq!(
+            c.register(&remote("B"), "127.0.0.1", 2, &out, Some(&url), true)
+                .err(),
+            Some(RegisterError::Duplicate)
+        );
+        assert_eq!(c.routes().len(), 1);
+        // The surviving inbound route took over the duplicate's URL: it is re-dialled.
+        let now = Instant::now();
+        let closed = ClosedRoute {
+            cid: 1,
+            remote_id: Some("B".into()),
+            url: None,
+            explicit: false,
+            retry: false,
+            no_reconnect: false,
+        };
+        let d = c.route_closed(closed, now, false).expect("redial");
+        assert!(d.explicit && d.url == url);
+        assert!(d.at >= now + ROUTE_CONNECT_INTERVAL);
+        assert_eq!(c.routes().len(), 0);
+    }
+
+    #[test]
+    fn implicit_routes_skip_self_known_and_configured() {
+        let c = cluster(&["nats-route://127.0.0.1:7000"]);
+        let now = Instant::now();
+        let mut info = remote("C");
+        info.ip = "nats-route://127.0.0.1:7000/".into();
+        assert!(c.consider_implicit(&info, now).is_none(), "configured");
+        info.port = 7001;
+        info.ip = "nats-route://127.0.0.1:7001/".into();
+        let d = c.consider_implicit(&info, now).expect("dial");
+        assert!(!d.explicit);
+        assert_eq!(d.url.port, 7001);
+        let mut me = remote("ME");
+        me.ip = "nats-route://127.0.0.1:7002/".into();
+        assert!(c.consider_implicit(&me, now).is_none(), "self");
+        // Implicit dials stop after connect_retries (0) failures.
+        let due: Vec<Dial> = (0..2).flat_map(|r| c.take_due(r, now)).collect();
+        assert_eq!(due.len(), 1);
+        c.dial_failed(due[0].clone(), now);
+        let later = now + Duration::from_secs(5);
+        assert!((0..2).all(|r| c.take_due(r, later).is_empty()));
+    }
+
+    #[test]
+    fn explicit_routes_retry_forever_and_self_is_removed() {
+        let c = cluster(&["nats-route://127.0.0.1:7000", "nats-route://127.0.0.1:6222"]);
+        let now = Instant::now();
+        c.start(now);
+        let due: Vec<Dial> = (0..2).flat_map(|r| c.take_due(r, now)).collect();
+        assert_eq!(due.len(), 1, "the route to our own port is dropped");
+        let mut t = now;
+        for _ in 0..3 {
+            c.dial_failed(due[0].clone(), t);
+            t += Duration::from_secs(2);
+            let again: Vec<Dial> = (0..2).flat_map(|r| c.take_due(r, t)).collect();
+            assert_eq!(again.len(), 1);
+        }
+    }
+
+    #[test]
+    fn client_urls_only_grow_and_skip_our_own() {
+        let c = cluster(&[]);
+        let g = c.urls_gen();
+        assert!(c.merge_client_urls(&["127.0.0.1:5000".into(), "127.0.0.1:4222".into()]));
+        assert!(!c.merge_client_urls(&["127.0.0.1:5000".into()]));
+        assert_eq!(c.client_urls(), vec!["127.0.0.1:5000".to_string()]);
+        assert_eq!(c.urls_gen(), g + 1);
+    }
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(ct_eq(b"", b""));
+    }
+}

@@ -1,0 +1,140 @@
+//! Typed messages between reactors, and the handle that wakes a reactor.
+//!
+//! Any thread may post [`Mail`] to any reactor; the owner drains its inbox once per loop
+//! iteration. A poster writes the reactor's eventfd only if the reactor flagged itself as
+//! about to sleep, so a batch of mail costs at most one wake-up.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// A message for the reactor that owns connection `token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mail {
+    /// The connection's outbound queue has new bytes (or went slow): send them.
+    Flush(u64),
+    /// Close the connection (a kill from another core, e.g. a replaced route).
+    Close(u64),
+}
+
+/// Undelivered mail per reactor above which a post first coalesces duplicates, so the
+/// inbox holds at most one message of each kind per connection (a reactor that fell
+/// behind cannot grow it without bound; no message is lost).
+const INBOX_MAX: usize = 1 << 20;
+
+/// The part of a reactor other threads may touch.
+pub struct ReactorHandle {
+    inbox: Mutex<Vec<Mail>>,
+    sleeping: AtomicBool,
+    eventfd: OwnedFd,
+}
+
+impl ReactorHandle {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall; the fd is checked and then owned.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ReactorHandle {
+            inbox: Mutex::new(Vec::new()),
+            sleeping: AtomicBool::new(false),
+            // SAFETY: fd is a fresh descriptor we own.
+            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Mail>> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Wakes the reactor (one eventfd write).
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        unsafe {
+            libc::write(
+                self.eventfd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+
+    /// Posts `mail` (emptied) to this reactor; wakes it only if it is (about to be) asleep.
+    pub fn post(&self, mail: &mut Vec<Mail>) {
+        {
+            let mut inbox = self.lock();
+            if inbox.len() + mail.len() > INBOX_MAX {
+                // Never drop mail (a lost Flush would strand bytes); the owner is behind,
+                // so make sure it is awake and keep the overflow bounded by coalescing.
+                inbox.sort_unstable_by_key(mail_key);
+                inbox.dedup();
+            }
+            inbox.append(mail);
+        }
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Owner only: moves every posted message into `into`.
+    pub fn drain(&self, into: &mut Vec<Mail>) {
+        let mut inbox = self.lock();
+        if !inbox.is_empty() {
+            into.append(&mut inbox);
+        }
+    }
+
+    /// Owner only: flags the reactor as about to sleep. Returns false (and clears the flag)
+    /// if mail is already waiting, in which case the owner must not sleep.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.lock().is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Owner only: the reactor is awake again.
+    pub fn awake(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+fn mail_key(m: &Mail) -> (u8, u64) {
+    match *m {
+        Mail::Flush(t) => (0, t),
+        Mail::Close(t) => (1, t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_wakes_only_a_sleeping_reactor() {
+        let h = ReactorHandle::new().unwrap();
+        let mut buf = [0u8; 8];
+        let read = |buf: &mut [u8; 8]| {
+            // SAFETY: reads at most 8 bytes into a valid buffer from our eventfd.
+            unsafe { libc::read(h.eventfd(), buf.as_mut_ptr().cast(), 8) }
+        };
+        h.post(&mut vec![Mail::Flush(1)]);
+        assert_eq!(read(&mut buf), -1, "awake reactor: no eventfd write");
+        let mut got = Vec::new();
+        h.drain(&mut got);
+        assert_eq!(got, vec![Mail::Flush(1)]);
+        assert!(h.prepare_sleep());
+        h.post(&mut vec![Mail::Close(2)]);
+        assert_eq!(read(&mut buf), 8, "sleeping reactor is woken");
+        assert!(!h.prepare_sleep(), "mail waiting: do not sleep");
+    }
+}
