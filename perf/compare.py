@@ -85,17 +85,24 @@ def git_commit():
         if not head.startswith("ref:"):
             return head[:12]
         ref = head[4:].strip()
-        p = os.path.join(gitdir, ref)
-        if os.path.exists(p):
-            with open(p) as f:
-                return f.read().strip()[:12]
-        packed = os.path.join(gitdir, "packed-refs")
-        if os.path.exists(packed):
-            with open(packed) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 2 and parts[1] == ref:
-                        return parts[0][:12]
+        dirs = [gitdir]
+        common = os.path.join(gitdir, "commondir")  # a linked worktree keeps its refs there
+        if os.path.isfile(common):
+            with open(common) as f:
+                dirs.append(os.path.normpath(os.path.join(gitdir, f.read().strip())))
+        for d in dirs:
+            p = os.path.join(d, ref)
+            if os.path.exists(p):
+                with open(p) as f:
+                    return f.read().strip()[:12]
+        for d in dirs:
+            packed = os.path.join(d, "packed-refs")
+            if os.path.exists(packed):
+                with open(packed) as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) == 2 and parts[1] == ref:
+                            return parts[0][:12]
     except OSError:
         pass
     return "nocommit"
