@@ -248,8 +248,12 @@ func routeBarrier(subject string, pub *nats.Conn, probes []*nats.Subscription, c
 	deadline := time.Now().Add(cfg.syncWait)
 	for left > 0 {
 		if time.Now().After(deadline) {
-			fail("io", fmt.Sprintf("no interest across servers: %d of %d subscribers on %s got a message published on %s within %v (route not up?)",
-				len(probes)-left, len(probes), cfg.subURL, cfg.url, cfg.syncWait))
+			who := "subscribers"
+			if cfg.req {
+				who = "responders"
+			}
+			fail("io", fmt.Sprintf("no interest across servers: %d of %d %s on %s got a message published on %s within %v (route not up?)",
+				len(probes)-left, len(probes), who, cfg.subURL, cfg.url, cfg.syncWait))
 			finish(nil)
 		}
 		if err := pub.Publish(subject, nil); err != nil {

@@ -932,9 +932,10 @@ fn route_barrier(sh: &Shared) -> Result<(), String> {
         }
         if begin.elapsed() >= limit {
             return Err(format!(
-                "no interest across servers: {} of {} subscribers on {} got a message published on {} within {}s (route not up?)",
+                "no interest across servers: {} of {} {} on {} got a message published on {} within {}s (route not up?)",
                 sh.synced.load(Ordering::SeqCst),
                 a.ns,
+                if a.req { "responders" } else { "subscribers" },
                 a.sub_url.as_deref().unwrap_or(""),
                 a.server,
                 a.sync_wait
