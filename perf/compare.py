@@ -672,7 +672,7 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
     if "gnatsd" in vs:
         parts.append("gnatsd `%s`" % vs["gnatsd"])
     else:
-        parts.append("gnatsd: not run (GNATSD_BIN not set)")
+        parts.append("gnatsd: not run")
     parts.append("Go `%s`" % vs["go"])
     if meta.get("go_client"):
         parts.append("nats.go `%s`" % meta["go_client"])
