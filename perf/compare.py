@@ -44,8 +44,24 @@ CASES = [
     ("subjects1m", 1, 1, 2_000_000, 16, {"subjects": 1_000_000}),
     ("reqrep", 1, 1, 20_000, 128, {"req": True}),
     ("idle1k", 1, 1, 3_000_000, 16, {"idle": 1000}),
+    # Two nodes of the same server joined by a route: publishers/requesters on
+    # node A, subscribers/responders on node B.
+    ("routed1to1_16", 1, 1, 2_000_000, 16, {"routed": True}),
+    ("routed1to4_16", 1, 4, 600_000, 16, {"routed": True}),
+    ("routedreq", 1, 1, 20_000, 128, {"req": True, "routed": True}),
 ]
 PUB_ONLY = {c[0] for c in CASES if c[2] == 0}
+ROUTED = {c[0] for c in CASES if c[5].get("routed")}
+# Single-node case with the same clients and sizes, for the route hop cost.
+TWIN = {"routed1to1_16": "1to1_16", "routed1to4_16": "fanout4", "routedreq": "reqrep"}
+# Node B must have received a probe published on node A within this time.
+ROUTE_WAIT = 10.0
+# Route flags per server kind: (listen URL scheme, extra arguments).
+CLUSTER_FLAVOUR = {
+    "ringnats": ("nats-route", []),
+    "gnatsd": ("nats-route", []),
+    "nats-server": ("nats", ["--cluster_name", "ringnats-bench"]),
+}
 MIN_MSGS = 1000
 
 CSV_FIELDS = [
@@ -53,6 +69,9 @@ CSV_FIELDS = [
     "ok", "failure", "error", "rate", "pub_rate", "sub_rate", "published",
     "delivered", "routed", "duration_s", "rss_kib", "cpu_s", "cpu_us_per_msg",
     "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "wall_s",
+    # routed cases only: node A (publishers) and node B (subscribers)
+    "cpu_a_s", "cpu_b_s", "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib",
+    "route_wait_s",
 ]
 
 
@@ -85,17 +104,24 @@ def git_commit():
         if not head.startswith("ref:"):
             return head[:12]
         ref = head[4:].strip()
-        p = os.path.join(gitdir, ref)
-        if os.path.exists(p):
-            with open(p) as f:
-                return f.read().strip()[:12]
-        packed = os.path.join(gitdir, "packed-refs")
-        if os.path.exists(packed):
-            with open(packed) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 2 and parts[1] == ref:
-                        return parts[0][:12]
+        dirs = [gitdir]
+        common = os.path.join(gitdir, "commondir")  # a linked worktree keeps its refs there
+        if os.path.isfile(common):
+            with open(common) as f:
+                dirs.append(os.path.normpath(os.path.join(gitdir, f.read().strip())))
+        for d in dirs:
+            p = os.path.join(d, ref)
+            if os.path.exists(p):
+                with open(p) as f:
+                    return f.read().strip()[:12]
+        for d in dirs:
+            packed = os.path.join(d, "packed-refs")
+            if os.path.exists(packed):
+                with open(packed) as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) == 2 and parts[1] == ref:
+                            return parts[0][:12]
     except OSError:
         pass
     return "nocommit"
@@ -207,6 +233,10 @@ class Config:
         self.ringnats = env("RINGNATS_BIN", os.path.join(ROOT, "target/release/ringnats"))
         self.ringnats_args = shlex.split(env("RINGNATS_ARGS", ""))
         self.gnatsd = env("GNATSD_BIN")
+        if self.gnatsd is None:
+            peer = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers", "gnatsd-1.0.0"))
+            if executable(peer):
+                self.gnatsd = peer
         self.nats_server = shutil.which("nats-server")
         names = env("CASES")
         known = [c[0] for c in CASES]
@@ -215,6 +245,12 @@ class Config:
             bad = [n for n in wanted if n not in known]
             if bad:
                 sys.exit("unknown case(s) %s; known: %s" % (", ".join(bad), ", ".join(known)))
+            if env("ROUTED_TWINS", "1") != "0":
+                twins = [TWIN[n] for n in wanted if n in TWIN and TWIN[n] not in wanted]
+                if twins:
+                    log("adding the single-node twin case(s) %s for the route hop cost "
+                        "(ROUTED_TWINS=0 to leave them out)" % ", ".join(twins))
+                    wanted += twins
             self.cases = [c for c in CASES if c[0] in wanted]
         else:
             self.cases = list(CASES)
@@ -241,7 +277,7 @@ def pick_servers(cfg):
         else:
             log("GNATSD_BIN=%s is not an executable: skipping gnatsd 1.0" % cfg.gnatsd)
     else:
-        log("GNATSD_BIN not set: skipping gnatsd 1.0")
+        log("GNATSD_BIN not set and no ../shared/peers/gnatsd-1.0.0: skipping gnatsd 1.0")
     if cfg.servers_filter:
         servers = [s for s in servers if s[0] in cfg.servers_filter]
     return servers
@@ -266,10 +302,12 @@ def scaled(msgs, scale, np_):
     return max(int(round(msgs * scale)), MIN_MSGS, np_)
 
 
-def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject):
+def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject, sub_url=None):
     if gen == "ours":
         cmd = [cfg.bench, "-s", url, "-np", str(np_), "-ns", str(ns), "-n", str(msgs),
                "-ms", str(size), "--json", "--no-progress", "--timeout", str(cfg.timeout)]
+        if sub_url:
+            cmd += ["--sub-url", sub_url]
         if extra.get("queue"):
             cmd += ["--queue", extra["queue"]]
         if extra.get("subjects"):
@@ -279,6 +317,8 @@ def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject):
     else:
         cmd = [cfg.gobench, "-s", url, "-np", str(np_), "-ns", str(ns), "-n", str(msgs),
                "-ms", str(size), "-json", "-timeout", str(cfg.timeout)]
+        if sub_url:
+            cmd += ["-sub-url", sub_url]
         if extra.get("queue"):
             cmd += ["-queue", extra["queue"]]
         if extra.get("subjects"):
@@ -291,28 +331,157 @@ def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject):
     return cmd
 
 
+def free_ports(n):
+    """n distinct free ports (bound one after the other, so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sk = socket.socket()
+            sk.bind(("127.0.0.1", 0))
+            socks.append(sk)
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
+def start_server(cfg, argv, logpath):
+    if cfg.pin:
+        argv = ["taskset", "-c", "0"] + argv
+    with open(logpath, "wb") as slog:
+        return subprocess.Popen(argv, stdout=slog, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
+
+
+def cluster_args(sname, cport, seed_port=None):
+    """Cluster listen (and, for node B, route) flags for one node."""
+    scheme, extra = CLUSTER_FLAVOUR.get(sname, ("nats-route", []))
+    argv = ["--cluster", "%s://127.0.0.1:%d" % (scheme, cport)] + list(extra)
+    if seed_port:
+        argv += ["--routes", "%s://127.0.0.1:%d" % (scheme, seed_port)]
+    return argv
+
+
+class ProtoConn:
+    """Minimal blocking NATS client for the route probe."""
+
+    def __init__(self, port, deadline):
+        self.deadline = deadline
+        self.buf = b""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=1.0)
+        self.sock.settimeout(0.05)
+        self.read_until(b"INFO", consume=True)
+        self.sock.sendall(b'CONNECT {"verbose":false,"pedantic":false,"name":"compare-probe"}\r\nPING\r\n')
+        self.read_until(b"PONG", consume=True)
+
+    def fill(self):
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        if not d:
+            raise OSError("connection closed by the server")
+        self.buf += d
+        if b"PING\r\n" in self.buf:
+            self.buf = self.buf.replace(b"PING\r\n", b"")
+            self.sock.sendall(b"PONG\r\n")
+        if b"-ERR" in self.buf:
+            line = self.buf[self.buf.index(b"-ERR"):].split(b"\r\n", 1)[0]
+            raise OSError("server said %s" % line.decode(errors="replace"))
+        return True
+
+    def read_until(self, token, consume=False, wait=None):
+        """True once token was seen; False after `wait` s (None: until the deadline)."""
+        end = self.deadline if wait is None else min(self.deadline, time.monotonic() + wait)
+        while token not in self.buf:
+            if time.monotonic() >= end:
+                if wait is None:
+                    raise OSError("no %s from the server" % token.decode())
+                return False
+            self.fill()
+        if consume:
+            self.buf = self.buf[self.buf.index(token) + len(token):]
+        return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def route_probe(port_a, port_b, timeout=ROUTE_WAIT):
+    """Subscribes on B and publishes on A until a message crosses the route.
+
+    Returns (seconds it took, None) or (None, error text)."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    subject = "_COMPARE.probe.%016x" % int.from_bytes(os.urandom(8), "little")
+    a = b = None
+    try:
+        b = ProtoConn(port_b, deadline)
+        b.sock.sendall(("SUB %s 1\r\nPING\r\n" % subject).encode())
+        b.read_until(b"PONG", consume=True)
+        a = ProtoConn(port_a, deadline)
+        pub = ("PUB %s 0\r\n\r\nPING\r\n" % subject).encode()
+        while time.monotonic() < deadline:
+            a.sock.sendall(pub)
+            a.read_until(b"PONG", consume=True)
+            if b.read_until(b"MSG " + subject.encode(), wait=0.02):
+                return time.monotonic() - t0, None
+        return None, ("the nodes did not form a route within %.0f s: a message published on "
+                      "node A never reached a subscriber on node B" % timeout)
+    except OSError as e:
+        return None, "route probe failed after %.1f s: %s" % (time.monotonic() - t0, e)
+    finally:
+        for c in (a, b):
+            if c:
+                c.close()
+
+
 def run_one(cfg, server, gen, case, rep, tmpdir):
     name, np_, ns, base, size, extra = case
     msgs = scaled(base, cfg.scale, np_)
     sname, sargv = server
-    port = free_port()
-    url = "nats://127.0.0.1:%d" % port
+    routed = bool(extra.get("routed"))
     row = {"case": name, "server": sname, "gen": gen, "rep": rep, "np": np_, "ns": ns,
            "msgs": msgs, "size": size, "ok": False, "failure": "", "error": ""}
     t_start = time.monotonic()
-    argv = sargv + ["-a", "127.0.0.1", "-p", str(port)]
-    if cfg.pin:
-        argv = ["taskset", "-c", "0"] + argv
-    logpath = os.path.join(tmpdir, "server-%s-%s-%d.log" % (sname, name, rep))
     helper = None
-    with open(logpath, "wb") as slog:
-        srv = subprocess.Popen(argv, stdout=slog, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, preexec_fn=raise_nofile)
+    nodes = []  # (label, Popen, log path); node A first
     try:
-        if not wait_accepting(port, srv):
-            row["failure"] = "server"
-            row["error"] = "server did not start accepting: " + tail(logpath)
-            return row
+        if routed:
+            port, port_b, cport_a, cport_b = free_ports(4)
+            plan = [("A", port, sargv + ["-a", "127.0.0.1", "-p", str(port)] + cluster_args(sname, cport_a)),
+                    ("B", port_b, sargv + ["-a", "127.0.0.1", "-p", str(port_b)]
+                     + cluster_args(sname, cport_b, cport_a))]
+        else:
+            port = free_port()
+            port_b = None
+            plan = [("", port, sargv + ["-a", "127.0.0.1", "-p", str(port)])]
+        url = "nats://127.0.0.1:%d" % port
+        sub_url = "nats://127.0.0.1:%d" % port_b if routed else None
+        # Node A (the seed) first; B solicits the route to A.
+        for label, p, argv in plan:
+            logpath = os.path.join(tmpdir, "server-%s%s-%s-%d.log" % (sname, label and "-" + label, name, rep))
+            srv = start_server(cfg, argv, logpath)
+            nodes.append((label, srv, logpath))
+            if not wait_accepting(p, srv):
+                row["failure"] = "server"
+                how = ("exited at start with code %s" % srv.returncode if srv.poll() is not None
+                       else "did not start accepting")
+                row["error"] = "server%s %s: %s" % (label and " node " + label, how, one_line(tail(logpath)))
+                if routed:
+                    row["error"] += " (does it take %s?)" % " ".join(a for a in argv if a.startswith("--"))
+                return row
+        if routed:
+            waited, err = route_probe(port, port_b)
+            if err:
+                row["failure"] = "route"
+                row["error"] = err + "".join(
+                    "; node %s log: %s" % (label, one_line(tail(lp, 200)) or "(empty)") for label, _, lp in nodes)
+                return row
+            row["route_wait_s"] = round(waited, 3)
         if extra.get("idle"):
             hcmd = [cfg.bench, "-s", url, "--hold-idle", str(extra["idle"]),
                     "--timeout", str(cfg.timeout * 3)]
@@ -325,8 +494,8 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
                 row["failure"] = "helper"
                 row["error"] = "idle helper failed: " + (line or helper_err(helper))
                 return row
-        cpu0 = proc_cpu_s(srv.pid)
-        cmd = gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, "bench.%s" % name)
+        cpu0 = [proc_cpu_s(srv.pid) for _, srv, _ in nodes]
+        cmd = gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, "bench.%s" % name, sub_url)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.timeout + 20,
                                preexec_fn=raise_nofile)
@@ -335,8 +504,10 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
             out, err, code = (e.stdout or b""), (e.stderr or b""), -9
             out = out.decode() if isinstance(out, bytes) else out
             err = err.decode() if isinstance(err, bytes) else err
-        cpu1 = proc_cpu_s(srv.pid)
-        row["rss_kib"] = proc_hwm_kib(srv.pid)
+        cpu1 = [proc_cpu_s(srv.pid) for _, srv, _ in nodes]
+        rss = [proc_hwm_kib(srv.pid) for _, srv, _ in nodes]
+        # routed: the sum of both nodes' peak RSS (the cluster's footprint)
+        row["rss_kib"] = sum(rss) if None not in rss else None
         summary = None
         for line in out.splitlines():
             line = line.strip()
@@ -352,10 +523,12 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
         row["ok"] = bool(summary.get("ok")) and code == 0
         row["failure"] = summary.get("failure") or ("" if code == 0 else "exit %d" % code)
         row["error"] = summary.get("error") or ""
-        if srv.poll() is not None:
-            row["ok"] = False
-            row["failure"] = "server"
-            row["error"] = ("server exited with %s; " % srv.returncode) + row["error"] + tail(logpath)
+        for label, srv, logpath in nodes:
+            if srv.poll() is not None:
+                row["ok"] = False
+                row["failure"] = "server"
+                row["error"] = ("server%s exited with %s; " % (label and " node " + label, srv.returncode)
+                                + row["error"] + tail(logpath))
         for k in ("pub_rate", "sub_rate", "published", "delivered", "duration_s", "client_version"):
             row[k] = summary.get(k)
         req = bool(extra.get("req"))
@@ -373,15 +546,29 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
         if lat:
             for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
                 row[k] = lat.get(k)
-        if cpu0 is not None and cpu1 is not None:
-            row["cpu_s"] = round(cpu1 - cpu0, 3)
+        if None not in cpu0 and None not in cpu1:
+            deltas = [c1 - c0 for c0, c1 in zip(cpu0, cpu1)]
+            # routed: both nodes' utime+stime, per message delivered to the clients
+            row["cpu_s"] = round(sum(deltas), 3)
             if row["routed"]:
-                row["cpu_us_per_msg"] = round((cpu1 - cpu0) * 1e6 / row["routed"], 4)
+                row["cpu_us_per_msg"] = round(sum(deltas) * 1e6 / row["routed"], 4)
+            if routed:
+                for (label, _, _), d, kib in zip(nodes, deltas, rss):
+                    k = label.lower()
+                    row["cpu_%s_s" % k] = round(d, 3)
+                    row["rss_%s_kib" % k] = kib
+                    if row["routed"]:
+                        row["cpu_%s_us_per_msg" % k] = round(d * 1e6 / row["routed"], 4)
         return row
     finally:
         stop(helper)
-        stop(srv)
+        for _, srv, _ in reversed(nodes):
+            stop(srv)
         row["wall_s"] = round(time.monotonic() - t_start, 2)
+
+
+def one_line(text):
+    return " ".join(text.split())
 
 
 def read_line_with_timeout(proc, timeout):
@@ -411,7 +598,10 @@ def helper_err(proc):
 def tail(path, n=400):
     try:
         with open(path, "rb") as f:
-            data = f.read()[-n:]
+            whole = f.read()
+        data = whole[-n:]
+        if len(whole) > n and b"\n" in data[:-1]:
+            data = data[data.index(b"\n") + 1:]  # start at a line
         return data.decode(errors="replace").strip()
     except OSError:
         return ""
@@ -453,7 +643,8 @@ def aggregate(rows):
             a["median"] = statistics.median(rates)
             a["min"] = min(rates)
             a["max"] = max(rates)
-            for k in ("rss_kib", "cpu_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+            for k in ("rss_kib", "cpu_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+                      "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib"):
                 vals = [r[k] for r in good if r.get(k) is not None]
                 a[k] = statistics.median(vals) if vals else None
         errs = [r["error"] for r in rs if not r["ok"] and r.get("error")]
@@ -481,7 +672,7 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
     if "gnatsd" in vs:
         parts.append("gnatsd `%s`" % vs["gnatsd"])
     else:
-        parts.append("gnatsd: not run (GNATSD_BIN not set)")
+        parts.append("gnatsd: not run")
     parts.append("Go `%s`" % vs["go"])
     if meta.get("go_client"):
         parts.append("nats.go `%s`" % meta["go_client"])
@@ -496,6 +687,11 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
     L.append("- Rate is delivered msgs/s summed over subscribers (published msgs/s for pub-only cases, "
              "requests/s for reqrep); median of the repetitions with (min–max). CPU is the server's "
              "utime+stime per message it routed (µs/msg = CPU s per million msgs); RSS is its VmHWM.")
+    if any(c[0] in ROUTED for c in cfg.cases):
+        L.append("- Routed cases: two fresh nodes of the same server joined by one route (B solicits A), "
+                 "publishers/requesters on A, subscribers/responders on B; the load starts once a probe "
+                 "published on A reaches B. CPU is **both nodes'** utime+stime per delivered message "
+                 "(request + reply for routedreq); RSS is **the sum** of both nodes' VmHWM.")
     L.append("")
     # overview of ratios
     L.append("| case | " + " | ".join(
@@ -520,11 +716,17 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
         L.append("### %s (%s)" % (name, desc))
         L.append("")
         is_req = bool(extra.get("req"))
-        head = "| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB | CPU µs/msg |"
-        sep = "|---|---|---|---|---|---|---|"
+        routed = name in ROUTED
+        if routed:
+            head = ("| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB A+B "
+                    "| CPU µs/msg A+B | CPU A / B |")
+            sep = "|---|---|---|---|---|---|---|---|"
+        else:
+            head = "| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB | CPU µs/msg |"
+            sep = "|---|---|---|---|---|---|---|"
         if is_req:
-            head += " p50 µs | p99 µs |"
-            sep += "---|---|"
+            head += " p50 µs | p90 µs | p99 µs | p99.9 µs | max µs |"
+            sep += "---|---|---|---|---|"
         head += " failed |"
         sep += "---|"
         L.append(head)
@@ -544,17 +746,70 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
                 line = "| %s | %s | %s | %s | %s | %s | %s |" % (
                     s, g, cell, ratio(a, agg.get((name, g, "nats-server"))),
                     ratio(a, agg.get((name, g, "gnatsd"))), rss, cpu)
+                if routed:
+                    line += " %s / %s |" % (fmt_num(a.get("cpu_a_us_per_msg"), "%.3f"),
+                                            fmt_num(a.get("cpu_b_us_per_msg"), "%.3f"))
                 if is_req:
-                    p50 = "%.1f" % a["p50_us"] if a.get("p50_us") is not None else "-"
-                    p99 = "%.1f" % a["p99_us"] if a.get("p99_us") is not None else "-"
-                    line += " %s | %s |" % (p50, p99)
+                    line += "".join(" %s |" % fmt_num(a.get(k), "%.1f")
+                                    for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"))
                 failed = "%d/%d" % (a["failed"], a["runs"])
                 if a["failed"] and a.get("first_error"):
                     failed += " (%s)" % a["first_error"][:120].replace("|", "/").replace("\n", " ")
                 line += " %s |" % failed
                 L.append(line)
         L.append("")
+    L.extend(hop_cost(cfg, agg, servers, gens))
     return "\n".join(L) + "\n"
+
+
+def fmt_num(v, f):
+    return f % v if v is not None else "-"
+
+
+def hop_cost(cfg, agg, servers, gens):
+    """Markdown lines comparing each routed case with its single-node twin."""
+    names = [c[0] for c in cfg.cases]
+    pairs = [(r, TWIN[r]) for r in names if r in TWIN]
+    if not pairs:
+        return []
+    case_ns = {c[0]: c[2] for c in CASES}
+    L = ["### route hop cost", "",
+         "Each routed case against its single-node twin from the same run (same clients and sizes). "
+         "CPU µs/msg: routed = node A + node B, single = the one server, both per delivered message "
+         "(request + reply for the req cases). Hop = routed − single; per crossing = hop × subscribers "
+         "(with fan-out each published message crosses the route once and B fans it out; "
+         "each request and each reply cross once).", "",
+         "| routed case | twin | server | gen | rate routed / single | CPU µs/msg routed | single "
+         "| hop µs/msg | hop µs per crossing | p50 µs routed / single |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    summary = []
+    for rcase, tcase in pairs:
+        is_req = rcase == "routedreq"
+        per_cross = 1 if is_req else case_ns[rcase]
+        for g in gens:
+            for s in servers:
+                a, t = agg.get((rcase, g, s)), agg.get((tcase, g, s))
+                if not a or not a.get("median"):
+                    continue
+                rc, tc = a.get("cpu_us_per_msg"), (t or {}).get("cpu_us_per_msg")
+                hop = rc - tc if rc is not None and tc is not None else None
+                p50 = "-"
+                if is_req and a.get("p50_us") is not None:
+                    p50 = "%.1f / %s" % (a["p50_us"], fmt_num((t or {}).get("p50_us"), "%.1f"))
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    rcase, tcase if t else "%s (not run)" % tcase, s, g, ratio(a, t), fmt_num(rc, "%.3f"),
+                    fmt_num(tc, "%.3f"), fmt_num(hop, "%+.3f"),
+                    fmt_num(hop * per_cross if hop is not None else None, "%+.3f"), p50))
+                if rcase == "routed1to1_16" and hop is not None:
+                    summary.append("%s/%s %+.3f µs CPU per message crossing (%.3f → %.3f µs/msg, rate ×%s)"
+                                   % (s, g, hop, tc, rc, ratio(a, t)))
+                if is_req and a.get("p50_us") is not None and t and t.get("p50_us") is not None:
+                    summary.append("%s/%s request/reply p50 %+.1f µs" % (s, g, a["p50_us"] - t["p50_us"]))
+    L.append("")
+    if summary:
+        L.append("Route hop cost (routed1to1_16 vs 1to1_16; routedreq vs reqrep): " + "; ".join(summary) + ".")
+        L.append("")
+    return L
 
 
 def write_csv(path, rows):
@@ -567,7 +822,7 @@ def write_csv(path, rows):
 
 
 def command_line():
-    keys = ["SCALE", "REPS", "CASES", "GEN", "SERVERS", "PIN", "CEILING", "TIMEOUT",
+    keys = ["SCALE", "REPS", "CASES", "ROUTED_TWINS", "GEN", "SERVERS", "PIN", "CEILING", "TIMEOUT",
             "GNATSD_BIN", "RINGNATS_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
     parts = ["%s=%s" % (k, shlex.quote(os.environ[k])) for k in keys if os.environ.get(k)]
     parts.append(os.environ.get("COMPARE_ARGV0", "perf/compare"))

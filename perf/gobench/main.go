@@ -3,8 +3,12 @@
 // It drives a NATS server with the official Go client (nats.go) and
 // aggregates results with its bench package, using the same flags as
 // nats-bench (-s -np -ns -n -ms -csv subject) plus -queue, -subjects, -req,
-// -json and -timeout. Its output fields match ringnats-bench so both
+// -json, -timeout and -sub-url. Its output fields match ringnats-bench so both
 // generators can be compared side by side.
+//
+// With -sub-url, subscribers and responders connect there while publishers
+// and requesters stay on -s (two servers joined by a route); the load starts
+// only after a probe message published on -s has reached every subscriber.
 //
 // Build (offline, Debian layout):
 //
@@ -49,6 +53,7 @@ type summary struct {
 	ClientVersion     string   `json:"client_version"`
 	Mode              string   `json:"mode"`
 	Server            string   `json:"server"`
+	SubServer         string   `json:"sub_server,omitempty"`
 	Subject           string   `json:"subject"`
 	NP                int      `json:"np"`
 	NS                int      `json:"ns"`
@@ -73,6 +78,8 @@ type summary struct {
 
 type config struct {
 	url      string
+	subURL   string
+	syncWait time.Duration
 	np, ns   int
 	msgs     int
 	size     int
@@ -125,8 +132,21 @@ func splitCount(total, n int) []int {
 	return out
 }
 
+// connect opens a client connection to the publishers' server (-s).
 func connect(name string) *nats.Conn {
-	nc, err := nats.Connect(cfg.url,
+	return connectTo(cfg.url, name)
+}
+
+// connectSub opens a subscriber or responder connection (-sub-url if given).
+func connectSub(name string) *nats.Conn {
+	if cfg.subURL != "" {
+		return connectTo(cfg.subURL, name)
+	}
+	return connectTo(cfg.url, name)
+}
+
+func connectTo(url, name string) *nats.Conn {
+	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.NoReconnect(),
 		nats.Timeout(5*time.Second),
@@ -135,7 +155,7 @@ func connect(name string) *nats.Conn {
 		}),
 	)
 	if err != nil {
-		fail("io", fmt.Sprintf("%s: connect %s: %v", name, cfg.url, err))
+		fail("io", fmt.Sprintf("%s: connect %s: %v", name, url, err))
 		finish(nil)
 	}
 	return nc
@@ -169,8 +189,9 @@ func finish(s *summary) {
 	msg, kind := failMsg, failKnd
 	failMu.Unlock()
 	if s == nil {
-		s = &summary{Server: cfg.url, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns, Msgs: cfg.msgs, Size: cfg.size}
+		s = &summary{Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns, Msgs: cfg.msgs, Size: cfg.size}
 	}
+	s.SubServer = cfg.subURL
 	s.Generator = "gobench"
 	s.ClientVersion = nats.Version
 	s.OK = msg == ""
@@ -190,6 +211,77 @@ func finish(s *summary) {
 		fmt.Fprintf(os.Stderr, "gobench: FAILED (%s): %s\n", kind, msg)
 	}
 	os.Exit(exitCode(kind))
+}
+
+// syncSubs, with -sub-url, adds a probe subscription on every subscriber or
+// responder connection after its own one. A server handles one connection's
+// SUBs in order and a route carries them in order, so once the probe's
+// interest reaches the publishers' server the subscription before it has too.
+func syncSubs(subject string, conns []*nats.Conn) []*nats.Subscription {
+	if cfg.subURL == "" {
+		return nil
+	}
+	subs := make([]*nats.Subscription, len(conns))
+	for i, nc := range conns {
+		s, err := nc.SubscribeSync(subject)
+		if err != nil {
+			fail("io", fmt.Sprintf("probe subscribe: %v", err))
+			finish(nil)
+		}
+		subs[i] = s
+		if err := nc.Flush(); err != nil {
+			fail("io", fmt.Sprintf("flush: %v", err))
+			finish(nil)
+		}
+	}
+	return subs
+}
+
+// routeBarrier publishes probe messages on pub (connected to -s) until every
+// probe subscription got one, then drops the probe subscriptions.
+func routeBarrier(subject string, pub *nats.Conn, probes []*nats.Subscription, conns []*nats.Conn) {
+	if probes == nil {
+		return
+	}
+	got := make([]bool, len(probes))
+	left := len(probes)
+	deadline := time.Now().Add(cfg.syncWait)
+	for left > 0 {
+		if time.Now().After(deadline) {
+			who := "subscribers"
+			if cfg.req {
+				who = "responders"
+			}
+			fail("io", fmt.Sprintf("no interest across servers: %d of %d %s on %s got a message published on %s within %v (route not up?)",
+				len(probes)-left, len(probes), who, cfg.subURL, cfg.url, cfg.syncWait))
+			finish(nil)
+		}
+		if err := pub.Publish(subject, nil); err != nil {
+			fail("io", fmt.Sprintf("probe publish: %v", err))
+			finish(nil)
+		}
+		if err := pub.Flush(); err != nil {
+			fail("io", fmt.Sprintf("probe flush: %v", err))
+			finish(nil)
+		}
+		for i, s := range probes {
+			if got[i] {
+				continue
+			}
+			if _, err := s.NextMsg(5 * time.Millisecond); err == nil {
+				got[i] = true
+				left--
+			}
+		}
+	}
+	for i, s := range probes {
+		_ = s.Unsubscribe()
+		_ = conns[i].Flush()
+	}
+}
+
+func syncSubject() string {
+	return fmt.Sprintf("_GOBENCH.sync.%s", nats.NewInbox()[len(nats.InboxPrefix):])
 }
 
 type subState struct {
@@ -222,7 +314,7 @@ func runPubSub() {
 	for i := 0; i < cfg.ns; i++ {
 		st := &subState{next: make([]uint64, cfg.np), done: make(chan struct{})}
 		subs[i] = st
-		nc := connect(fmt.Sprintf("gobench-sub-%d", i))
+		nc := connectSub(fmt.Sprintf("gobench-sub-%d", i))
 		subConns[i] = nc
 		handler := func(m *nats.Msg) {
 			n := atomic.AddUint64(&st.received, 1)
@@ -271,10 +363,14 @@ func runPubSub() {
 		}
 	}
 
+	syncSubj := syncSubject()
+	probes := syncSubs(syncSubj, subConns)
+
 	pubConns := make([]*nats.Conn, cfg.np)
 	for i := range pubConns {
 		pubConns[i] = connect(fmt.Sprintf("gobench-pub-%d", i))
 	}
+	routeBarrier(syncSubj, pubConns[0], probes, subConns)
 	startGate := make(chan struct{})
 	var wg sync.WaitGroup
 	pubEnds := make([]time.Time, cfg.np)
@@ -346,7 +442,7 @@ func runPubSub() {
 	}
 	_ = pubDone
 
-	s := &summary{Mode: "pubsub", Server: cfg.url, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns,
+	s := &summary{Mode: "pubsub", Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns,
 		Msgs: cfg.msgs, Size: cfg.size, Subjects: cfg.subjects, Queue: cfg.queue}
 	for i, nc := range pubConns {
 		if !pubEnds[i].IsZero() {
@@ -424,7 +520,7 @@ func runReq() {
 	}
 	var conns []*nats.Conn
 	for i := 0; i < cfg.ns; i++ {
-		nc := connect(fmt.Sprintf("gobench-resp-%d", i))
+		nc := connectSub(fmt.Sprintf("gobench-resp-%d", i))
 		conns = append(conns, nc)
 		sub, err := nc.QueueSubscribe(cfg.subject, group, func(m *nats.Msg) {
 			_ = m.Respond(m.Data)
@@ -441,9 +537,12 @@ func runReq() {
 	lats := make([][]time.Duration, cfg.np)
 	ends := make([]time.Time, cfg.np)
 	reqConns := make([]*nats.Conn, cfg.np)
+	syncSubj := syncSubject()
+	probes := syncSubs(syncSubj, conns)
 	for i := range reqConns {
 		reqConns[i] = connect(fmt.Sprintf("gobench-req-%d", i))
 	}
+	routeBarrier(syncSubj, reqConns[0], probes, conns)
 	startGate := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < cfg.np; i++ {
@@ -474,7 +573,7 @@ func runReq() {
 	start := time.Now()
 	close(startGate)
 	wg.Wait()
-	s := &summary{Mode: "req", Server: cfg.url, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns,
+	s := &summary{Mode: "req", Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns,
 		Msgs: cfg.msgs, Size: cfg.size, Subjects: 1, Queue: cfg.queue}
 	var all []time.Duration
 	for i := range lats {
@@ -541,6 +640,8 @@ func normalizeArgs(args []string) []string {
 func main() {
 	fs := flag.NewFlagSet("gobench", flag.ExitOnError)
 	fs.StringVar(&cfg.url, "s", nats.DefaultURL, "server URL")
+	fs.StringVar(&cfg.subURL, "sub-url", "", "subscribers/responders connect here (publishers stay on -s); waits for interest to cross the route first")
+	syncWait := fs.Float64("sync-wait", 10, "with -sub-url: give up if interest has not crossed to -s within this many seconds")
 	fs.IntVar(&cfg.np, "np", 1, "number of concurrent publishers (requesters with -req)")
 	fs.IntVar(&cfg.ns, "ns", 0, "number of concurrent subscribers (responders with -req)")
 	fs.IntVar(&cfg.msgs, "n", 100000, "total messages to publish, split over publishers")
@@ -552,7 +653,7 @@ func main() {
 	fs.BoolVar(&jsonOut, "json", false, "print one JSON summary object")
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds (exit 3)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [subject]")
+		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [-sub-url url [-sync-wait S]] [subject]")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(normalizeArgs(os.Args[1:]))
@@ -565,6 +666,7 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.timeout = time.Duration(*timeout * float64(time.Second))
+	cfg.syncWait = time.Duration(*syncWait * float64(time.Second))
 	time.AfterFunc(cfg.timeout, func() {
 		fail("timeout", fmt.Sprintf("timed out after %.0fs", *timeout))
 		finish(nil)

@@ -43,6 +43,14 @@ struct Args {
     /// Server URL (only the first of a comma-separated list is used)
     #[arg(short = 's', long = "server", default_value = "nats://127.0.0.1:4222")]
     server: String,
+    /// Subscribers and responders connect here instead of -s (publishers and
+    /// requesters stay on -s); the run then starts only once a message
+    /// published on -s reaches every subscriber, i.e. the route carries interest
+    #[arg(long = "sub-url", value_name = "URL")]
+    sub_url: Option<String>,
+    /// With --sub-url: give up (exit 4) if interest has not crossed to -s within this many seconds
+    #[arg(long = "sync-wait", value_name = "SECS", default_value_t = 10.0)]
+    sync_wait: f64,
     /// Number of concurrent publishers (requesters with --req)
     #[arg(long = "np", default_value_t = 1)]
     np: usize,
@@ -186,7 +194,14 @@ struct Gate {
 
 struct Shared {
     args: Args,
+    /// Publishers and requesters connect here.
     addr: SocketAddr,
+    /// Subscribers and responders connect here (same as `addr` without --sub-url).
+    sub_addr: SocketAddr,
+    /// With --sub-url: subject of the start-line probe (see `route_barrier`).
+    sync_subject: Option<String>,
+    /// Subscribers/responders that received a probe message.
+    synced: AtomicUsize,
     deadline: Instant,
     gate: Gate,
     abort: AtomicBool,
@@ -522,10 +537,15 @@ fn read_pongs(s: &mut TcpStream, rb: &mut ReadBuf, n: usize, sh: &Shared) -> Res
     Ok(())
 }
 
-/// Connects, reads INFO, sends CONNECT + `extra` + PING and waits for the PONG.
-fn open(sh: &Shared, extra: &[u8], rcap: usize) -> Result<(TcpStream, ReadBuf), String> {
-    let mut s = TcpStream::connect_timeout(&sh.addr, Duration::from_secs(5))
-        .map_err(|e| format!("connect {}: {e}", sh.addr))?;
+/// Connects to `addr`, reads INFO, sends CONNECT + `extra` + PING and waits for the PONG.
+fn open(
+    sh: &Shared,
+    addr: SocketAddr,
+    extra: &[u8],
+    rcap: usize,
+) -> Result<(TcpStream, ReadBuf), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(TICK)).map_err(|e| e.to_string())?;
@@ -578,7 +598,7 @@ struct ClientResult {
 
 fn publisher(sh: &Shared, idx: u32, count: u64) -> Result<ClientResult, String> {
     let a = &sh.args;
-    let (mut s, mut rb) = open(sh, b"", 4096)?;
+    let (mut s, mut rb) = open(sh, sh.addr, b"", 4096)?;
     sh.arrive();
     let _start = sh.wait_go()?;
 
@@ -761,7 +781,9 @@ fn subscriber(sh: &Shared, idx: usize, per_pub: &[u64]) -> Result<SubResult, Str
         sub.extend_from_slice(q.as_bytes());
     }
     sub.extend_from_slice(b" 1\r\n");
-    let (mut s, mut rb) = open(sh, &sub, 1 << 20)?;
+    sync_sub(sh, &mut sub);
+    let (mut s, mut rb) = open(sh, sh.sub_addr, &sub, 1 << 20)?;
+    await_sync(sh, &mut s, &mut rb)?;
     let queue = a.queue.is_some();
     let total: u64 = per_pub.iter().sum();
     let mut ver = Verifier::new(per_pub, a.ms >= STAMP);
@@ -820,6 +842,112 @@ fn subscriber(sh: &Shared, idx: usize, per_pub: &[u64]) -> Result<SubResult, Str
     Ok(SubResult { ver, end, errors })
 }
 
+// ---------------------------------------------------------------- route start line
+
+/// Sid of the start-line probe subscription on subscriber/responder connections.
+const SYNC_SID: &[u8] = b"2";
+
+/// With --sub-url, adds the probe subscription after the client's own SUB.
+/// A server handles one connection's SUBs in order and a route carries them in
+/// order, so once the probe's interest has reached the publishers' server the
+/// SUB before it has too.
+fn sync_sub(sh: &Shared, sub: &mut Vec<u8>) {
+    if let Some(subj) = &sh.sync_subject {
+        sub.extend_from_slice(b"SUB ");
+        sub.extend_from_slice(subj.as_bytes());
+        sub.push(b' ');
+        sub.extend_from_slice(SYNC_SID);
+        sub.extend_from_slice(b"\r\n");
+    }
+}
+
+/// With --sub-url: waits for one probe message, drops the probe subscription
+/// and makes sure no probe message is still on its way to this connection.
+/// Nothing else can arrive yet: publishers wait for the start line.
+fn await_sync(sh: &Shared, s: &mut TcpStream, rb: &mut ReadBuf) -> Result<(), String> {
+    if sh.sync_subject.is_none() {
+        return Ok(());
+    }
+    let mut pongs = 0usize;
+    'outer: loop {
+        let want;
+        loop {
+            match parse_frame(rb.data()) {
+                Parse::Frame(f) => {
+                    let kind = f.kind;
+                    if kind == Kind::Err {
+                        return Err(err_text(rb.data(), &f));
+                    }
+                    rb.consume(f.total);
+                    match kind {
+                        Kind::Msg => break 'outer,
+                        Kind::Ping => pongs += 1,
+                        _ => {}
+                    }
+                }
+                Parse::Need(w) => {
+                    want = w;
+                    break;
+                }
+                Parse::Bad(m) => return Err(m),
+            }
+        }
+        for _ in 0..pongs {
+            write_all(s, b"PONG\r\n", sh)?;
+        }
+        pongs = 0;
+        fill(s, rb, want, sh)?;
+    }
+    let mut w = Vec::with_capacity(32);
+    for _ in 0..pongs {
+        w.extend_from_slice(b"PONG\r\n");
+    }
+    w.extend_from_slice(b"UNSUB ");
+    w.extend_from_slice(SYNC_SID);
+    w.extend_from_slice(b"\r\nPING\r\n");
+    write_all(s, &w, sh)?;
+    // Probe messages queued before the UNSUB come ahead of the PONG and are skipped.
+    read_pongs(s, rb, 1, sh)?;
+    sh.synced.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// With --sub-url: publishes probe messages on -s until every subscriber or
+/// responder (connected to --sub-url) has received one, at most --sync-wait s.
+fn route_barrier(sh: &Shared) -> Result<(), String> {
+    let Some(subj) = &sh.sync_subject else {
+        return Ok(());
+    };
+    let a = &sh.args;
+    let (mut s, mut rb) = open(sh, sh.addr, b"", 4096)?;
+    let mut probe = Vec::new();
+    probe.extend_from_slice(b"PUB ");
+    probe.extend_from_slice(subj.as_bytes());
+    probe.extend_from_slice(b" 0\r\n\r\nPING\r\n");
+    let begin = Instant::now();
+    let limit = Duration::from_secs_f64(a.sync_wait.max(0.0));
+    while sh.synced.load(Ordering::SeqCst) < a.ns {
+        if sh.aborted() {
+            return Err("aborted".into());
+        }
+        if begin.elapsed() >= limit {
+            return Err(format!(
+                "no interest across servers: {} of {} {} on {} got a message published on {} within {}s (route not up?)",
+                sh.synced.load(Ordering::SeqCst),
+                a.ns,
+                if a.req { "responders" } else { "subscribers" },
+                a.sub_url.as_deref().unwrap_or(""),
+                a.server,
+                a.sync_wait
+            ));
+        }
+        write_all(&mut s, &probe, sh)?;
+        read_pongs(&mut s, &mut rb, 1, sh)?;
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- request / reply
 
 fn responder(sh: &Shared) -> Result<ClientResult, String> {
@@ -828,8 +956,10 @@ fn responder(sh: &Shared) -> Result<ClientResult, String> {
         .queue
         .clone()
         .unwrap_or_else(|| "ringnats-bench-responders".into());
-    let sub = format!("SUB {} {} 1\r\n", a.subject, group);
-    let (mut s, mut rb) = open(sh, sub.as_bytes(), 1 << 20)?;
+    let mut sub = format!("SUB {} {} 1\r\n", a.subject, group).into_bytes();
+    sync_sub(sh, &mut sub);
+    let (mut s, mut rb) = open(sh, sh.sub_addr, &sub, 1 << 20)?;
+    await_sync(sh, &mut s, &mut rb)?;
     sh.arrive();
     sh.wait_go()?;
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -903,7 +1033,7 @@ fn requester(sh: &Shared, idx: usize, count: u64) -> Result<ReqResult, String> {
     let token: u64 = rand::random();
     let inbox = format!("_INBOX.{token:016x}{idx}.");
     let sub = format!("SUB {inbox}* 1\r\n");
-    let (mut s, mut rb) = open(sh, sub.as_bytes(), 1 << 20)?;
+    let (mut s, mut rb) = open(sh, sh.addr, sub.as_bytes(), 1 << 20)?;
     let window = a.inflight.max(1);
     let high = ((a.timeout + 1.0) * 1e9) as u64;
     let mut hist =
@@ -1030,7 +1160,8 @@ fn hold_idle(sh: &Shared, n: usize) -> Result<(), String> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let sub = format!("SUB idle.{pid}.{i} 1\r\n");
-        let (s, _rb) = open(sh, sub.as_bytes(), 512).map_err(|e| format!("idle conn {i}: {e}"))?;
+        let (s, _rb) =
+            open(sh, sh.addr, sub.as_bytes(), 512).map_err(|e| format!("idle conn {i}: {e}"))?;
         s.set_nonblocking(true).map_err(|e| e.to_string())?;
         conns.push(s);
     }
@@ -1072,6 +1203,7 @@ struct Summary {
     failure: Option<&'static str>,
     mode: &'static str,
     server: String,
+    sub_server: Option<String>,
     subject: String,
     np: usize,
     ns: usize,
@@ -1303,17 +1435,27 @@ fn main() {
     if args.msgs < args.np as u64 && args.hold_idle.is_none() {
         usage("-n must be >= -np");
     }
-    let addr = match resolve(&args.server) {
+    let resolve_or_exit = |url: &str| match resolve(url) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("ringnats-bench: {e}");
             std::process::exit(4);
         }
     };
+    let addr = resolve_or_exit(&args.server);
+    let sub_addr = args.sub_url.as_deref().map_or(addr, resolve_or_exit);
+    let sync_subject = args
+        .sub_url
+        .as_ref()
+        .filter(|_| args.ns > 0 && args.hold_idle.is_none())
+        .map(|_| format!("_RNBENCH.sync.{:016x}", rand::random::<u64>()));
     let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.1));
     let sh = Arc::new(Shared {
         args: args.clone(),
         addr,
+        sub_addr,
+        sync_subject,
+        synced: AtomicUsize::new(0),
         deadline,
         gate: Gate {
             ready: Mutex::new(0),
@@ -1392,6 +1534,11 @@ fn main() {
             pub_handles.push(spawn(&sh, format!("publisher {i}"), move |sh| {
                 publisher(sh, i as u32, count)
             }));
+        }
+    }
+    if let Err(e) = route_barrier(&sh) {
+        if e != "aborted" {
+            sh.fail(Failure::Io, e);
         }
     }
     let t0 = sh.release(total_threads);
@@ -1570,6 +1717,7 @@ fn main() {
         failure: None,
         mode: if args.req { "req" } else { "pubsub" },
         server: args.server.clone(),
+        sub_server: args.sub_url.clone(),
         subject: args.subject.clone(),
         np: args.np,
         ns: args.ns,
