@@ -102,6 +102,8 @@ pub struct Dial {
     pub at: Instant,
     /// Which reactor dials it (spreads solicited routes over the cores).
     pub reactor: usize,
+    /// The resolved address, once known (host names are resolved off the reactors).
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 /// What the table knows of one registered route.
@@ -411,10 +413,12 @@ impl Cluster {
             remote_id,
             at,
             reactor: self.next_reactor.fetch_add(1, Ordering::Relaxed) % self.reactors,
+            addr: None,
         }
     }
 
-    fn schedule(&self, dial: Dial) {
+    /// Queues a dial (e.g. one whose host name was just resolved).
+    pub fn schedule(&self, dial: Dial) {
         let mut dials = self.lock_dials();
         if dials.iter().any(|d| d.url == dial.url) {
             return;
@@ -488,6 +492,7 @@ impl Cluster {
             dial.retries_left -= 1;
         }
         dial.at = now + jitter(ROUTE_CONNECT_INTERVAL);
+        dial.addr = None;
         self.schedule(dial);
     }
 

@@ -253,6 +253,7 @@ fn solicited_route_sends_connect_then_info() {
         remote_id: None,
         at: h.now,
         reactor: 0,
+        addr: None,
     };
     let out = h.route_peer(1, Some(dial));
     let sent = drain(&out);

@@ -139,6 +139,37 @@ pub struct Reactor {
     accept_resume: [Option<Instant>; 2],
 }
 
+/// Resolves a route's host name off the reactor thread, then queues the dial again.
+fn resolve_in_background(server: Arc<Shared>, mut dial: Dial) {
+    let spawned = std::thread::Builder::new()
+        .name("route-resolve".into())
+        .spawn(move || {
+            let Some(cluster) = server.cluster.as_ref() else {
+                return;
+            };
+            let resolved = std::net::ToSocketAddrs::to_socket_addrs(&dial.url.host_port())
+                .ok()
+                .and_then(|mut a| a.next());
+            match resolved {
+                Some(a) => {
+                    dial.addr = Some(a);
+                    dial.at = Instant::now();
+                    cluster.schedule(dial);
+                }
+                None => {
+                    crate::debug!(
+                        "Error trying to connect to route: cannot resolve {}",
+                        dial.url
+                    );
+                    cluster.dial_failed(dial, Instant::now());
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        crate::error!("Cannot start a resolver thread: {e}");
+    }
+}
+
 fn peer_of(stream: &TcpStream) -> SocketAddr {
     stream
         .peer_addr()
@@ -517,21 +548,17 @@ impl Reactor {
             return;
         };
         for dial in cluster.take_due(self.id, self.now) {
-            crate::debug!("Trying to connect to route on {}", dial.url.host_port());
-            let addr = match std::net::ToSocketAddrs::to_socket_addrs(&dial.url.host_port())
-                .ok()
-                .and_then(|mut a| a.next())
-            {
-                Some(a) => a,
-                None => {
-                    crate::debug!(
-                        "Error trying to connect to route: cannot resolve {}",
-                        dial.url
-                    );
-                    cluster.dial_failed(dial, self.now);
+            let addr = match (dial.addr, dial.url.host.parse::<std::net::IpAddr>()) {
+                (Some(a), _) => a,
+                (None, Ok(ip)) => SocketAddr::new(ip, dial.url.port),
+                (None, Err(_)) => {
+                    // Name resolution may block: it runs on its own thread, which
+                    // queues the dial again with the address (or reports the failure).
+                    resolve_in_background(Arc::clone(&server), dial);
                     continue;
                 }
             };
+            crate::debug!("Trying to connect to route on {}", dial.url.host_port());
             let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
                 Ok(s) => s,
                 Err(e) => {
