@@ -10,6 +10,7 @@
 //!   out to a route) and skips queue groups (the origin server already chose), except a
 //!   `QRSID` message, which goes to exactly the member it names.
 
+use crate::cluster::Cluster;
 use crate::outbound::{Outbound, WakeBatch};
 use crate::sublist::{MatchResult, SubEntry, Sublist};
 use rand::rngs::SmallRng;
@@ -78,6 +79,11 @@ impl Subscription {
     /// The auto-unsubscribe limit, 0 when none is set.
     pub fn max(&self) -> u64 {
         self.max.load(Ordering::Relaxed)
+    }
+
+    /// Messages delivered so far (exact only when a limit is set).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// True once the auto-unsubscribe limit has been delivered.
@@ -157,6 +163,8 @@ pub struct Targets<'a> {
     pub sublist: &'a Sublist<Subscription>,
     pub batch: &'a mut WakeBatch,
     pub rng: &'a mut SmallRng,
+    /// Routes to tell when a local subscription reaches its auto-unsubscribe limit.
+    pub cluster: Option<&'a Cluster>,
 }
 
 /// Where a message entered this server.
@@ -281,8 +289,12 @@ fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>
     }
     env.batch
         .stage(&sub.out, msg.encoded_len(sub), |b| msg.encode(sub, b));
-    if max > 0 && count == max {
-        env.sublist.remove(sub);
+    if max > 0 && count == max && env.sublist.remove(sub) && sub.is_local() {
+        // The limit is reached here: withdraw the interest from the routes at once, as
+        // 1.0 does, rather than leaving them to count it down.
+        if let Some(cluster) = env.cluster {
+            super::route::withdraw(cluster, env.batch, sub, None);
+        }
     }
     true
 }

@@ -477,12 +477,17 @@ impl Connection {
         };
         let skip = (!self.opts.echo).then_some(&self.out);
         let Env {
-            subs, batch, rng, ..
+            subs,
+            batch,
+            rng,
+            shared,
+            ..
         } = env;
         let mut targets = Targets {
             sublist: subs.sublist(),
             batch,
             rng,
+            cluster: shared.cluster.as_ref(),
         };
         let delivered = subs.match_with(subject, |result| {
             deliver(&msg, result, Source::Client { skip }, &mut targets)

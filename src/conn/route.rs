@@ -8,8 +8,8 @@
 
 use super::deliver::{deliver, deliver_to_member, put_usize, Message, Source, Targets};
 use super::{CloseReason, ConnConfig, Connection, Env, Kind, Origin, Subscription};
-use crate::cluster::{ClosedRoute, Dial, RegisterError};
-use crate::outbound::Outbound;
+use crate::cluster::{ClosedRoute, Cluster, Dial, RegisterError};
+use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::{ConnectOpts, RemoteInfo};
 use crate::proto::{Op, ProtoError};
 use std::net::SocketAddr;
@@ -307,6 +307,12 @@ fn send_local_subs(conn: &Connection, env: &mut Env<'_>) {
     env.shared.sublist.for_each(|sub| {
         if let Origin::Client { cid } = sub.origin {
             sub_line(&mut lines, sub, cid);
+            // Beyond 1.0, which sends no limit here: what is left of a pending
+            // auto-unsubscribe limit, so the new route cannot over-deliver.
+            if sub.max() > 0 {
+                let left = sub.max().saturating_sub(sub.delivered()).max(1);
+                unsub_line(&mut lines, sub, cid, Some(left));
+            }
         }
     });
     if !lines.is_empty() {
@@ -360,9 +366,18 @@ pub(super) fn forward_sub(sub: &Subscription, env: &mut Env<'_>) {
 
 /// A local client unsubscribed (`max`: a pending auto-unsubscribe limit) or closed.
 pub(super) fn forward_unsub(sub: &Subscription, max: Option<u64>, env: &mut Env<'_>) {
-    let Some(cluster) = env.shared.cluster.as_ref() else {
-        return;
-    };
+    if let Some(cluster) = env.shared.cluster.as_ref() {
+        withdraw(cluster, env.batch, sub, max);
+    }
+}
+
+/// Stages `UNSUB <rsid>[ <max>]` for a local client subscription on every route.
+pub(crate) fn withdraw(
+    cluster: &Cluster,
+    batch: &mut WakeBatch,
+    sub: &Subscription,
+    max: Option<u64>,
+) {
     let Origin::Client { cid } = sub.origin else {
         return;
     };
@@ -376,16 +391,20 @@ pub(super) fn forward_unsub(sub: &Subscription, max: Option<u64>, env: &mut Env<
         return;
     }
     let mut line = Vec::with_capacity(32 + sub.sid.len());
-    line.extend_from_slice(b"UNSUB ");
-    route_sid(&mut line, sub, cid);
-    if let Some(max) = max {
-        line.push(b' ');
-        put_usize(&mut line, max as usize);
-    }
-    line.extend_from_slice(b"\r\n");
+    unsub_line(&mut line, sub, cid, max);
     for r in routes.iter() {
-        env.batch.stage_bytes(r, &line);
+        batch.stage_bytes(r, &line);
     }
+}
+
+fn unsub_line(buf: &mut Vec<u8>, sub: &Subscription, cid: u64, max: Option<u64>) {
+    buf.extend_from_slice(b"UNSUB ");
+    route_sid(buf, sub, cid);
+    if let Some(max) = max {
+        buf.push(b' ');
+        put_usize(buf, max as usize);
+    }
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// Parses `QRSID:<cid>:<sid>`; anything malformed is `None` (and the message dropped).
@@ -414,6 +433,7 @@ fn deliver_from_route(msg: &Message<'_>, sid: &[u8], env: &mut Env<'_>) {
         sublist: subs.sublist(),
         batch,
         rng,
+        cluster: shared.cluster.as_ref(),
     };
     if sid.starts_with(b"QRSID") {
         let Some((cid, csid)) = parse_qrsid(sid) else {

@@ -316,3 +316,23 @@ fn async_info_after_first_pong_for_protocol_1() {
         "PONG first, then INFO: {got}"
     );
 }
+
+#[test]
+fn a_local_limit_reached_withdraws_the_interest_from_routes() {
+    let mut h = server_a();
+    let mut client = quiet_client(&mut h, 3);
+    h.feed(&mut client, b"SUB a 1\r\nUNSUB 1 3\r\nPUB a 1\r\nx\r\n");
+    // A route joining later learns the sub and what is left of its limit.
+    let mut fake = registered_fake(&mut h);
+    assert_eq!(drain(&fake), "SUB a  RSID:3:1\r\nUNSUB RSID:3:1 2\r\n");
+    h.feed(
+        &mut fake,
+        b"MSG a RSID:3:1 1\r\ny\r\nMSG a RSID:3:1 1\r\nz\r\n",
+    );
+    assert_eq!(
+        drain(&fake),
+        "UNSUB RSID:3:1\r\n",
+        "withdrawn when the limit is hit"
+    );
+    assert_eq!(h.shared.sublist.count(), 0);
+}
