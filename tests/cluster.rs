@@ -46,11 +46,11 @@ fn assert_exactly_once_all_pairs(nodes: &[&Node], m: usize) {
         c.flush();
         subs.push(c);
     }
-    wait_full_mesh(nodes);
+    let mut pubs: Vec<Client> = nodes.iter().map(|x| x.client()).collect();
+    wait_paths(&mut pubs, &mut subs);
     let n = nodes.len();
     let results = gather(subs, n * n * m, || {
-        for x in nodes {
-            let mut p = x.client();
+        for (x, p) in nodes.iter().zip(pubs.iter_mut()) {
             for y in nodes {
                 p.publish_ids(&subject(y), &format!("{}:", x.name()), 0..m);
             }
@@ -99,11 +99,11 @@ fn assert_queue_exactly_once(nodes: &[&Node], per_node: usize, m: usize) {
             members.push(c);
         }
     }
-    wait_full_mesh(nodes);
+    let mut pubs: Vec<Client> = nodes.iter().map(|x| x.client()).collect();
+    wait_paths(&mut pubs, &mut members);
     let n = nodes.len();
     let results = gather(members, n * m, || {
-        for x in nodes {
-            let mut p = x.client();
+        for (x, p) in nodes.iter().zip(pubs.iter_mut()) {
             p.publish_ids(&subject, &format!("{}:", x.name()), 0..m);
             p.flush();
         }
@@ -156,8 +156,6 @@ fn wildcards_match_across_routes() {
     sub.sub(&format!("{w}.a.*"), "3");
     sub.sub(&format!("{w}.*.b.>"), "4");
     sub.flush();
-    wait_interest(a, b);
-    wait_interest(c, b);
     // subject suffix -> sids that match it
     let cases: [(&str, &[&str]); 6] = [
         ("a", &["1", "2"]),
@@ -169,6 +167,7 @@ fn wildcards_match_across_routes() {
     ];
     for origin in [a, c] {
         let mut p = origin.client();
+        wait_path(&mut p, &mut sub);
         let mut want: Vec<(String, String)> = Vec::new();
         for (suffix, sids) in cases {
             let subject = if suffix.is_empty() {
@@ -215,13 +214,13 @@ fn request_reply_across_routes() {
             c
         })
         .collect();
-    wait_full_mesh(&refs(&nodes));
     for x in &nodes {
         let mut requester = x.client();
         for (yi, y) in nodes.iter().enumerate() {
             if x.name() == y.name() {
                 continue;
             }
+            wait_path(&mut requester, &mut responders[yi]);
             let inbox = unique(&format!("_INBOX.{}{}", x.name(), y.name()));
             requester.sub(&inbox, "9");
             for i in 0..5 {
@@ -261,7 +260,8 @@ fn queue_group_over_five_nodes_gets_each_message_exactly_once() {
             members.push(c);
         }
     }
-    wait_full_mesh(&refs(&nodes));
+    let mut pubs: Vec<Client> = nodes.iter().map(|x| x.client()).collect();
+    wait_paths(&mut pubs, &mut members);
     let check = |results: Vec<(Client, Vec<Msg>)>, base: usize, what: &str| -> Vec<Client> {
         let mut count = vec![0u8; N];
         let mut per_member = Vec::new();
@@ -289,9 +289,8 @@ fn queue_group_over_five_nodes_gets_each_message_exactly_once() {
     };
     // All from one node.
     let results = gather(members, N, || {
-        let mut p = nodes[0].client();
-        p.publish_ids(&subject, "", 0..N);
-        p.flush();
+        pubs[0].publish_ids(&subject, "", 0..N);
+        pubs[0].flush();
     });
     let mut members = check(results, 0, "published on A");
     for m in &mut members {
@@ -299,9 +298,8 @@ fn queue_group_over_five_nodes_gets_each_message_exactly_once() {
     }
     // Spread over every node.
     let results = gather(members, N, || {
-        let per = N / nodes.len();
-        for (i, x) in nodes.iter().enumerate() {
-            let mut p = x.client();
+        let per = N / pubs.len();
+        for (i, p) in pubs.iter_mut().enumerate() {
             p.publish_ids(&subject, "", N + i * per..N + (i + 1) * per);
             p.flush();
         }
@@ -330,8 +328,10 @@ fn unsubscribe_propagates_across_routes() {
     let mut qa = a.client();
     qa.qsub(&qsubject, "g", "1");
     qa.flush();
-    wait_interest(a, b);
     let mut p = a.client();
+    for c in [&mut s1, &mut s2, &mut qb, &mut qa] {
+        wait_path(&mut p, c);
+    }
     p.publish(&subject, b"first");
     p.flush();
     assert_eq!(s1.expect_msg().text(), "first");
@@ -341,9 +341,10 @@ fn unsubscribe_propagates_across_routes() {
     s1.flush();
     qb.unsub("1");
     qb.flush();
-    // A probe subscribed on B after the UNSUBs follows them on the route B->A: once it
-    // passes, A has applied them.
-    wait_interest(a, b);
+    // A probe subscribed by the same client after its UNSUB follows it on the route B->A:
+    // once the probe passes, A has applied the UNSUB.
+    wait_path(&mut p, &mut qb);
+    wait_path(&mut p, &mut s1);
     const N: usize = 300;
     let results = gather(vec![s2, qa], 2 * N, || {
         p.publish_ids(&subject, "", 0..N);
@@ -385,9 +386,11 @@ fn auto_unsubscribe_limit_holds_across_routes() {
     let mut qa = a.client();
     qa.qsub(&qsubject, "g", "1");
     qa.flush();
-    wait_interest(a, b);
-    wait_interest(c, b);
     let mut pc = c.client();
+    wait_path(&mut pc, &mut s);
+    let mut pa = a.client();
+    wait_path(&mut pa, &mut qb);
+    wait_path(&mut pa, &mut qa);
     pc.publish_ids(&subject, "", 0..10);
     pc.publish(&mark, b"end");
     pc.flush();
@@ -400,7 +403,6 @@ fn auto_unsubscribe_limit_holds_across_routes() {
     s.expect_no_more();
     const N: usize = 200;
     let results = gather(vec![qb, qa], N, || {
-        let mut pa = a.client();
         pa.publish_ids(&qsubject, "", 0..N);
         pa.flush();
     });
@@ -464,14 +466,14 @@ fn closed_client_interest_is_removed_remotely() {
     let mark = format!("{subject}.mark");
     let mut qb = b.client();
     qb.qsub(&subject, "g", "1");
-    qb.sub(&format!("{subject}.plain"), "2");
     qb.flush();
     let mut l = a.client();
     l.qsub(&subject, "g", "1");
     l.sub(&mark, "2");
     l.flush();
-    wait_interest(a, b);
     let mut p = a.client();
+    wait_path(&mut p, &mut qb);
+    wait_path(&mut p, &mut l);
     // While B's member is there, some messages go to it.
     assert!(local_share(&mut p, &mut l, &subject, &mark, 200) < 200);
     qb.close();
@@ -491,13 +493,13 @@ fn killed_node_rejoins_within_two_seconds_without_loss_or_duplicates() {
     let mut s = nodes[1].client();
     s.sub(&subject, "1");
     s.flush();
-    wait_interest(&nodes[0], &nodes[1]);
+    let mut p = nodes[0].client();
+    wait_path(&mut p, &mut s);
     // A publishes to B's subscriber all through C's death and restart.
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = {
-        let (addr, stop, subject) = (nodes[0].client_addr(), stop.clone(), subject.clone());
+        let (stop, subject) = (stop.clone(), subject.clone());
         std::thread::spawn(move || {
-            let mut p = Client::connect(addr, "A");
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) && n < 500_000 {
                 p.publish_ids(&subject, "", n..n + 50);
@@ -885,8 +887,9 @@ fn beyond_1_0_closed_client_with_pending_auto_unsubscribe_leaves_no_remote_inter
     l.qsub(&subject, "g", "1");
     l.sub(&mark, "2");
     l.flush();
-    wait_interest(a, b);
     let mut p = a.client();
+    wait_path(&mut p, &mut qb);
+    wait_path(&mut p, &mut l);
     assert!(local_share(&mut p, &mut l, &subject, &mark, 200) < 200);
     qb.close();
     wait_remote_members_gone(&mut p, &mut l, &subject, &mark);
@@ -913,6 +916,27 @@ mod async_clients {
         .expect("connect")
     }
 
+    /// `wait_path` for async-nats clients: `sub` subscribes to a probe (after its earlier
+    /// subscriptions), `publ` publishes it every 20 ms until it arrives (at most 10 s).
+    async fn wait_path_async(publ: &async_nats::Client, sub: &async_nats::Client) {
+        let subject = unique("_probe");
+        let mut probe = sub.subscribe(subject.clone()).await.unwrap();
+        sub.flush().await.unwrap();
+        let deadline = Instant::now() + ROUTE_WAIT;
+        for _ in 0..=ROUTE_WAIT.as_millis() / PROBE_EVERY.as_millis() {
+            publ.publish(subject.clone(), "probe".into()).await.unwrap();
+            publ.flush().await.unwrap();
+            if timeout(PROBE_EVERY, probe.next()).await.is_ok() {
+                probe.unsubscribe().await.unwrap();
+                return;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        panic!("no message path between the async clients within {ROUTE_WAIT:?}");
+    }
+
     fn two_nodes() -> Vec<Node> {
         tokio::task::block_in_place(|| start_mesh(&ringnats_kinds(2)))
     }
@@ -926,7 +950,7 @@ mod async_clients {
         let mut plain = sc.subscribe(subject.clone()).await.unwrap();
         let mut wild = sc.subscribe(format!("{subject}.>")).await.unwrap();
         sc.flush().await.unwrap();
-        tokio::task::block_in_place(|| wait_interest(&nodes[0], &nodes[1]));
+        wait_path_async(&pc, &sc).await;
         for i in 0..100 {
             pc.publish(subject.clone(), format!("{i}").into())
                 .await
@@ -956,7 +980,7 @@ mod async_clients {
             .await
             .unwrap();
         responder.flush().await.unwrap();
-        tokio::task::block_in_place(|| wait_interest(&nodes[0], &nodes[1]));
+        wait_path_async(&requester, &responder).await;
         let r = responder.clone();
         tokio::spawn(async move {
             while let Some(m) = svc.next().await {
@@ -990,7 +1014,7 @@ mod async_clients {
         let subject = unique("hsvc");
         let mut svc = responder.subscribe(subject.clone()).await.unwrap();
         responder.flush().await.unwrap();
-        tokio::task::block_in_place(|| wait_interest(&nodes[0], &nodes[1]));
+        wait_path_async(&requester, &responder).await;
         let r = responder.clone();
         tokio::spawn(async move {
             while let Some(m) = svc.next().await {

@@ -436,33 +436,70 @@ pub fn ringnats_kinds(n: usize) -> Vec<Kind> {
     vec![Kind::Ringnats; n]
 }
 
-/// Waits until a message published on `from` reaches a subscriber on `to`: subscribes on `to`
-/// to a fresh probe subject, then publishes on `from` every 20 ms (at most 10 s) until the probe
-/// arrives. Because route traffic is FIFO, once it passes `from` has also seen every
-/// subscription that `to` made before this call. Returns how long it took.
-pub fn wait_interest(from: &Node, to: &Node) -> Duration {
+/// Waits until what `publ` publishes reaches `sub`: `sub` subscribes to a fresh probe subject
+/// (after all of its earlier subscriptions, on the same connection), then `publ` publishes to it
+/// every 20 ms (at most 10 s) until the probe arrives; then the probe is unsubscribed and its
+/// stragglers dropped. Other messages `sub` gets meanwhile are kept, in order.
+///
+/// One client's SUB/UNSUB reach a route in order, so once the probe passes, `publ`'s node has
+/// applied every subscription change `sub` made before this call, and `publ`'s later publishes
+/// are matched against them. Returns how long it took.
+pub fn wait_path(publ: &mut Client, sub: &mut Client) -> Duration {
     let start = Instant::now();
     let subject = unique("_probe");
-    let mut sub = to.client();
-    sub.sub(&subject, "1");
+    let sid = (900_000_000 + PROBE_SIDS.fetch_add(1, Ordering::Relaxed)).to_string();
+    sub.sub(&subject, &sid);
     sub.flush();
-    let mut publ = from.client();
     let deadline = start + ROUTE_WAIT;
     let max_rounds = (ROUTE_WAIT.as_millis() / PROBE_EVERY.as_millis()) as usize + 1;
+    let mut other = Vec::new();
+    let mut arrived = false;
     for _ in 0..max_rounds {
         publ.publish(&subject, b"probe");
-        if sub.next_msg(PROBE_EVERY).is_some() {
-            return start.elapsed();
+        let round_end = Instant::now() + PROBE_EVERY;
+        while let Some(m) = sub.next_msg(round_end.saturating_duration_since(Instant::now())) {
+            if m.subject == subject {
+                arrived = true;
+                break;
+            }
+            other.push(m);
         }
-        if Instant::now() > deadline {
+        if arrived || Instant::now() > deadline {
             break;
         }
     }
-    panic!(
+    assert!(
+        arrived,
         "no message path {} -> {} within {ROUTE_WAIT:?}",
-        from.name(),
-        to.name()
+        publ.name, sub.name
     );
+    sub.unsub(&sid);
+    sub.flush();
+    let rest: Vec<Msg> = sub
+        .pending
+        .drain(..)
+        .filter(|m| m.subject != subject)
+        .collect();
+    sub.pending.extend(other);
+    sub.pending.extend(rest);
+    start.elapsed()
+}
+
+static PROBE_SIDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until a message published on `from` reaches a new subscriber on `to` (fresh clients
+/// on both): the route between them carries messages. Returns how long it took.
+pub fn wait_interest(from: &Node, to: &Node) -> Duration {
+    wait_path(&mut from.client(), &mut to.client())
+}
+
+/// `wait_path` for every publisher and every subscriber.
+pub fn wait_paths(publishers: &mut [Client], subscribers: &mut [Client]) {
+    for p in publishers.iter_mut() {
+        for s in subscribers.iter_mut() {
+            wait_path(p, s);
+        }
+    }
 }
 
 /// `wait_interest` for every ordered pair of distinct nodes.
