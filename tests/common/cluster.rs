@@ -263,11 +263,8 @@ impl Node {
         let deadline = Instant::now() + READY_WAIT;
         for _ in 0..1000 {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "{} exited during startup ({status})\n{}",
-                    self.cfg.name,
-                    self.log()
-                );
+                // The log is printed when the node is dropped.
+                panic!("{} exited during startup ({status})", self.cfg.name);
             }
             if let Ok(mut s) =
                 TcpStream::connect_timeout(&self.client_addr(), Duration::from_millis(200))
@@ -286,10 +283,9 @@ impl Node {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!(
-            "{} does not accept clients on {} within {READY_WAIT:?}\n{}",
+            "{} does not accept clients on {} within {READY_WAIT:?}",
             self.cfg.name,
-            self.client_addr(),
-            self.log()
+            self.client_addr()
         );
     }
 
