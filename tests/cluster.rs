@@ -817,7 +817,20 @@ fn fake_route_sees_the_gnatsd_1_0_route_protocol() {
     assert_eq!((m.subject.as_str(), m.sid.as_str()), ("sentinel", "9"));
     c.expect_no_more();
 
-    // UNSUB and close propagate as UNSUB with the route sid.
+    // An auto-unsubscribe limit travels with the UNSUB; once the client has had its 3
+    // messages, a plain UNSUB follows.
+    c.sub("x", "10");
+    c.unsub_max("10", 3);
+    c.flush();
+    assert_eq!(f.expect_line(), format!("SUB x  RSID:{cid}:10"));
+    assert_eq!(f.expect_line(), format!("UNSUB RSID:{cid}:10 3"));
+    f.send(b"MSG x RSID:9:1 1\r\na\r\nMSG x RSID:9:1 1\r\nb\r\nMSG x RSID:9:1 1\r\nc\r\nMSG x RSID:9:1 1\r\nd\r\n");
+    let got: Vec<String> = c.expect_msgs(3).iter().map(|m| m.text()).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    assert_eq!(f.expect_line(), format!("UNSUB RSID:{cid}:10"));
+    c.expect_no_more();
+
+    // UNSUB and close propagate as UNSUB with the route sid (none for the finished sid 10).
     c.unsub("9");
     c.flush();
     assert_eq!(f.expect_line(), format!("UNSUB RSID:{cid}:9"));
