@@ -552,7 +552,8 @@ impl Connection {
         let subs: Vec<_> = self.subs.drain().map(|(_, sub)| sub).collect();
         // One write lock for the whole connection, not one per subscription.
         env.subs.sublist().remove_batch(&subs);
-        for sub in subs.iter().filter(|s| s.is_local()) {
+        // Subscriptions past their limit were withdrawn when they reached it.
+        for sub in subs.iter().filter(|s| s.is_local() && !s.exhausted()) {
             route::forward_unsub(sub, None, env);
         }
     }

@@ -233,7 +233,8 @@ fn on_connect(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlF
         .as_ref()
         .is_some_and(|c| c.check_auth(&conn.opts));
     if !authorized {
-        crate::error!("{}{}", conn.log_prefix, ProtoError::AuthViolation);
+        // gnatsd's log text for a rejected route (the -ERR says "Violation").
+        crate::error!("{}Authorization Error", conn.log_prefix);
         return conn.fail(ProtoError::AuthViolation, env);
     }
     let name = conn.opts.name.clone().filter(|n| !n.is_empty());
