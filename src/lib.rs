@@ -14,11 +14,13 @@
 //!   recv, coalesced sends, timers, cross-reactor wake-ups.
 //! - [`server`]: start-up: options, listeners, one reactor thread per core, signals.
 //! - [`options`]: command-line flags in gnatsd's spelling.
+//! - [`config`]: the gnatsd config file format, sans-IO: text in, a positioned tree of values out.
 //! - [`log`]: gnatsd-format log lines (`[pid] date [INF] ...`).
 
 #[macro_use]
 pub mod log;
 pub mod client;
+pub mod config;
 pub mod options;
 pub mod outbound;
 pub mod proto;
