@@ -49,59 +49,109 @@ impl fmt::Display for Found {
 pub enum ErrorKind {
     // ---- syntax ----
     /// Something else than what the grammar allows here.
-    Syntax { expected: &'static str, found: Found },
+    Syntax {
+        expected: &'static str,
+        found: Found,
+    },
     /// A quoted string, quoted key, block string or include path without its end
     /// (positioned at its start).
-    Unterminated { what: &'static str },
+    Unterminated {
+        what: &'static str,
+    },
     /// A map or array without its closing bracket (positioned at the opening one).
-    Unclosed { what: &'static str, close: char },
+    Unclosed {
+        what: &'static str,
+        close: char,
+    },
     /// `\q`: an escape other than `\t \n \r \" \\ \xHH`.
-    InvalidEscape { ch: Found },
+    InvalidEscape {
+        ch: Found,
+    },
     /// `\x` not followed by two hexadecimal digits.
-    InvalidHexEscape { found: String },
+    InvalidHexEscape {
+        found: String,
+    },
     /// `\xHH` escapes that do not add up to UTF-8.
     InvalidUtf8,
     /// `.5`: floats need a digit before the dot.
     LeadingDot,
-    IntegerOutOfRange { text: String },
-    FloatOutOfRange { text: String },
+    IntegerOutOfRange {
+        text: String,
+    },
+    FloatOutOfRange {
+        text: String,
+    },
 
     // ---- references ----
     /// `$NAME` with no earlier key `NAME` in an enclosing map and no environment variable.
-    UndefinedVariable { name: String },
+    UndefinedVariable {
+        name: String,
+    },
     /// The value of environment variable `name` is not a valid config value.
-    EnvVariable { name: String, source: Box<Error> },
+    EnvVariable {
+        name: String,
+        source: Box<Error>,
+    },
     /// An environment variable whose value refers (through others) back to itself.
-    EnvCycle { name: String },
+    EnvCycle {
+        name: String,
+    },
     /// More than [`super::MAX_ENV_DEPTH`] environment variables referring to each other.
-    EnvTooDeep { max: usize },
+    EnvTooDeep {
+        max: usize,
+    },
     /// The included file could not be read.
-    Include { path: String, reason: String },
+    Include {
+        path: String,
+        reason: String,
+    },
     /// The included file is already being parsed (it includes itself, directly or not).
-    IncludeCycle { path: String },
+    IncludeCycle {
+        path: String,
+    },
     /// More than [`super::MAX_INCLUDE_DEPTH`] nested includes.
-    IncludeTooDeep { max: usize },
+    IncludeTooDeep {
+        max: usize,
+    },
     /// More than [`super::MAX_INCLUDES`] includes in all.
-    TooManyIncludes { max: usize },
+    TooManyIncludes {
+        max: usize,
+    },
     /// The config file itself could not be read (`pos.line == 0`).
-    Read { reason: String },
+    Read {
+        reason: String,
+    },
 
     // ---- size ----
     /// Maps and arrays nested deeper than [`super::MAX_DEPTH`].
-    TooDeep { max: u32 },
+    TooDeep {
+        max: u32,
+    },
     /// More than [`super::MAX_VALUES`] values in the tree.
-    TooManyValues { max: usize },
+    TooManyValues {
+        max: usize,
+    },
 
     // ---- typed access ----
     /// The value has another type than the consumer needs.
-    WrongType { expected: &'static str, got: &'static str },
+    WrongType {
+        expected: &'static str,
+        got: &'static str,
+    },
     /// The type is right but the value is not acceptable (bad duration, negative size).
-    InvalidValue { expected: &'static str, got: String },
+    InvalidValue {
+        expected: &'static str,
+        got: String,
+    },
 }
 
 impl Error {
     pub fn new(pos: Pos, kind: ErrorKind) -> Error {
-        Error { pos, key: None, kind }
+        Error {
+            pos,
+            key: None,
+            kind,
+        }
     }
 
     /// Names the key this error is about, unless a (more precise) key is already named.
@@ -158,7 +208,7 @@ impl fmt::Display for ErrorKind {
             ),
             ErrorKind::Include { path, reason } => write!(f, "can not include {path:?}: {reason}"),
             ErrorKind::IncludeCycle { path } => {
-                write!(f, "include {path:?} includes itself (include cycle)")
+                write!(f, "include {path:?} forms a cycle (the file is already being read)")
             }
             ErrorKind::IncludeTooDeep { max } => write!(f, "includes nest deeper than {max} files"),
             ErrorKind::TooManyIncludes { max } => write!(f, "more than {max} includes"),

@@ -65,7 +65,15 @@ fn ends_value(c: Option<char>) -> bool {
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str, file: Arc<str>) -> Lexer<'a> {
-        let mut lx = Lexer { src, file, at: Mark { i: 0, line: 1, col: 1 } };
+        let mut lx = Lexer {
+            src,
+            file,
+            at: Mark {
+                i: 0,
+                line: 1,
+                col: 1,
+            },
+        };
         if src.starts_with('\u{feff}') {
             lx.at.i = '\u{feff}'.len_utf8();
         }
@@ -133,7 +141,13 @@ impl<'a> Lexer<'a> {
 
     /// A syntax error at the current position about the next character.
     pub fn syntax(&self, expected: &'static str) -> Error {
-        Error::new(self.pos(), ErrorKind::Syntax { expected, found: Found::of(self.peek()) })
+        Error::new(
+            self.pos(),
+            ErrorKind::Syntax {
+                expected,
+                found: Found::of(self.peek()),
+            },
+        )
     }
 
     /// Reads a key. The caller has skipped whitespace and comments and is not at the end.
@@ -143,7 +157,11 @@ impl<'a> Lexer<'a> {
             Some(q @ ('"' | '\'')) => {
                 self.bump();
                 let text = self.raw_until(q, &pos, "quoted key")?;
-                Ok(Key { text: text.to_owned(), pos, include: false })
+                Ok(Key {
+                    text: text.to_owned(),
+                    pos,
+                    include: false,
+                })
             }
             _ => {
                 let start = self.at.i;
@@ -159,7 +177,11 @@ impl<'a> Lexer<'a> {
                 }
                 let include = text.eq_ignore_ascii_case("include")
                     && self.peek().is_some_and(char::is_whitespace);
-                Ok(Key { text: text.to_owned(), pos, include })
+                Ok(Key {
+                    text: text.to_owned(),
+                    pos,
+                    include,
+                })
             }
         }
     }
@@ -169,7 +191,9 @@ impl<'a> Lexer<'a> {
         self.skip_blanks();
         let pos = self.pos();
         match self.peek() {
-            None | Some('\n' | '\r' | '[' | '{' | '(' | '\\') => Err(self.syntax("an include path")),
+            None | Some('\n' | '\r' | '[' | '{' | '(' | '\\') => {
+                Err(self.syntax("an include path"))
+            }
             Some(q @ ('"' | '\'')) => {
                 self.bump();
                 let text = self.raw_until(q, &pos, "include path")?;
@@ -234,7 +258,10 @@ impl<'a> Lexer<'a> {
             }
             Some('\'') => {
                 self.bump();
-                Token::Str(self.raw_until('\'', &pos, "single-quoted string")?.to_owned())
+                Token::Str(
+                    self.raw_until('\'', &pos, "single-quoted string")?
+                        .to_owned(),
+                )
             }
             Some('(') => {
                 self.bump();
@@ -259,7 +286,9 @@ impl<'a> Lexer<'a> {
                 None => {
                     return Err(Error::new(
                         open.clone(),
-                        ErrorKind::Unterminated { what: "double-quoted string" },
+                        ErrorKind::Unterminated {
+                            what: "double-quoted string",
+                        },
                     ))
                 }
                 Some('"') => {
@@ -272,7 +301,9 @@ impl<'a> Lexer<'a> {
                     if self.peek2().is_none() {
                         return Err(Error::new(
                             open.clone(),
-                            ErrorKind::Unterminated { what: "double-quoted string" },
+                            ErrorKind::Unterminated {
+                                what: "double-quoted string",
+                            },
                         ));
                     }
                     self.escape(&mut buf)?;
@@ -316,7 +347,12 @@ impl<'a> Lexer<'a> {
                     _ => Err(Error::new(pos, ErrorKind::InvalidHexEscape { found: hex })),
                 };
             }
-            _ => return Err(Error::new(pos, ErrorKind::InvalidEscape { ch: Found::of(c) })),
+            _ => {
+                return Err(Error::new(
+                    pos,
+                    ErrorKind::InvalidEscape { ch: Found::of(c) },
+                ))
+            }
         };
         self.bump();
         out.push(byte);
@@ -331,7 +367,14 @@ impl<'a> Lexer<'a> {
         loop {
             let here = self.at.i;
             match self.bump() {
-                None => return Err(Error::new(open.clone(), ErrorKind::Unterminated { what: "block string" })),
+                None => {
+                    return Err(Error::new(
+                        open.clone(),
+                        ErrorKind::Unterminated {
+                            what: "block string",
+                        },
+                    ))
+                }
                 Some(')') if prev == '\n' && self.peek().is_none_or(is_nl) => {
                     return Ok(self.src[start..here].to_owned());
                 }
@@ -363,7 +406,8 @@ impl<'a> Lexer<'a> {
             }
         }
         let after = &rest[j..];
-        let ends = ends_value(after.chars().next()) || after.starts_with('#') || after.starts_with("//");
+        let ends =
+            ends_value(after.chars().next()) || after.starts_with('#') || after.starts_with("//");
         if !ends {
             return self.unquoted(pos);
         }
@@ -374,7 +418,9 @@ impl<'a> Lexer<'a> {
                 _ => {
                     return Err(Error::new(
                         pos.clone(),
-                        ErrorKind::FloatOutOfRange { text: text.to_owned() },
+                        ErrorKind::FloatOutOfRange {
+                            text: text.to_owned(),
+                        },
                     ))
                 }
             }
@@ -382,12 +428,18 @@ impl<'a> Lexer<'a> {
             let Some(mult) = size_multiplier(&text[int_end..]) else {
                 return self.unquoted(pos);
             };
-            match text[..int_end].parse::<i64>().ok().and_then(|n| n.checked_mul(mult)) {
+            match text[..int_end]
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| n.checked_mul(mult))
+            {
                 Some(n) => Token::Int(n),
                 None => {
                     return Err(Error::new(
                         pos.clone(),
-                        ErrorKind::IntegerOutOfRange { text: text.to_owned() },
+                        ErrorKind::IntegerOutOfRange {
+                            text: text.to_owned(),
+                        },
                     ))
                 }
             }
@@ -480,7 +532,10 @@ mod tests {
         assert_eq!(value("4222#c"), Ok(Token::Int(4222)));
         assert_eq!(value("4222//c"), Ok(Token::Int(4222)));
         assert_eq!(value("4222/c"), Ok(Token::Str("4222/c".into())));
-        assert_eq!(value("127.0.0.1:4222"), Ok(Token::Str("127.0.0.1:4222".into())));
+        assert_eq!(
+            value("127.0.0.1:4222"),
+            Ok(Token::Str("127.0.0.1:4222".into()))
+        );
         assert_eq!(value("2s"), Ok(Token::Str("2s".into())));
         assert_eq!(value("1.5s"), Ok(Token::Str("1.5s".into())));
         assert_eq!(value("1."), Ok(Token::Str("1.".into())));

@@ -102,12 +102,20 @@ pub struct Pos {
 
 impl Pos {
     pub fn new(file: &Arc<str>, line: u32, col: u32) -> Pos {
-        Pos { file: Arc::clone(file), line, col }
+        Pos {
+            file: Arc::clone(file),
+            line,
+            col,
+        }
     }
 
     /// The whole file, no line.
     pub fn file(file: &str) -> Pos {
-        Pos { file: Arc::from(file), line: 0, col: 0 }
+        Pos {
+            file: Arc::from(file),
+            line: 0,
+            col: 0,
+        }
     }
 }
 
@@ -185,7 +193,10 @@ impl Map {
     /// The entry whose key equals `key` ignoring ASCII case (the last one, if several keys
     /// differ only in case).
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.key.eq_ignore_ascii_case(key))
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
     }
 
     /// The value of [`Map::get`].

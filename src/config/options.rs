@@ -78,14 +78,18 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         s = &s[int_len..];
         let mut frac_part = "";
         if let Some(rest) = s.strip_prefix('.') {
-            let frac_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let frac_len = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             frac_part = &rest[..frac_len];
             s = &rest[frac_len..];
         }
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        let unit_len = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
         let unit: u128 = match &s[..unit_len] {
             "ns" => 1,
             "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
@@ -100,7 +104,11 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         if int_part.len() > 20 {
             return None;
         }
-        let whole: u128 = if int_part.is_empty() { 0 } else { int_part.parse().ok()? };
+        let whole: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().ok()?
+        };
         // Digits past the 18th cannot change the nanoseconds.
         let frac = &frac_part[..frac_part.len().min(18)];
         let frac_ns = if frac.is_empty() {
@@ -121,7 +129,13 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 impl Value {
     fn wrong_type(&self, expected: &'static str) -> Error {
-        Error::new(self.pos.clone(), ErrorKind::WrongType { expected, got: self.type_name() })
+        Error::new(
+            self.pos.clone(),
+            ErrorKind::WrongType {
+                expected,
+                got: self.type_name(),
+            },
+        )
     }
 
     fn invalid(&self, expected: &'static str, got: String) -> Error {
@@ -184,7 +198,10 @@ impl Value {
             ValueKind::Float(f) => Duration::try_from_secs_f64(*f)
                 .map_err(|_| self.invalid("a non-negative duration", f.to_string())),
             ValueKind::String(s) => parse_duration(s).ok_or_else(|| {
-                self.invalid("a duration such as \"2s\", \"500ms\" or \"1m\"", format!("{s:?}"))
+                self.invalid(
+                    "a duration such as \"2s\", \"500ms\" or \"1m\"",
+                    format!("{s:?}"),
+                )
             }),
             _ => Err(self.wrong_type("a duration")),
         }
@@ -199,8 +216,11 @@ impl Value {
                 u64::try_from(*n).map_err(|_| self.invalid("a non-negative size", n.to_string()))
             }
             ValueKind::String(s) => match parse_size(s) {
-                Some(n) => u64::try_from(n).map_err(|_| self.invalid("a non-negative size", format!("{s:?}"))),
-                None => Err(self.invalid("a size such as 1048576, 64KB or \"1MB\"", format!("{s:?}"))),
+                Some(n) => u64::try_from(n)
+                    .map_err(|_| self.invalid("a non-negative size", format!("{s:?}"))),
+                None => {
+                    Err(self.invalid("a size such as 1048576, 64KB or \"1MB\"", format!("{s:?}")))
+                }
             },
             _ => Err(self.wrong_type("a size")),
         }
@@ -313,8 +333,22 @@ mod tests {
         assert_eq!(parse_duration("7ns"), Some(Duration::from_nanos(7)));
         assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("-0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("2562047h"), Some(Duration::from_secs(2562047 * 3600)));
-        for bad in ["", "2", "s", ".s", "2x", "-1s", "1d", "2562048h", "99999999999999999999999h", "1s2"] {
+        assert_eq!(
+            parse_duration("2562047h"),
+            Some(Duration::from_secs(2562047 * 3600))
+        );
+        for bad in [
+            "",
+            "2",
+            "s",
+            ".s",
+            "2x",
+            "-1s",
+            "1d",
+            "2562048h",
+            "99999999999999999999999h",
+            "1s2",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
@@ -332,14 +366,26 @@ mod tests {
         assert_eq!(m.get_str("host"), Ok(Some("localhost")));
         assert_eq!(m.get_duration("deadline"), Ok(Some(Duration::from_secs(2))));
         assert_eq!(m.get_duration("ping"), Ok(Some(Duration::from_secs(60))));
-        assert_eq!(m.get_duration("timeout"), Ok(Some(Duration::from_millis(500))));
+        assert_eq!(
+            m.get_duration("timeout"),
+            Ok(Some(Duration::from_millis(500)))
+        );
         assert_eq!(m.get_size("max"), Ok(Some(1 << 20)));
         assert_eq!(m.get_size("quoted_size"), Ok(Some(65536)));
         assert_eq!(m.get_float("timeout"), Ok(Some(0.5)));
         assert_eq!(m.get_float("t2"), Ok(Some(2.0)));
-        assert_eq!(m.get_map("cluster").unwrap().unwrap().get_int("port"), Ok(Some(1)));
+        assert_eq!(
+            m.get_map("cluster").unwrap().unwrap().get_int("port"),
+            Ok(Some(1))
+        );
         let routes = m.get_array("routes").unwrap().unwrap();
-        assert_eq!(routes.iter().map(|v| v.as_str().unwrap()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            routes
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
     }
 
     #[test]
@@ -348,30 +394,63 @@ mod tests {
             "port: \"abc\"\n  debug: 1\nhost: 12\nd: \"2x\"\nd2: -5\nd3: [1]\nsize: -1\n\
              size2: \"lots\"\nsize3: 1.5\nc: 1\nr: {}\nf: yes\n",
         );
-        assert_eq!(err(m.get_int("port")), r#"gnatsd.conf:1:7: key "port": expected an integer, got string"#);
-        assert_eq!(err(m.get_bool("debug")), r#"gnatsd.conf:2:10: key "debug": expected a boolean, got integer"#);
-        assert_eq!(err(m.get_str("host")), r#"gnatsd.conf:3:7: key "host": expected a string, got integer"#);
+        assert_eq!(
+            err(m.get_int("port")),
+            r#"gnatsd.conf:1:7: key "port": expected an integer, got string"#
+        );
+        assert_eq!(
+            err(m.get_bool("debug")),
+            r#"gnatsd.conf:2:10: key "debug": expected a boolean, got integer"#
+        );
+        assert_eq!(
+            err(m.get_str("host")),
+            r#"gnatsd.conf:3:7: key "host": expected a string, got integer"#
+        );
         assert_eq!(
             err(m.get_duration("d")),
             r#"gnatsd.conf:4:4: key "d": expected a duration such as "2s", "500ms" or "1m", got "2x""#
         );
-        assert_eq!(err(m.get_duration("d2")), r#"gnatsd.conf:5:5: key "d2": expected a non-negative duration, got -5"#);
-        assert_eq!(err(m.get_duration("d3")), r#"gnatsd.conf:6:5: key "d3": expected a duration, got array"#);
-        assert_eq!(err(m.get_size("size")), r#"gnatsd.conf:7:7: key "size": expected a non-negative size, got -1"#);
+        assert_eq!(
+            err(m.get_duration("d2")),
+            r#"gnatsd.conf:5:5: key "d2": expected a non-negative duration, got -5"#
+        );
+        assert_eq!(
+            err(m.get_duration("d3")),
+            r#"gnatsd.conf:6:5: key "d3": expected a duration, got array"#
+        );
+        assert_eq!(
+            err(m.get_size("size")),
+            r#"gnatsd.conf:7:7: key "size": expected a non-negative size, got -1"#
+        );
         assert_eq!(
             err(m.get_size("size2")),
             r#"gnatsd.conf:8:8: key "size2": expected a size such as 1048576, 64KB or "1MB", got "lots""#
         );
-        assert_eq!(err(m.get_size("size3")), r#"gnatsd.conf:9:8: key "size3": expected a size, got float"#);
-        assert_eq!(err(m.get_map("c")), r#"gnatsd.conf:10:4: key "c": expected a map, got integer"#);
-        assert_eq!(err(m.get_array("r")), r#"gnatsd.conf:11:4: key "r": expected an array, got map"#);
-        assert_eq!(err(m.get_float("f")), r#"gnatsd.conf:12:4: key "f": expected a number, got boolean"#);
+        assert_eq!(
+            err(m.get_size("size3")),
+            r#"gnatsd.conf:9:8: key "size3": expected a size, got float"#
+        );
+        assert_eq!(
+            err(m.get_map("c")),
+            r#"gnatsd.conf:10:4: key "c": expected a map, got integer"#
+        );
+        assert_eq!(
+            err(m.get_array("r")),
+            r#"gnatsd.conf:11:4: key "r": expected an array, got map"#
+        );
+        assert_eq!(
+            err(m.get_float("f")),
+            r#"gnatsd.conf:12:4: key "f": expected a number, got boolean"#
+        );
     }
 
     #[test]
     fn value_accessors_have_no_key() {
         let m = conf("routes: [1]");
         let routes = m.get_array("routes").unwrap().unwrap();
-        assert_eq!(err(routes[0].as_str()), "gnatsd.conf:1:10: expected a string, got integer");
+        assert_eq!(
+            err(routes[0].as_str()),
+            "gnatsd.conf:1:10: expected a string, got integer"
+        );
     }
 }

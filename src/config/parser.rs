@@ -55,15 +55,28 @@ pub(crate) fn parse_root(text: &str, file: &str, resolver: &dyn Resolver) -> Res
 
 /// Parses a whole file whose top-level map sits at nesting `level` (0 for the main file, the
 /// including map's level for an included one).
-fn parse_document(text: &str, file: Arc<str>, level: u32, shared: &mut Shared<'_>) -> Result<Map, Error> {
-    let mut p = Parser { lx: Lexer::new(text, file), shared, scopes: vec![Map::new()] };
+fn parse_document(
+    text: &str,
+    file: Arc<str>,
+    level: u32,
+    shared: &mut Shared<'_>,
+) -> Result<Map, Error> {
+    let mut p = Parser {
+        lx: Lexer::new(text, file),
+        shared,
+        scopes: vec![Map::new()],
+    };
     p.document(level)?;
     Ok(p.scopes.pop().unwrap_or_default())
 }
 
 /// Parses the value of an environment variable as gnatsd does: as the file `pk=<text>`.
 fn parse_env_value(text: &str, file: Arc<str>, shared: &mut Shared<'_>) -> Result<Value, Error> {
-    let mut p = Parser { lx: Lexer::new(text, file), shared, scopes: vec![Map::new()] };
+    let mut p = Parser {
+        lx: Lexer::new(text, file),
+        shared,
+        scopes: vec![Map::new()],
+    };
     p.lx.skip_blanks();
     let value = p.value(1)?;
     p.top_value_end()?;
@@ -74,7 +87,9 @@ fn parse_env_value(text: &str, file: Arc<str>, shared: &mut Shared<'_>) -> Resul
 
 /// `$2a$...`: a bcrypt hash, not a variable.
 fn is_bcrypt(name: &str) -> bool {
-    ["2a$", "2b$", "2x$", "2y$"].iter().any(|p| name.starts_with(p))
+    ["2a$", "2b$", "2x$", "2y$"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Number of values in `v` and its height (0 for a scalar, 1 for a map or array of scalars).
@@ -100,7 +115,10 @@ fn copy_value(v: &Value, pos: Pos, level: u32, values_left: &mut usize) -> Resul
         return Err(Error::new(pos, ErrorKind::TooDeep { max: MAX_DEPTH }));
     }
     if nodes > *values_left {
-        return Err(Error::new(pos, ErrorKind::TooManyValues { max: MAX_VALUES }));
+        return Err(Error::new(
+            pos,
+            ErrorKind::TooManyValues { max: MAX_VALUES },
+        ));
     }
     *values_left -= nodes;
     let mut out = v.clone();
@@ -117,7 +135,10 @@ impl Parser<'_, '_, '_> {
 
     fn take_values(&mut self, n: usize, pos: &Pos) -> Result<(), Error> {
         if self.shared.values_left < n {
-            return Err(Error::new(pos.clone(), ErrorKind::TooManyValues { max: MAX_VALUES }));
+            return Err(Error::new(
+                pos.clone(),
+                ErrorKind::TooManyValues { max: MAX_VALUES },
+            ));
         }
         self.shared.values_left -= n;
         Ok(())
@@ -164,7 +185,9 @@ impl Parser<'_, '_, '_> {
                     self.lx.bump();
                 }
                 Some(_) => {
-                    return Err(self.lx.syntax("a new line, ';', ',' or a comment after the value"))
+                    return Err(self
+                        .lx
+                        .syntax("a new line, ';', ',' or a comment after the value"))
                 }
             }
         }
@@ -179,7 +202,11 @@ impl Parser<'_, '_, '_> {
         }
         self.separator(ctx).map_err(|e| e.with_key(&key.text))?;
         let value = self.value(level).map_err(|e| e.with_key(&key.text))?;
-        self.scope().insert(Entry { key: key.text, key_pos: key.pos, value });
+        self.scope().insert(Entry {
+            key: key.text,
+            key_pos: key.pos,
+            value,
+        });
         Ok(())
     }
 
@@ -245,11 +272,22 @@ impl Parser<'_, '_, '_> {
         let body = self.map_body(level, &open);
         let map = self.scopes.pop().unwrap_or_default();
         body?;
-        Ok(Value { kind: ValueKind::Map(map), pos: open })
+        Ok(Value {
+            kind: ValueKind::Map(map),
+            pos: open,
+        })
     }
 
     fn map_body(&mut self, level: u32, open: &Pos) -> Result<(), Error> {
-        let unclosed = || Error::new(open.clone(), ErrorKind::Unclosed { what: "map", close: '}' });
+        let unclosed = || {
+            Error::new(
+                open.clone(),
+                ErrorKind::Unclosed {
+                    what: "map",
+                    close: '}',
+                },
+            )
+        };
         loop {
             self.skip_space_and_comments();
             match self.lx.peek() {
@@ -277,7 +315,9 @@ impl Parser<'_, '_, '_> {
                     Some('}') => break,
                     None => return Err(unclosed()),
                     Some(_) => {
-                        return Err(self.lx.syntax("',', ';', a new line or '}' after a map value"))
+                        return Err(self
+                            .lx
+                            .syntax("',', ';', a new line or '}' after a map value"))
                     }
                 }
             }
@@ -290,7 +330,15 @@ impl Parser<'_, '_, '_> {
             return Err(Error::new(open, ErrorKind::TooDeep { max: MAX_DEPTH }));
         }
         self.take_values(1, &open)?;
-        let unclosed = || Error::new(open.clone(), ErrorKind::Unclosed { what: "array", close: ']' });
+        let unclosed = || {
+            Error::new(
+                open.clone(),
+                ErrorKind::Unclosed {
+                    what: "array",
+                    close: ']',
+                },
+            )
+        };
         let mut items = Vec::new();
         loop {
             self.skip_space_and_comments();
@@ -318,11 +366,18 @@ impl Parser<'_, '_, '_> {
                     }
                     Some(']') => break,
                     None => return Err(unclosed()),
-                    Some(_) => return Err(self.lx.syntax("',', a new line or ']' after an array value")),
+                    Some(_) => {
+                        return Err(self
+                            .lx
+                            .syntax("',', a new line or ']' after an array value"))
+                    }
                 }
             }
         }
-        Ok(Value { kind: ValueKind::Array(items), pos: open })
+        Ok(Value {
+            kind: ValueKind::Array(items),
+            pos: open,
+        })
     }
 
     /// `$name` at `pos`: a bcrypt hash, the value of an earlier key in an enclosing map, or an
@@ -330,7 +385,10 @@ impl Parser<'_, '_, '_> {
     fn variable(&mut self, name: &str, pos: Pos, level: u32) -> Result<Value, Error> {
         if is_bcrypt(name) {
             self.take_values(1, &pos)?;
-            return Ok(Value { kind: ValueKind::String(format!("${name}")), pos });
+            return Ok(Value {
+                kind: ValueKind::String(format!("${name}")),
+                pos,
+            });
         }
         let found = self.scopes.iter().rev().find_map(|m| m.get_exact(name));
         if let Some(entry) = found {
@@ -340,13 +398,26 @@ impl Parser<'_, '_, '_> {
             return copy_value(v, pos, level, &mut self.shared.values_left);
         }
         let Some(text) = self.shared.resolver.env(name) else {
-            return Err(Error::new(pos, ErrorKind::UndefinedVariable { name: name.to_owned() }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::UndefinedVariable {
+                    name: name.to_owned(),
+                },
+            ));
         };
         if self.shared.env_stack.iter().any(|n| n == name) {
-            return Err(Error::new(pos, ErrorKind::EnvCycle { name: name.to_owned() }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::EnvCycle {
+                    name: name.to_owned(),
+                },
+            ));
         }
         if self.shared.env_stack.len() >= MAX_ENV_DEPTH {
-            return Err(Error::new(pos, ErrorKind::EnvTooDeep { max: MAX_ENV_DEPTH }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::EnvTooDeep { max: MAX_ENV_DEPTH },
+            ));
         }
         self.shared.env_stack.push(name.to_owned());
         let parsed = parse_env_value(&text, Arc::from(format!("${name}")), self.shared);
@@ -354,7 +425,10 @@ impl Parser<'_, '_, '_> {
         let v = parsed.map_err(|source| {
             Error::new(
                 pos.clone(),
-                ErrorKind::EnvVariable { name: name.to_owned(), source: Box::new(source) },
+                ErrorKind::EnvVariable {
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                },
             )
         })?;
         let out = copy_value(&v, pos, level, &mut self.shared.values_left)?;
@@ -367,19 +441,38 @@ impl Parser<'_, '_, '_> {
     fn include(&mut self, path: &str, pos: Pos, level: u32) -> Result<(), Error> {
         let sh = &mut *self.shared;
         if sh.includes_left == 0 {
-            return Err(Error::new(pos, ErrorKind::TooManyIncludes { max: MAX_INCLUDES }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::TooManyIncludes { max: MAX_INCLUDES },
+            ));
         }
         sh.includes_left -= 1;
         let name = sh.resolver.include_name(self.lx.file(), path);
         if sh.include_stack.contains(&name) {
-            return Err(Error::new(pos, ErrorKind::IncludeCycle { path: path.to_owned() }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::IncludeCycle {
+                    path: path.to_owned(),
+                },
+            ));
         }
         // The stack holds the main file and each include above this one.
         if sh.include_stack.len() > MAX_INCLUDE_DEPTH {
-            return Err(Error::new(pos, ErrorKind::IncludeTooDeep { max: MAX_INCLUDE_DEPTH }));
+            return Err(Error::new(
+                pos,
+                ErrorKind::IncludeTooDeep {
+                    max: MAX_INCLUDE_DEPTH,
+                },
+            ));
         }
         let text = sh.resolver.read(&name).map_err(|reason| {
-            Error::new(pos.clone(), ErrorKind::Include { path: path.to_owned(), reason })
+            Error::new(
+                pos.clone(),
+                ErrorKind::Include {
+                    path: path.to_owned(),
+                    reason,
+                },
+            )
         })?;
         sh.include_stack.push(name.clone());
         let parsed = parse_document(&text, Arc::from(name), level, sh);

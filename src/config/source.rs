@@ -106,7 +106,10 @@ impl MemResolver {
 
 impl Resolver for MemResolver {
     fn read(&self, name: &str) -> Result<String, String> {
-        self.files.get(name).cloned().ok_or_else(|| "no such file".to_owned())
+        self.files
+            .get(name)
+            .cloned()
+            .ok_or_else(|| "no such file".to_owned())
     }
 
     fn env(&self, name: &str) -> Option<String> {
@@ -121,12 +124,21 @@ mod tests {
     #[test]
     fn include_names_follow_go_join() {
         assert_eq!(include_name("gnatsd.conf", "auth.conf"), "auth.conf");
-        assert_eq!(include_name("/etc/nats/gnatsd.conf", "auth.conf"), "/etc/nats/auth.conf");
-        assert_eq!(include_name("/etc/nats/gnatsd.conf", "./a/../b.conf"), "/etc/nats/b.conf");
+        assert_eq!(
+            include_name("/etc/nats/gnatsd.conf", "auth.conf"),
+            "/etc/nats/auth.conf"
+        );
+        assert_eq!(
+            include_name("/etc/nats/gnatsd.conf", "./a/../b.conf"),
+            "/etc/nats/b.conf"
+        );
         assert_eq!(include_name("conf/main.conf", "../x.conf"), "x.conf");
         assert_eq!(include_name("main.conf", "../x.conf"), "../x.conf");
         assert_eq!(include_name("/gnatsd.conf", "x.conf"), "/x.conf");
-        assert_eq!(include_name("/a/gnatsd.conf", "/etc//x.conf"), "/etc/x.conf");
+        assert_eq!(
+            include_name("/a/gnatsd.conf", "/etc//x.conf"),
+            "/etc/x.conf"
+        );
         assert_eq!(include_name("/gnatsd.conf", "../../x.conf"), "/x.conf");
         assert_eq!(include_name("a/b.conf", ""), "a");
     }
