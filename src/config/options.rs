@@ -18,11 +18,12 @@ use super::{Map, Value, ValueKind};
 pub fn size_multiplier(suffix: &str) -> Option<i64> {
     const K: i64 = 1000;
     const KI: i64 = 1024;
-    let s = suffix.to_ascii_lowercase();
-    let (letter, binary) = match s.as_str() {
-        "" => return Some(1),
-        _ if s.len() == 1 => (s.as_bytes()[0], false),
-        _ if matches!(&s[1..], "b" | "i" | "ib") => (s.as_bytes()[0], true),
+    // Bytes, not chars: the suffix may hold any text when it comes from a quoted size.
+    let s = suffix.to_ascii_lowercase().into_bytes();
+    let (letter, binary) = match s.as_slice() {
+        [] => return Some(1),
+        [letter] => (*letter, false),
+        [letter, b'b' | b'i'] | [letter, b'i', b'b'] => (*letter, true),
         _ => return None,
     };
     let power = match letter {
@@ -300,7 +301,19 @@ mod tests {
         for (suffix, want) in cases {
             assert_eq!(size_multiplier(suffix), Some(want), "{suffix}");
         }
-        for bad in ["b", "kk", "kbb", "x", "kib2", "ms", "s"] {
+        for bad in [
+            "b",
+            "kk",
+            "kbb",
+            "x",
+            "kib2",
+            "ms",
+            "s",
+            "\u{e9}",
+            "\u{e9}b",
+            "k\u{e9}",
+            "\u{1f600}",
+        ] {
             assert_eq!(size_multiplier(bad), None, "{bad}");
         }
     }
@@ -315,6 +328,8 @@ mod tests {
         assert_eq!(parse_size("1.5mb"), None);
         assert_eq!(parse_size("9eb"), None);
         assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("1\u{fffd}"), None);
+        assert_eq!(parse_size("1 \u{e9}b"), None);
     }
 
     #[test]
