@@ -200,8 +200,17 @@ impl Parser<'_, '_, '_> {
             let (path, pos) = self.lx.include_path()?;
             return self.include(&path, pos, level - 1);
         }
-        self.separator(ctx).map_err(|e| e.with_key(&key.text))?;
-        let value = self.value(level).map_err(|e| e.with_key(&key.text))?;
+        // Errors in this file name the innermost key they occurred under.
+        let file = Arc::clone(self.lx.file());
+        let keyed = |e: Error| {
+            if e.pos.file == file {
+                e.with_key(&key.text)
+            } else {
+                e
+            }
+        };
+        self.separator(ctx).map_err(keyed)?;
+        let value = self.value(level).map_err(keyed)?;
         self.scope().insert(Entry {
             key: key.text,
             key_pos: key.pos,

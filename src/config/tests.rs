@@ -292,6 +292,46 @@ fn numbers() {
 }
 
 #[test]
+fn cases_from_gnatsd_and_nats_server() {
+    assert_eq!(
+        ok("foo='1'; bar=2.2; baz=true; boo=22"),
+        r#"{foo: "1", bar: 2.2, baz: true, boo: 22}"#
+    );
+    // Digits and a size letter followed by more are strings (nats-server #5186, #6891).
+    for word in ["0K1abc", "8m4dwr", "5e7bcd-abc10", "4e2abc"] {
+        assert_eq!(
+            ok(&format!("password: {word}")),
+            format!("{{password: {word:?}}}")
+        );
+    }
+    assert_eq!(
+        ok("authorization { user: foo, password: 4e2abc }"),
+        r#"{authorization: {user: "foo", password: "4e2abc"}}"#
+    );
+    assert_eq!(
+        ok("foo {\n  expr = '(true == \"false\")'\n  text = 'This is a multi-line\ntext block.'\n}"),
+        r#"{foo: {expr: "(true == \"false\")", text: "This is a multi-line\ntext block."}}"#
+    );
+    assert_eq!(
+        ok("accounts { users = [{}]}\n}\n"),
+        "{accounts: {users: [{}]}}"
+    );
+    assert_eq!(
+        ok("{\n  accounts { users = [{}]}\n}\n"),
+        "{accounts: {users: [{}]}}"
+    );
+    assert!(err("a,a,a,a").ends_with("key \"a,a,a,a\": expected a value, found end of file"));
+    assert_eq!(
+        err("A@@F\u{f8}\u{f8}?:{\u{f8}\u{f8}"),
+        "gnatsd.conf:1:12: key \"\u{f8}\u{f8}\": expected a value, found end of file"
+    );
+    assert_eq!(
+        err("include \"9/\u{fffd}"),
+        "gnatsd.conf:1:9: unterminated include path"
+    );
+}
+
+#[test]
 fn durations_are_strings_until_asked() {
     let m = parse(
         "write_deadline: \"2s\"\nping_interval: 60\nd: 500ms",
@@ -586,6 +626,12 @@ fn include_errors() {
     assert_eq!(
         err_with("m {\ninclude bad.conf\n}", &res),
         "bad.conf:1:4: key \"x\": array opened here is never closed (no ']')"
+    );
+    // A key of the including file is not named for an error inside the included one.
+    let res = res.file("syntax.conf", "x = 1 2");
+    assert_eq!(
+        err_with("m {\ninclude syntax.conf\n}", &res),
+        "syntax.conf:1:7: expected a new line, ';', ',' or a comment after the value, found '2'"
     );
     assert_eq!(
         err("include [a]"),
