@@ -18,11 +18,13 @@
 //!   timers, cross-reactor wake-ups. Moves bytes; decides nothing about the protocol.
 //! - [`server`]: start-up: listeners, one reactor thread per core, shutdown.
 //! - [`options`]: command-line flags in gnatsd's spelling.
+//! - [`config`]: the gnatsd config file format, sans-IO: text in, a positioned tree of values out.
 //! - [`log`]: gnatsd-format log lines (`[pid] date [INF] ...`).
 
 #[macro_use]
 pub mod log;
 pub mod cluster;
+pub mod config;
 pub mod conn;
 pub mod mailbox;
 pub mod options;
