@@ -376,32 +376,46 @@ impl Connection {
                 .unwrap_or_default(),
             String::from_utf8_lossy(sid)
         );
-        if let Some(existing) = self.subs.get(sid) {
-            // gnatsd ignores a SUB that reuses a live sid. One whose auto-unsubscribe limit
-            // was reached is already gone from the index, so the sid is free again.
-            if !existing.exhausted() {
-                self.ok(env);
-                return ControlFlow::Continue(());
-            }
-        }
-        let origin = Origin::Client { cid: self.cid };
-        let sub = Arc::new(Subscription::new(
-            subject,
-            queue,
-            sid,
-            origin,
-            Arc::clone(&self.out),
-        ));
-        if env.subs.sublist().insert(Arc::clone(&sub)).is_err() {
-            self.send(env, ProtoError::InvalidSubject.err_line());
+        // gnatsd ignores a SUB that reuses a live sid. One whose auto-unsubscribe limit
+        // was reached is already gone from the index, so the sid is free again.
+        if self.has_live_sub(sid) {
+            self.ok(env);
             return ControlFlow::Continue(());
         }
+        let Some(sub) = self.add_sub(subject, queue, sid, env) else {
+            self.send(env, ProtoError::InvalidSubject.err_line());
+            return ControlFlow::Continue(());
+        };
         route::forward_sub(&sub, env);
-        if let Some(old) = self.subs.insert(sid.into(), sub) {
-            env.subs.sublist().remove(&old);
-        }
         self.ok(env);
         ControlFlow::Continue(())
+    }
+
+    /// A subscription under `sid` that can still receive.
+    fn has_live_sub(&self, sid: &[u8]) -> bool {
+        self.subs.get(sid).is_some_and(|s| !s.exhausted())
+    }
+
+    /// Indexes a new subscription held by this connection under `sid` (replacing one past
+    /// its limit). `None` if the subject is invalid.
+    fn add_sub(
+        &mut self,
+        subject: &[u8],
+        queue: Option<&[u8]>,
+        sid: &[u8],
+        env: &mut Env<'_>,
+    ) -> Option<Arc<Subscription>> {
+        let origin = match self.kind {
+            Kind::Client => Origin::Client { cid: self.cid },
+            Kind::Route(_) => Origin::Route { cid: self.cid },
+        };
+        let out = Arc::clone(&self.out);
+        let sub = Arc::new(Subscription::new(subject, queue, sid, origin, out));
+        env.subs.sublist().insert(Arc::clone(&sub)).ok()?;
+        if let Some(old) = self.subs.insert(sid.into(), Arc::clone(&sub)) {
+            env.subs.sublist().remove(&old);
+        }
+        Some(sub)
     }
 
     fn on_unsub(&mut self, sid: &[u8], max: Option<u64>, env: &mut Env<'_>) -> ControlFlow<()> {

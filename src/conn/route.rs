@@ -160,27 +160,12 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
                 String::from_utf8_lossy(sid)
             );
             // Duplicate SUBs with the same rsid are ignored.
-            if conn.subs.get(sid).is_some_and(|s| !s.exhausted()) {
-                return ControlFlow::Continue(());
-            }
-            let origin = Origin::Route { cid: conn.cid };
-            let sub = Arc::new(Subscription::new(
-                subject,
-                queue,
-                sid,
-                origin,
-                Arc::clone(&conn.out),
-            ));
-            if env.subs.sublist().insert(Arc::clone(&sub)).is_err() {
+            if !conn.has_live_sub(sid) && conn.add_sub(subject, queue, sid, env).is_none() {
                 crate::debug!(
                     "{}Invalid subject from route: {}",
                     conn.log_prefix,
                     String::from_utf8_lossy(subject)
                 );
-                return ControlFlow::Continue(());
-            }
-            if let Some(old) = conn.subs.insert(sid.into(), sub) {
-                env.subs.sublist().remove(&old);
             }
             ControlFlow::Continue(())
         }
