@@ -15,12 +15,29 @@
 
 use crate::mailbox::Mail;
 use ahash::AHashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Pending output above which a publisher is paused until the subscriber drains (or a
 /// quarter of `max_pending`, if that is smaller).
 pub const STALL_BYTES: usize = 256 * 1024;
+/// A route's stall threshold: larger, as it carries a whole server's traffic.
+pub const ROUTE_STALL_BYTES: usize = 4 * 1024 * 1024;
+/// A send in flight for longer than this means the peer is not reading: the connection
+/// is *stuck*, not slow, and pauses nobody (it is cut at `max_pending` or the write
+/// deadline instead).
+pub const STUCK_AFTER: Duration = Duration::from_millis(100);
+/// Staged bytes for one destination above which they are appended at once, so one
+/// received buffer cannot stage without bound before `max_pending` is checked.
+pub const STAGE_MAX: usize = 256 * 1024;
+
+/// Monotonic nanoseconds since the first call (never 0), for timestamps kept in atomics.
+pub fn mono_ns(now: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+    now.saturating_duration_since(epoch).as_nanos() as u64 + 1
+}
 
 pub struct Outbound {
     /// The connection id (`cid`), as shown in logs.
@@ -36,6 +53,11 @@ pub struct Outbound {
     /// Set once the queue stops accepting bytes; readable without the lock so delivery can
     /// skip (and a queue group pass over) a closing connection.
     dead: AtomicBool,
+    /// When the owner's current send was submitted ([`mono_ns`]), 0 when none is in
+    /// flight. Publishers read it to tell a stuck peer from a slow one.
+    send_since_ns: AtomicU64,
+    /// Mirror of the pending length, written under the queue lock, read without it.
+    pending: AtomicUsize,
     queue: Mutex<Pending>,
 }
 
@@ -74,12 +96,13 @@ impl Pushed {
 }
 
 impl Outbound {
-    /// A route's queue: it never pauses publishers (a route carries a whole server's
-    /// traffic, and one backed-up peer must not stall every publisher on every core); it
-    /// is bounded by its own `max_pending` and the write deadline.
+    /// A route's queue: a larger stall threshold (a route carries a whole server's
+    /// traffic); like any queue it pauses publishers only while it drains, never while it
+    /// is stuck, so a backed-up peer cannot stall every publisher on every core. Bounded
+    /// by its own `max_pending` and the write deadline.
     pub fn for_route(cid: u64, reactor: usize, token: u64, max_pending: usize) -> Self {
         Outbound {
-            stall_bytes: usize::MAX,
+            stall_bytes: ROUTE_STALL_BYTES.min(max_pending / 4),
             ..Outbound::new(cid, reactor, token, max_pending)
         }
     }
@@ -93,6 +116,8 @@ impl Outbound {
             max_pending,
             stall_bytes: STALL_BYTES.min(max_pending / 4),
             dead: AtomicBool::new(false),
+            send_since_ns: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
             queue: Mutex::new(Pending::default()),
         }
     }
@@ -122,6 +147,7 @@ impl Outbound {
         }
         write(&mut q.buf);
         let n = q.buf.len();
+        self.pending.store(n, Ordering::Relaxed);
         if q.scheduled {
             Pushed::Queued(n)
         } else {
@@ -157,7 +183,32 @@ impl Outbound {
         let mut q = self.lock();
         q.scheduled = false;
         std::mem::swap(&mut q.buf, into);
+        self.pending.store(0, Ordering::Relaxed);
         into.len()
+    }
+
+    /// Owner only: a send of this connection's bytes was submitted at `now`.
+    pub fn send_started(&self, now: Instant) {
+        self.send_since_ns.store(mono_ns(now), Ordering::Relaxed);
+    }
+
+    /// Owner only: the send completed (fully or in part).
+    pub fn send_done(&self) {
+        self.send_since_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// The peer has not taken bytes for [`STUCK_AFTER`]: a send has been in flight that
+    /// long. `now_ns` is [`mono_ns`].
+    #[inline]
+    pub fn is_stuck(&self, now_ns: u64) -> bool {
+        let since = self.send_since_ns.load(Ordering::Relaxed);
+        since != 0 && now_ns.saturating_sub(since) >= STUCK_AFTER.as_nanos() as u64
+    }
+
+    /// Pending bytes, read without the lock (may lag a concurrent append).
+    #[inline]
+    pub fn pending_hint(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Pending bytes above which publishers to this connection should pause.
@@ -218,6 +269,10 @@ pub struct WakeBatch {
     spare: Vec<Vec<u8>>,
     /// Total capacity held in `spare`.
     spare_bytes: usize,
+    /// The batch's time ([`mono_ns`]), for telling stuck destinations from slow ones.
+    now_ns: u64,
+    /// Destinations found past their stall threshold by early appends.
+    over: Vec<Arc<Outbound>>,
 }
 
 struct Staged {
@@ -238,7 +293,14 @@ impl WakeBatch {
             index: AHashMap::new(),
             spare: Vec::new(),
             spare_bytes: 0,
+            now_ns: 0,
+            over: Vec::new(),
         }
+    }
+
+    /// Sets the time of the batches that follow (once per loop iteration).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now_ns = mono_ns(now);
     }
 
     /// Records that `out`'s owner must look at it after this batch.
@@ -286,6 +348,24 @@ impl WakeBatch {
         let bytes = &mut self.staged[idx].bytes;
         bytes.reserve(len);
         write(bytes);
+        if bytes.len() >= STAGE_MAX {
+            self.append(idx);
+        }
+    }
+
+    /// Appends destination `idx`'s staged bytes to its queue now; a destination left past
+    /// its stall threshold and still draining (not stuck) is remembered for the flush.
+    fn append(&mut self, idx: usize) {
+        let s = &mut self.staged[idx];
+        let pushed = s.out.push_vec(&mut s.bytes);
+        let out = Arc::clone(&s.out);
+        self.note(&out, pushed);
+        if pushed.pending() > out.stall_bytes()
+            && !out.is_stuck(self.now_ns)
+            && !self.over.iter().any(|o| Arc::ptr_eq(o, &out))
+        {
+            self.over.push(out);
+        }
     }
 
     /// Stages a copy of `bytes` for `out`.
@@ -296,24 +376,25 @@ impl WakeBatch {
 
     /// Appends everything staged to its destination (one lock each) and marks the
     /// destinations whose owners must be told. Destinations left past their stall threshold
-    /// are added to `stalled_on`.
+    /// that are still draining are added to `stalled_on` (stuck ones pause nobody).
     pub fn flush(&mut self, stalled_on: &mut Vec<Arc<Outbound>>) {
-        let mut staged = std::mem::take(&mut self.staged);
-        for mut s in staged.drain(..) {
-            let pushed = s.out.push_vec(&mut s.bytes);
-            self.note(&s.out, pushed);
-            if pushed.pending() > s.out.stall_bytes()
-                && !stalled_on.iter().any(|o| Arc::ptr_eq(o, &s.out))
-            {
-                stalled_on.push(Arc::clone(&s.out));
+        for idx in 0..self.staged.len() {
+            if !self.staged[idx].bytes.is_empty() {
+                self.append(idx);
             }
+        }
+        for out in self.over.drain(..) {
+            if !stalled_on.iter().any(|o| Arc::ptr_eq(o, &out)) {
+                stalled_on.push(out);
+            }
+        }
+        for s in self.staged.drain(..) {
             let cap = s.bytes.capacity();
             if cap <= SPARE_KEEP && self.spare_bytes + cap <= SPARE_TOTAL {
                 self.spare_bytes += cap;
                 self.spare.push(s.bytes);
             }
         }
-        self.staged = staged;
         self.index.clear();
     }
 
@@ -408,6 +489,48 @@ mod tests {
         assert_eq!(batch.list_mut(0).as_slice(), &[Mail::Flush(10)]);
         assert_eq!(batch.list_mut(1).as_slice(), &[Mail::Flush(20)]);
         assert!(stalled.is_empty());
+    }
+
+    #[test]
+    fn staging_is_appended_early_past_the_cap() {
+        let a = Arc::new(Outbound::new(1, 0, 10, 64 * 1024 * 1024));
+        let mut batch = WakeBatch::new(1);
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..4 {
+            batch.stage_bytes(&a, &chunk);
+        }
+        assert_eq!(
+            a.pending_len(),
+            STAGE_MAX,
+            "appended as soon as the cap is reached"
+        );
+        batch.stage_bytes(&a, b"tail");
+        batch.flush(&mut Vec::new());
+        assert_eq!(a.pending_len(), STAGE_MAX + 4, "order kept, nothing lost");
+        assert_eq!(batch.list_mut(0).len(), 1, "marked once");
+    }
+
+    #[test]
+    fn a_stuck_destination_pauses_nobody() {
+        let a = Arc::new(Outbound::new(1, 0, 10, 4096)); // stall at 1024
+        let t0 = Instant::now();
+        a.send_started(t0);
+        let mut batch = WakeBatch::new(1);
+        batch.set_now(t0 + Duration::from_millis(1));
+        batch.stage_bytes(&a, &[b'x'; 2000]);
+        let mut stalled = Vec::new();
+        batch.flush(&mut stalled);
+        assert_eq!(stalled.len(), 1, "a send in flight briefly: slow, pause");
+        batch.set_now(t0 + STUCK_AFTER);
+        batch.stage_bytes(&a, &[b'x'; 10]);
+        let mut stalled = Vec::new();
+        batch.flush(&mut stalled);
+        assert!(
+            stalled.is_empty(),
+            "in flight for STUCK_AFTER: stuck, no pause"
+        );
+        a.send_done();
+        assert!(!a.is_stuck(mono_ns(t0 + Duration::from_secs(9))));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// cid → owning reactor, for `QRSID` lookups, monitoring and kills across cores.
     registry: Mutex<AHashMap<u64, ConnRef>>,
+    /// Pending output per reactor (each written by its reactor once per tick).
+    pending: Box<[AtomicUsize]>,
 }
 
 impl Shared {
@@ -49,12 +51,23 @@ impl Shared {
             next_cid: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
+            pending: (0..opts.workers.max(1))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
             opts,
         }
     }
 
     pub fn next_cid(&self) -> u64 {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records reactor `id`'s pending output; returns the server's total.
+    pub fn set_pending(&self, id: usize, bytes: usize) -> usize {
+        if let Some(slot) = self.pending.get(id) {
+            slot.store(bytes, Ordering::Relaxed);
+        }
+        self.pending.iter().map(|p| p.load(Ordering::Relaxed)).sum()
     }
 
     pub fn register_conn(&self, cid: u64, at: ConnRef) {

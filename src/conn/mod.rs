@@ -49,6 +49,41 @@ pub enum CloseReason {
 pub enum SlowConsumer {
     MaxPending,
     WriteDeadline,
+    /// All pending output together passed the server's budget while this one was stuck.
+    PendingBudget,
+}
+
+impl std::fmt::Display for CloseReason {
+    /// The reason in words, as logs and monitoring show it (nats-server's spelling).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Protocol(ProtoError::AuthViolation | ProtoError::AuthTimeout) => {
+                f.write_str("Authentication Failure")
+            }
+            CloseReason::Protocol(ProtoError::MaxConnections) => {
+                f.write_str("Maximum Connections Exceeded")
+            }
+            CloseReason::Protocol(ProtoError::StaleConnection) => f.write_str("Stale Connection"),
+            CloseReason::Protocol(ProtoError::MaxPayload) => {
+                f.write_str("Maximum Payload Exceeded")
+            }
+            CloseReason::Protocol(_) => f.write_str("Protocol Violation"),
+            CloseReason::ClientError => f.write_str("Client Closed (-ERR)"),
+            CloseReason::RouteRejected => f.write_str("Duplicate Route"),
+            CloseReason::ClientClosed => f.write_str("Client Closed"),
+            CloseReason::SlowConsumer(SlowConsumer::MaxPending) => {
+                f.write_str("Slow Consumer (Pending Bytes)")
+            }
+            CloseReason::SlowConsumer(SlowConsumer::WriteDeadline) => {
+                f.write_str("Slow Consumer (Write Deadline)")
+            }
+            CloseReason::SlowConsumer(SlowConsumer::PendingBudget) => {
+                f.write_str("Slow Consumer (Server Pending Budget)")
+            }
+            CloseReason::WriteError => f.write_str("Write Error"),
+            CloseReason::ServerShutdown => f.write_str("Server Shutdown"),
+        }
+    }
 }
 
 /// Authorization settings shared by all clients (gnatsd's single user or token).

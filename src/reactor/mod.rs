@@ -13,7 +13,7 @@ mod slab;
 use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
-use crate::outbound::{Outbound, WakeBatch};
+use crate::outbound::{mono_ns, Outbound, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
 use bufring::BufRing;
@@ -48,6 +48,11 @@ const OUT_KEEP: usize = 256 * 1024;
 /// A route's outbound queue may hold this many times `max_pending`: it carries a whole
 /// server's traffic and must ride out bursts it can drain.
 const ROUTE_PENDING_FACTOR: usize = 4;
+/// Server-wide budget for pending output (all connections' queues together). When it is
+/// passed, consumers that are stuck (not reading) are cut first, largest queue first.
+pub const PENDING_BUDGET: usize = 1 << 30;
+/// A stuck consumer is cut for the budget only if it holds at least this much.
+const BUDGET_CUT_MIN: usize = 1 << 20;
 /// Largest MSG payload taken from a route. gnatsd 1.0 checks none; a bound is still kept
 /// so a broken peer cannot make the parser buffer without limit.
 const ROUTE_MAX_PAYLOAD: usize = 64 * 1024 * 1024;
@@ -88,10 +93,16 @@ struct Slot {
     stalled_on: Vec<Arc<Outbound>>,
     stalled_since: Option<Instant>,
     /// Buffers received while paused, parsed on resume (bounded by what was in flight).
-    held: VecDeque<(u16, u32)>,
+    held: VecDeque<Vec<u8>>,
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
+}
+
+/// Received bytes to parse: a buffer of the shared ring, or a copy held while paused.
+enum Input {
+    Ring(u16, usize),
+    Held(Vec<u8>),
 }
 
 /// The listening sockets one reactor accepts on.
@@ -318,6 +329,7 @@ impl Reactor {
             }
             self.wait()?;
             self.now = Instant::now();
+            self.batch.set_now(self.now);
             self.reap();
             self.bufs.publish();
             self.hand_off();
@@ -650,16 +662,20 @@ impl Reactor {
         } else if let Some(bid) = bid {
             if conn.stalled_since.is_some() || !conn.held.is_empty() {
                 // Paused: data that was already in flight waits, in order, for the resume.
-                conn.held.push_back((bid, res as u32));
+                // It is copied out so the shared ring is not starved by paused publishers
+                // (bounded: only what was in flight when the recv was cancelled).
+                conn.held
+                    .push_back(self.bufs.get(bid, res as usize).to_vec());
+                self.bufs.recycle(bid);
             } else {
-                self.feed(token, bid, res as usize);
+                self.feed(token, Input::Ring(bid, res as usize));
             }
         }
         self.after_input(token);
     }
 
-    /// Parses one received buffer for `token` and gives the buffer back to the ring.
-    fn feed(&mut self, token: u64, bid: u16, len: usize) {
+    /// Parses one received buffer for `token` (giving a ring buffer back afterwards).
+    fn feed(&mut self, token: u64, input: Input) {
         let Reactor {
             conns,
             bufs,
@@ -671,11 +687,16 @@ impl Reactor {
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
-            bufs.recycle(bid);
+            if let Input::Ring(bid, _) = input {
+                bufs.recycle(bid);
+            }
             return;
         };
         if conn.conn.closing().is_none() {
-            let data = bufs.get(bid, len);
+            let data = match &input {
+                Input::Ring(bid, len) => bufs.get(*bid, *len),
+                Input::Held(v) => v.as_slice(),
+            };
             let mut env = Env::new(server, batch, rng, *now);
             let c = &mut conn.conn;
             let is_route = c.is_route();
@@ -692,7 +713,9 @@ impl Reactor {
                 let _ = c.fail(e, &mut env);
             }
         }
-        bufs.recycle(bid);
+        if let Input::Ring(bid, _) = input {
+            bufs.recycle(bid);
+        }
         batch.flush(&mut conn.stalled_on);
         if conn.conn.is_route() {
             // A route carries a whole server's traffic: a slow local subscriber never
@@ -718,9 +741,7 @@ impl Reactor {
             return;
         };
         if conn.conn.closing().is_some() {
-            for (bid, _) in conn.held.drain(..) {
-                self.bufs.recycle(bid);
-            }
+            conn.held.clear();
             self.start_close(token);
         } else if !conn.recv_armed && conn.stalled_since.is_none() {
             self.arm_recv(token);
@@ -731,13 +752,17 @@ impl Reactor {
     /// buffers held while paused, then the recv.
     fn check_stalls(&mut self) {
         let now = self.now;
+        let now_ns = mono_ns(now);
         let mut resume = Vec::new();
         self.stalled.retain(|&token| {
             let Some(conn) = self.conns.get_mut(token) else {
                 return false;
             };
-            conn.stalled_on
-                .retain(|o| !o.is_closed() && o.pending_len() > o.stall_bytes() / 2);
+            // Still waiting only on destinations that are backed up and draining; one
+            // that got stuck meanwhile pauses nobody.
+            conn.stalled_on.retain(|o| {
+                !o.is_dead() && o.pending_hint() > o.stall_bytes() / 2 && !o.is_stuck(now_ns)
+            });
             let expired = conn
                 .stalled_since
                 .is_some_and(|since| now.duration_since(since) >= STALL_MAX);
@@ -751,13 +776,13 @@ impl Reactor {
             }
         });
         for token in resume {
-            while let Some((bid, len)) = self
+            while let Some(data) = self
                 .conns
                 .get_mut(token)
                 .filter(|c| c.stalled_since.is_none())
                 .and_then(|c| c.held.pop_front())
             {
-                self.feed(token, bid, len as usize);
+                self.feed(token, Input::Held(data));
             }
             self.after_input(token);
         }
@@ -768,6 +793,7 @@ impl Reactor {
             return;
         };
         conn.send_inflight = false;
+        conn.conn.out.send_done();
         if res < 0 {
             conn.sending.clear();
             conn.send_off = 0;
@@ -817,6 +843,7 @@ impl Reactor {
             .user_data(user_data(Kind::Send, token));
         conn.send_inflight = true;
         conn.send_started = now;
+        conn.conn.out.send_started(now);
         self.push_sqe(sqe);
     }
 
@@ -900,6 +927,7 @@ impl Reactor {
             }
         }
         self.announce_client_urls();
+        self.enforce_pending_budget();
         self.batch.flush(&mut Vec::new());
         for token in closing {
             self.start_close(token);
@@ -916,6 +944,42 @@ impl Reactor {
         }
         self.hand_off();
         self.flush_dirty();
+    }
+
+    /// Publishes this reactor's pending output total; when the server's total passes
+    /// [`PENDING_BUDGET`], cuts this reactor's stuck consumers, largest first, until its
+    /// share is back under its part of the budget.
+    fn enforce_pending_budget(&mut self) {
+        let now_ns = mono_ns(self.now);
+        let mut mine = 0usize;
+        let mut stuck = Vec::new();
+        for token in self.conns.tokens() {
+            let Some(slot) = self.conns.get(token) else {
+                continue;
+            };
+            let pending = slot.conn.out.pending_hint() + slot.sending.len() - slot.send_off;
+            mine += pending;
+            if slot.close_deadline.is_none()
+                && pending >= BUDGET_CUT_MIN
+                && slot.conn.out.is_stuck(now_ns)
+            {
+                stuck.push((pending, token));
+            }
+        }
+        let total = self.server.set_pending(self.id, mine);
+        if total <= PENDING_BUDGET || stuck.is_empty() {
+            return;
+        }
+        stuck.sort_unstable_by_key(|&(pending, _)| std::cmp::Reverse(pending));
+        let share = PENDING_BUDGET / self.handles.len();
+        for (pending, token) in stuck {
+            if mine <= share {
+                break;
+            }
+            self.slow_consumer(token, SlowConsumer::PendingBudget);
+            mine -= pending;
+        }
+        self.server.set_pending(self.id, mine);
     }
 
     /// The cluster learned new client URLs: protocol-1 clients get an async INFO.
@@ -952,6 +1016,9 @@ impl Reactor {
             SlowConsumer::MaxPending => format!("MaxPending of {} Exceeded", opts.max_pending),
             SlowConsumer::WriteDeadline => {
                 format!("WriteDeadline of {:?} Exceeded", opts.write_deadline)
+            }
+            SlowConsumer::PendingBudget => {
+                format!("server pending output above {PENDING_BUDGET} bytes, consumer not reading")
             }
         };
         crate::info!("{}Slow Consumer Detected: {detail}", conn.conn.log_prefix);
@@ -1015,9 +1082,12 @@ impl Reactor {
         } else {
             server.conn_count.fetch_sub(1, Ordering::Relaxed);
             crate::debug!(
-                "{}Client connection closed: {:?}",
+                "{}Client connection closed: {}",
                 conn.conn.log_prefix,
-                conn.conn.closing()
+                conn.conn
+                    .closing()
+                    .cloned()
+                    .unwrap_or(CloseReason::ServerShutdown)
             );
         }
         // The withdrawn interest (UNSUBs to routes) goes out with this batch.

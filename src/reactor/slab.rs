@@ -77,6 +77,15 @@ impl<T> Slab<T> {
         e.val.as_mut()
     }
 
+    pub fn get(&self, token: u64) -> Option<&T> {
+        let (idx, gen) = split(token);
+        let e = self.entries.get(idx)?;
+        if e.gen != gen {
+            return None;
+        }
+        e.val.as_ref()
+    }
+
     pub fn remove(&mut self, token: u64) -> Option<T> {
         let (idx, gen) = split(token);
         let e = self.entries.get_mut(idx)?;
