@@ -215,3 +215,40 @@ fn slow_consumer_is_logged_and_cut_off() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(wait_exit(&mut child).success());
 }
+
+/// `-V` traces HPUB as HPUB and the payload on its own line, as gnatsd does; a closed
+/// connection's reason is logged in words (`-D`).
+#[test]
+fn trace_names_hpub_and_close_reasons_are_words() {
+    let (mut child, port, mut log) = spawn(&["-DV"]);
+    let _reap = Reap(child.id());
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let _ = c.read(&mut buf).unwrap();
+    c.write_all(b"CONNECT {\"verbose\":false,\"headers\":true}\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n")
+        .unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"PONG\r\n");
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    let mut line = String::new();
+    while !text.contains("Client connection closed") {
+        assert!(Instant::now() < deadline, "no close line in {text}");
+        line.clear();
+        if log.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+    }
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_exit(&mut child);
+    assert!(text.contains("->> [HPUB foo 12 14]"), "{text}");
+    assert!(text.contains("->> MSG_PAYLOAD: [NATS/1.0"), "{text}");
+    assert!(
+        text.contains("Client connection closed: Client Closed"),
+        "{text}"
+    );
+}

@@ -498,15 +498,9 @@ impl Connection {
         payload: &[u8],
         env: &mut Env<'_>,
     ) -> ControlFlow<()> {
-        crate::trace!(
-            "{}->> [PUB {} {}{}]",
-            self.log_prefix,
-            String::from_utf8_lossy(subject),
-            reply
-                .map(|r| format!("{} ", String::from_utf8_lossy(r)))
-                .unwrap_or_default(),
-            payload.len()
-        );
+        if crate::log::trace_enabled() {
+            self.trace_pub(subject, reply, header_len, payload);
+        }
         if self.opts.pedantic && !is_valid_literal_subject(subject) {
             self.send(env, ProtoError::InvalidSubject.err_line());
             self.ok(env);
@@ -545,6 +539,32 @@ impl Connection {
             self.no_responders(&msg, env);
         }
         ControlFlow::Continue(())
+    }
+
+    /// `->> [PUB subj [reply] len]` (or `[HPUB subj [reply] hlen len]`), then the payload
+    /// line, as gnatsd traces them.
+    fn trace_pub(
+        &self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        header_len: Option<usize>,
+        payload: &[u8],
+    ) {
+        let mut args = String::from_utf8_lossy(subject).into_owned();
+        if let Some(r) = reply {
+            args.push(' ');
+            args.push_str(&String::from_utf8_lossy(r));
+        }
+        if let Some(h) = header_len {
+            args.push_str(&format!(" {h}"));
+        }
+        let op = if header_len.is_some() { "HPUB" } else { "PUB" };
+        crate::trace!("{}->> [{op} {args} {}]", self.log_prefix, payload.len());
+        crate::trace!(
+            "{}->> MSG_PAYLOAD: [{}]",
+            self.log_prefix,
+            String::from_utf8_lossy(payload)
+        );
     }
 
     /// Answers a request that reached nobody with a 503 status on the requester's own inbox
