@@ -82,12 +82,52 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails if another socket (another ringnats included: SO_REUSEPORT would let it share
+/// the port silently) already listens on `addr`: a plain bind, without SO_REUSEPORT,
+/// released at once.
+fn check_port_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
+/// What a listener is for, to word start-up errors as gnatsd does.
+#[derive(Clone, Copy)]
+enum Port {
+    Client,
+    Route,
+}
+
+fn listen_error(what: Port, addr: SocketAddr, e: io::Error) -> io::Error {
+    let cause = match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => "address already in use".to_string(),
+        _ => e.to_string(),
+    };
+    let msg = match what {
+        Port::Client => {
+            format!("Error listening on port: {addr}, \"listen tcp {addr}: bind: {cause}\"")
+        }
+        Port::Route => format!(
+            "Error listening on router port: {} - listen tcp {addr}: bind: {cause}",
+            addr.port()
+        ),
+    };
+    io::Error::new(e.kind(), msg)
+}
+
 /// One SO_REUSEPORT listener per reactor on `addr` (port 0: the first bind picks it).
-fn bind_all(mut addr: SocketAddr, n: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+fn bind_all(
+    what: Port,
+    mut addr: SocketAddr,
+    n: usize,
+) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
+    check_port_free(addr).map_err(|e| listen_error(what, addr, e))?;
     let mut listeners = Vec::with_capacity(n);
     for _ in 0..n {
-        let l = bind_reuseport(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let l = bind_reuseport(addr).map_err(|e| listen_error(what, addr, e))?;
         addr = l.local_addr()?;
         listeners.push(l);
     }
@@ -145,13 +185,13 @@ fn interface_ips() -> Vec<IpAddr> {
 /// Binds the client port (and the route port) once per reactor and starts the reactors.
 pub fn start(mut opts: Options) -> io::Result<Running> {
     let workers = opts.workers.max(1);
-    let (clients, addr) = bind_all(resolve(&opts.host, opts.port)?, workers)?;
+    let (clients, addr) = bind_all(Port::Client, resolve(&opts.host, opts.port)?, workers)?;
     let mut route_addr = None;
     let mut routes: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
     let server_id = new_server_id();
     let cluster = match opts.cluster.as_mut() {
         Some(c) => {
-            let (ls, a) = bind_all(resolve(&c.host, c.port)?, workers)?;
+            let (ls, a) = bind_all(Port::Route, resolve(&c.host, c.port)?, workers)?;
             routes = ls.into_iter().map(Some).collect();
             route_addr = Some(a);
             c.port = a.port();

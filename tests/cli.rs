@@ -141,12 +141,40 @@ fn port_in_use_is_a_clear_startup_error() {
         .args(["-a", "127.0.0.1", "-p", &busy.to_string()])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("[FTL]") && err.contains(&format!("cannot listen on 127.0.0.1:{busy}")),
-        "{err}"
+    let want = format!(
+        "[FTL] Error listening on port: 127.0.0.1:{busy}, \"listen tcp 127.0.0.1:{busy}: bind: address already in use\""
     );
+    assert!(err.contains(&want), "{err}");
+}
+
+/// A second ringnats on a port a running ringnats holds refuses to start (SO_REUSEPORT
+/// would otherwise let the two share it silently), for the client and the route port.
+#[test]
+fn a_second_ringnats_cannot_share_a_port() {
+    let (first, port, _log) = spawn(&["--cluster", "nats-route://127.0.0.1:0"]);
+    let _reap = Reap(first.id());
+    let out = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("address already in use"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    let out = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1", "--cluster"])
+        .arg(format!("nats-route://127.0.0.1:{busy}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "[FTL] Error listening on router port: {busy} - listen tcp 127.0.0.1:{busy}: bind: address already in use"
+    );
+    assert!(err.contains(&want), "{err}");
 }
 
 #[test]
