@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A running server: its threads and the addresses it listens on.
 pub struct Running {
@@ -85,14 +85,29 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Fails if another socket (another ringnats included: SO_REUSEPORT would let it share
 /// the port silently) already listens on `addr`: a plain bind, without SO_REUSEPORT,
 /// released at once.
+///
+/// A process killed a moment ago still holds its port for a few milliseconds while the
+/// kernel tears its io_uring down, so `EADDRINUSE` is retried for up to
+/// [`PORT_RELEASE_WAIT`] before it is reported (a restart on the same port just works).
 fn check_port_free(addr: SocketAddr) -> io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
 }
+
+/// How long start-up waits for a port held by a process that just died.
+const PORT_RELEASE_WAIT: Duration = Duration::from_millis(500);
 
 /// What a listener is for, to word start-up errors as gnatsd does.
 #[derive(Clone, Copy)]
