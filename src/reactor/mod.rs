@@ -402,7 +402,10 @@ impl Reactor {
 
     fn on_accept(&mut self, kind: Kind, res: i32, flags: u32) {
         let is_route = kind == Kind::RouteAccept;
-        if res == -libc::EMFILE || res == -libc::ENFILE {
+        if matches!(
+            -res,
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+        ) {
             // Out of descriptors: back off (10 ms doubling to 1 s) instead of spinning on
             // the error, and say so once per back-off.
             let backoff = &mut self.accept_backoff[is_route as usize];

@@ -1,0 +1,182 @@
+//! One misbehaving party costs nobody else: many paused publishers and a stuck subscriber
+//! on the same core as a healthy pair, and running out of file descriptors.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// 50 publishers blast a subscriber that never reads, all on one reactor, while a healthy
+/// pair exchanges messages: the pair gets every message (the held input of paused
+/// publishers does not starve the shared receive ring), and the stuck one is cut.
+#[test]
+fn paused_publishers_do_not_starve_a_healthy_pair_on_the_same_core() {
+    let srv = start_with(|o| {
+        o.workers = 1;
+        o.max_pending = 4 * 1024 * 1024;
+        o.write_deadline = Duration::from_secs(3);
+    });
+    let mut stuck = Raw::quiet(srv.addr);
+    socket2::SockRef::from(&stuck.stream)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    stuck.send(b"SUB flood 1\r\nPING\r\n");
+    stuck.expect(b"PONG\r\n");
+    let mut frame = b"PUB flood 512\r\n".to_vec();
+    frame.extend_from_slice(&[b'x'; 512]);
+    frame.extend_from_slice(b"\r\n");
+    let burst = frame.repeat(200);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers: Vec<_> = (0..50)
+        .map(|_| {
+            let mut p = Raw::quiet(srv.addr);
+            let burst = burst.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                p.stream
+                    .set_write_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                for _ in 0..100 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed)
+                        || p.stream.write_all(&burst).is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sub = Raw::quiet(srv.addr);
+    sub.send(b"SUB pair 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    let mut publ = Raw::quiet(srv.addr);
+    for i in 0..300 {
+        let body = format!("{i:05}");
+        publ.send(format!("PUB pair 5\r\n{body}\r\n").as_bytes());
+        sub.expect(format!("MSG pair 1 5\r\n{body}\r\n").as_bytes());
+    }
+    sub.expect_nothing_then_pong();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    drop(stuck);
+}
+
+fn spawn_with_fd_limit(
+    limit: u64,
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStderr>,
+) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringnats"));
+    cmd.args(["-a", "127.0.0.1", "-p", "-1", "--workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; it only changes the child's own limit.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn ringnats");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut port = None;
+    for _ in 0..20 {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(addr) = line
+            .trim()
+            .split("Listening for client connections on ")
+            .nth(1)
+        {
+            port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+        }
+        if line.contains("Server is ready") {
+            break;
+        }
+    }
+    (child, port.expect("listen line"), err)
+}
+
+/// Out of descriptors, the accept loop backs off (one log line per back-off, not a flood)
+/// and serves new clients again once descriptors are free.
+#[test]
+fn accept_backs_off_when_out_of_descriptors_and_recovers() {
+    let (mut child, port, log) = spawn_with_fd_limit(48);
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: signalling the child this test spawned.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(child.id());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // More connections than the server has descriptors for: the kernel completes the
+    // handshakes (backlog), the server cannot accept them all.
+    let mut held: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    // Wait for the first back-off line, then let it run for a while.
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("Error accepting") => break l,
+            Ok(_) => {}
+            Err(_) => panic!("no accept error logged"),
+        }
+    };
+    assert!(first.contains("Too many open files"), "{first}");
+    assert!(first.contains("retrying in"), "{first}");
+    let window = Instant::now() + Duration::from_millis(500);
+    let mut lines = 1;
+    while let Ok(l) = rx.recv_timeout(window.saturating_duration_since(Instant::now())) {
+        if l.contains("Error accepting") {
+            lines += 1;
+        }
+    }
+    assert!(lines < 20, "{lines} accept errors in 0.5 s: no back-off");
+    // Free descriptors: a new client is served again.
+    held.clear();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "not serving after descriptors freed"
+        );
+        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 8];
+            if c.read_exact(&mut buf).is_ok() && &buf[..5] == b"INFO " {
+                c.write_all(b"PING\r\n").unwrap();
+                break;
+            }
+        }
+    }
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
