@@ -8,6 +8,10 @@
 //! Error precedence for one op, in stream order: `AuthViolation` (first byte not `c`/`C`
 //! while a CONNECT is required), `UnknownOp` (op name), `MaxControlLine` (line length),
 //! argument errors (`ParserError`, `MaxPayload`), then `UnknownOp` for a bad payload trailer.
+//!
+//! The two bytes after a payload must be exactly `\r\n`, as in nats-server 2.x (gnatsd 1.0
+//! checked only the `\n`). A wrong trailer byte is reported as soon as it arrives, before
+//! the rest of the frame, and the op is not delivered.
 
 use std::ops::ControlFlow;
 
@@ -32,9 +36,10 @@ pub struct ParserConfig {
 }
 
 impl Default for ParserConfig {
+    /// nats-server 2.x's limits: 4096-byte control lines, 1 MiB payloads.
     fn default() -> Self {
         ParserConfig {
-            max_control_line: 1024,
+            max_control_line: 4096,
             max_payload: 1024 * 1024,
             headers: false,
             route: false,
@@ -520,7 +525,7 @@ impl Parser {
                     let start = next;
                     let end = frame_end(start, size);
                     if end <= rest.len() {
-                        if rest[end - 1] != b'\n' {
+                        if rest[end - 2] != b'\r' || rest[end - 1] != b'\n' {
                             return Err(ProtoError::UnknownOp);
                         }
                         pos += end;
@@ -529,6 +534,7 @@ impl Parser {
                             return Ok(Parsed::Stopped);
                         }
                     } else {
+                        check_trailer(&rest[(end - 2).min(rest.len())..])?;
                         let head = head.to_spans(rest);
                         self.buf.clear();
                         self.buf.reserve(end.min(MAX_RESERVE));
@@ -593,11 +599,9 @@ impl Parser {
             let take = (need - self.buf.len()).min(rest.len());
             self.buf.extend_from_slice(&rest[..take]);
             used += take;
+            check_trailer(&self.buf[(need - 2).min(self.buf.len())..])?;
             if self.buf.len() < need {
                 return Ok(Resume::NeedMore);
-            }
-            if self.buf[need - 1] != b'\n' {
-                return Err(ProtoError::UnknownOp);
             }
             self.state = State::Idle;
             let head = head.resolve(&self.buf);
@@ -624,6 +628,18 @@ fn line_window(cfg: &ParserConfig) -> usize {
 #[inline]
 fn frame_end(payload_start: usize, size: usize) -> usize {
     payload_start.saturating_add(size).saturating_add(2)
+}
+
+/// Checks the part of a payload trailer that has arrived (0 to 2 bytes) against `\r\n`, so
+/// a split frame fails at the same byte as a whole one.
+#[inline]
+fn check_trailer(got: &[u8]) -> Result<(), ProtoError> {
+    debug_assert!(got.len() <= 2);
+    if b"\r\n".starts_with(got) {
+        Ok(())
+    } else {
+        Err(ProtoError::UnknownOp)
+    }
 }
 
 /// Delivers a payload-free op. A CONNECT ends the "CONNECT required" phase first.
@@ -1334,17 +1350,7 @@ mod tests {
                 OwnedOp::Connect(b"{}\r".to_vec())
             ])
         );
-        // payload trailer: first byte unchecked, second must be \n
-        assert_eq!(
-            check_splits(
-                c,
-                b"PUB foo 2\r\nokX\nPUB foo 2\r\nok\n\nPUB foo 2\r\nok\nX"
-            ),
-            err(
-                vec![pub_op("foo", None, "ok"), pub_op("foo", None, "ok")],
-                E::UnknownOp
-            )
-        );
+        // the payload trailer is exactly \r\n (see `payload_trailer_is_exactly_crlf`)
         assert_eq!(
             check_splits(c, b"PUB foo 2\r\nok\r\r\n"),
             err(vec![], E::UnknownOp)
@@ -1359,6 +1365,88 @@ mod tests {
             check_splits(c, b"PUB foo 4\r\n\r\n\r\n\r\n"),
             ok(vec![pub_op("foo", None, "\r\n\r\n")])
         );
+    }
+
+    #[test]
+    fn payload_trailer_is_exactly_crlf() {
+        let all = ParserConfig {
+            headers: true,
+            route: true,
+            ..cfg()
+        };
+        let hpub = |payload: &str| OwnedOp::Hpub {
+            subject: b"h".to_vec(),
+            reply: None,
+            header_len: 0,
+            payload: payload.into(),
+        };
+        let msg = |payload: &str| OwnedOp::Msg {
+            subject: b"m".to_vec(),
+            sid: b"RSID:1:2".to_vec(),
+            reply: None,
+            payload: payload.into(),
+        };
+        let frames: [&[u8]; 3] = [
+            b"PUB a 3\r\nabc\r\n",
+            b"HPUB h 0 2\r\nhi\r\n",
+            b"MSG m RSID:1:2 2\r\nhi\r\n",
+        ];
+        let good = frames.concat();
+        let delivered = vec![pub_op("a", None, "abc"), hpub("hi"), msg("hi")];
+        assert_eq!(check_splits(all, &good), ok(delivered.clone()));
+        // every other value of either trailer byte of each op, followed by more ops
+        let mut end = 0;
+        for (i, frame) in frames.iter().enumerate() {
+            end += frame.len();
+            for at in [end - 2, end - 1] {
+                for b in [b'\r', b'\n', b'X', b' ', b'\0', 0xff] {
+                    if b == good[at] {
+                        continue;
+                    }
+                    let mut s = good.clone();
+                    s[at] = b;
+                    s.extend_from_slice(b"PING\r\n");
+                    assert_eq!(
+                        check_splits(all, &s),
+                        err(delivered[..i].to_vec(), E::UnknownOp),
+                        "{:?}",
+                        String::from_utf8_lossy(&s)
+                    );
+                }
+            }
+        }
+        // the case from the bug report: not delivered, the PING is not reached
+        let c = cfg();
+        assert_eq!(
+            check_splits(c, b"PUB a 3\r\nabcX\nPING\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        for s in [
+            &b"PUB a 3\r\nabc\n\n"[..],
+            b"PUB a 3\r\nabc\nX",
+            b"PUB a 3\r\nabcXY",
+            b"PUB a 0\r\n\n\r\n",
+            b"PUB a 0\r\nX",
+            b"PUB a 3\r\nabc\r\r",
+            b"PUB a 2\r\nok\r\nPUB a 3\r\nabc\n\r\n",
+        ] {
+            assert_eq!(
+                check_splits(c, s).1,
+                Some(E::UnknownOp),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        // a wrong first trailer byte fails at once, before the second byte arrives
+        let mut p = Parser::new(c);
+        assert_eq!(p.parse(b"PUB a 3\r\nab", |_| panic!()), Ok(Parsed::Done));
+        assert_eq!(p.parse(b"cX", |_| panic!()), Err(E::UnknownOp));
+        let mut p = Parser::new(c);
+        assert_eq!(p.parse(b"PUB a 3\r\nabcX", |_| panic!()), Err(E::UnknownOp));
+        // a correct partial trailer waits for the rest
+        for s in [&b"PUB a 3\r\nabc"[..], b"PUB a 3\r\nabc\r"] {
+            assert_eq!(check_splits(c, s), ok(vec![]));
+        }
     }
 
     #[test]
@@ -1700,20 +1788,38 @@ mod tests {
         assert_eq!(p.parse(b"SUB abc 12\r", |_| panic!()), Ok(Parsed::Done));
         assert_eq!(p.buffered(), 11);
 
-        // default 1024: a 2000-byte PUB line fails, whole or as it arrives
-        let mut long = b"PUB ".to_vec();
-        long.extend(std::iter::repeat_n(b'a', 2000));
-        long.extend_from_slice(b" 1\r\nx\r\n");
+        // default 4096 (nats-server 2.x): a 5000-byte PUB line fails, whole or as it
+        // arrives; a 2000-byte one (over gnatsd 1.0's 1024) and one of exactly 4096 pass
+        assert_eq!(cfg().max_control_line, 4096);
+        let pub_line = |subject_len: usize| {
+            let mut v = b"PUB ".to_vec();
+            v.extend(std::iter::repeat_n(b'a', subject_len));
+            v.extend_from_slice(b" 1\r\nx\r\n");
+            v
+        };
+        let long = pub_line(5000);
         assert_eq!(check_splits(cfg(), &long), err(vec![], E::MaxControlLine));
         assert_eq!(
-            check_splits(cfg(), &long[..1100]),
+            check_splits(cfg(), &long[..4200]),
             err(vec![], E::MaxControlLine)
         );
-        let mut ok_line = b"PUB ".to_vec();
-        ok_line.extend(std::iter::repeat_n(b'a', 1018));
-        ok_line.extend_from_slice(b" 1\r\nx\r\n");
-        assert_eq!(ok_line.iter().position(|&b| b == b'\r'), Some(1024));
-        assert_eq!(check_splits(cfg(), &ok_line).1, None);
+        assert_eq!(check_splits(cfg(), &pub_line(2000)).1, None);
+        let at_limit = pub_line(4090);
+        assert_eq!(at_limit.iter().position(|&b| b == b'\r'), Some(4096));
+        assert_eq!(check_splits(cfg(), &at_limit).1, None);
+        assert_eq!(
+            check_splits(cfg(), &pub_line(4091)),
+            err(vec![], E::MaxControlLine)
+        );
+        // still configurable: 1024 rejects the 2000-byte line
+        let c1024 = ParserConfig {
+            max_control_line: 1024,
+            ..cfg()
+        };
+        assert_eq!(
+            check_splits(c1024, &pub_line(2000)),
+            err(vec![], E::MaxControlLine)
+        );
 
         // tiny limits stay consistent
         for mcl in 0..12 {
