@@ -1635,6 +1635,128 @@ mod tests {
         );
     }
 
+    /// The exact lines routes exchange (reference §2.4, §2.5 and the §2.10 transcript).
+    #[test]
+    fn route_protocol_lines() {
+        let msg = |subject: &str, sid: &str, reply: Option<&str>, payload: &str| OwnedOp::Msg {
+            subject: subject.into(),
+            sid: sid.into(),
+            reply: reply.map(Into::into),
+            payload: payload.into(),
+        };
+        let unsub = |sid: &str, max| OwnedOp::Unsub {
+            sid: sid.into(),
+            max,
+        };
+        let connect = br#"CONNECT {"verbose":false,"pedantic":false,"user":"ruser","pass":"rpass","tls_required":false,"name":"FAKE"}"#;
+        let info = br#"INFO {"server_id":"FAKE","host":"127.0.0.1","port":36399,"connect_urls":["127.0.0.1:35399"]}"#;
+        let cases: Vec<(&[u8], OwnedOp)> = vec![
+            // the empty queue field of a plain route SUB: two spaces, no queue
+            (b"SUB baz  RSID:3:7\r\n", sub_op("baz", None, "RSID:3:7")),
+            (
+                b"SUB baz q2 QRSID:3:8\r\n",
+                sub_op("baz", Some("q2"), "QRSID:3:8"),
+            ),
+            (b"SUB foo RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (b"SUB foo  RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (
+                b"SUB foo grp QRSID:9:2\r\n",
+                sub_op("foo", Some("grp"), "QRSID:9:2"),
+            ),
+            (b"SUB foo \t RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (
+                b"MSG foo RSID:9:1 reply.x 2\r\nhi\r\n",
+                msg("foo", "RSID:9:1", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG foo RSID:2:1 reply.x 2\r\nhi\r\n",
+                msg("foo", "RSID:2:1", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG foo QRSID:2:2 reply.x 2\r\nhi\r\n",
+                msg("foo", "QRSID:2:2", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG baz RSID:9:1 2\r\nhi\r\n",
+                msg("baz", "RSID:9:1", None, "hi"),
+            ),
+            (
+                b"MSG baz QRSID:9:2 0\r\n\r\n",
+                msg("baz", "QRSID:9:2", None, ""),
+            ),
+            // malformed route sids are the receiver's business, not the parser's
+            (
+                b"MSG baz QRSID:1: 2\r\nhi\r\n",
+                msg("baz", "QRSID:1:", None, "hi"),
+            ),
+            (b"UNSUB RSID:3:7\r\n", unsub("RSID:3:7", None)),
+            (b"UNSUB QRSID:3:8\r\n", unsub("QRSID:3:8", None)),
+            (b"UNSUB RSID:3:7 5\r\n", unsub("RSID:3:7", Some(5))),
+            (b"UNSUB QRSID:3:8 1\r\n", unsub("QRSID:3:8", Some(1))),
+            (b"PING\r\n", OwnedOp::Ping),
+            (b"PONG\r\n", OwnedOp::Pong),
+        ];
+        let mut all = Vec::new();
+        let mut expect = Vec::new();
+        for line in [&connect[..], info] {
+            let mut l = line.to_vec();
+            l.extend_from_slice(b"\r\n");
+            all.extend_from_slice(&l);
+        }
+        expect.push(OwnedOp::Connect(connect[8..].to_vec()));
+        expect.push(OwnedOp::Info(info[5..].to_vec()));
+        for (line, op) in &cases {
+            all.extend_from_slice(line);
+            expect.push(op.clone());
+        }
+        for headers in [false, true] {
+            let r = ParserConfig { headers, ..route() };
+            for (line, op) in &cases {
+                assert_eq!(
+                    check_splits(r, line),
+                    ok(vec![op.clone()]),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                if line.starts_with(b"MSG ") {
+                    assert!(check_fast_agrees(&r, &[line, &b"xxxxxxxx"[..]].concat()));
+                }
+            }
+            assert_eq!(check_splits(r, &all), ok(expect.clone()));
+        }
+
+        // SUB and UNSUB with route sids parse the same on a client connection; MSG does not
+        for (line, op) in &cases {
+            let got = check_splits(cfg(), line);
+            if line.starts_with(b"MSG ") {
+                assert_eq!(got, err(vec![], E::UnknownOp));
+            } else {
+                assert_eq!(got, ok(vec![op.clone()]));
+            }
+        }
+
+        // route MSG framing errors
+        let r = route();
+        for (s, e) in [
+            (&b"MSG baz RSID:9:1 2\r\nhiX\n"[..], E::UnknownOp),
+            (b"MSG baz RSID:9:1 2\r\nhi\n\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1 2\r\nhi\rX", E::UnknownOp),
+            (b"MSG baz RSID:9:1 1\r\nhi\r\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1\r\n", E::ParserError),
+            (b"MSG baz RSID:9:1 reply.x extra 2\r\n", E::ParserError),
+            (b"MSG baz RSID:9:1 -2\r\n", E::ParserError),
+            (b"MSGbaz RSID:9:1 2\r\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1 2000000\r\n", E::MaxPayload),
+        ] {
+            assert_eq!(
+                check_splits(r, s),
+                err(vec![], e),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
+    }
+
     #[test]
     fn hpub() {
         let h = headers();
@@ -2121,6 +2243,12 @@ mod tests {
             b"PUB foo x\r\n",
             b"\r\n",
             b"PUB foo 2000000\r\n",
+            b"PUB foo 2\r\nokX\n",
+            b"PUB foo 2\r\nok\n\n",
+            b"SUB baz  RSID:3:7\r\n",
+            b"SUB baz q2 QRSID:3:8\r\n",
+            b"UNSUB RSID:3:7 5\r\n",
+            b"MSG foo QRSID:2:2 reply.x 2\r\nhi\r\n",
         ];
         let mut s = Vec::new();
         for _ in 0..rng.below(8) {
@@ -2139,6 +2267,17 @@ mod tests {
             s.truncate(rng.below(s.len()));
         }
         s
+    }
+
+    /// `wide` is the outcome of a configuration that only adds `route` and/or `headers` to
+    /// the one that gave `narrow`: the same outcome, except that where `narrow` refused an
+    /// op as unknown (a `MSG` or `HPUB`), `wide` may deliver it and go on.
+    fn assert_accepts_more(narrow: &Outcome, wide: &Outcome, s: &[u8]) {
+        let show = || String::from_utf8_lossy(s).into_owned();
+        match narrow.1 {
+            Some(E::UnknownOp) => assert!(wide.0.starts_with(&narrow.0), "{:?}", show()),
+            _ => assert_eq!(wide, narrow, "{:?}", show()),
+        }
     }
 
     #[test]
@@ -2164,6 +2303,12 @@ mod tests {
                 }
                 let bytes: Vec<&[u8]> = s.chunks(1).collect();
                 assert_eq!(run_chunks(c, &bytes), expect);
+                let wider = ParserConfig {
+                    route: true,
+                    headers: true,
+                    ..c
+                };
+                assert_accepts_more(&expect, &whole(wider, &s), &s);
                 let mut chunks = Vec::new();
                 let mut rest = &s[..];
                 while !rest.is_empty() {
