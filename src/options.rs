@@ -12,7 +12,8 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 4222;
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
-pub const DEFAULT_MAX_CONTROL_LINE: usize = 1024;
+/// nats-server 2.x's limit (gnatsd 1.0 had 1024); 2.x clients may send longer lines than 1.0's.
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
 pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
 
@@ -466,6 +467,7 @@ mod tests {
         assert_eq!(o.host, "0.0.0.0");
         assert_eq!(o.port, 4222);
         assert_eq!(o.max_payload, 1048576);
+        assert_eq!(o.max_control_line, 4096);
         assert!(o.logtime);
         assert!(!o.debug && !o.trace);
     }
@@ -477,6 +479,12 @@ mod tests {
         assert_eq!(o.host, "127.0.0.1");
         assert!(o.debug && o.trace);
         assert!(!o.logtime);
+    }
+
+    #[test]
+    fn max_control_line_is_configurable() {
+        assert_eq!(run(&["--max_control_line", "1024"]).max_control_line, 1024);
+        assert_eq!(run(&["-max_control_line=8192"]).max_control_line, 8192);
     }
 
     #[test]
