@@ -776,4 +776,324 @@ mod tests {
         let argv = ["ringnats", "version"].map(String::from);
         assert!(matches!(parse_args(argv).unwrap(), Command::Version));
     }
+    // ---- -c/--config and precedence ------------------------------------------------------
+
+    /// The flags `args` merged over the config file `conf`, and the warnings, shown.
+    fn merged(args: &[&str], conf: &str) -> Result<(Options, Vec<String>), String> {
+        let argv = std::iter::once("ringnats")
+            .chain(args.iter().copied())
+            .map(String::from);
+        let matches = Cli::command()
+            .try_get_matches_from(normalize_args(argv))
+            .unwrap();
+        let given = Given::from_matches(&matches);
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let tree = config::parse(conf, "gnatsd.conf", &config::MemResolver::new()).unwrap();
+        let file = config::server_options(&tree).unwrap();
+        let (o, w) = cli.merge(&given, Some(file))?;
+        Ok((o, w.iter().map(ToString::to_string).collect()))
+    }
+
+    fn with_file(args: &[&str], conf: &str) -> Options {
+        merged(args, conf).unwrap().0
+    }
+
+    const FILE_CONF: &str = "port: 5000\nhost: 127.0.0.1\nhttp_port: 8222\ndebug: false\n\
+                             trace: false\nlogtime: false\nlog_file: file.log\n\
+                             pid_file: file.pid\nauthorization { user: fu, password: fp, \
+                             timeout: 3 }\nmax_payload: 2000\nping_interval: 60\nping_max: 4\n\
+                             write_deadline: \"9s\"\nmax_connections: 10\n\
+                             max_control_line: 300\nmax_pending: 5000\n";
+
+    #[test]
+    fn the_file_applies_where_no_flag_is_given() {
+        let o = with_file(&[], FILE_CONF);
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 5000));
+        assert_eq!(o.http_port, Some(8222));
+        assert!(!o.debug && !o.trace && !o.logtime);
+        assert_eq!(o.log_file.as_deref(), Some(Path::new("file.log")));
+        assert_eq!(o.pid_file.as_deref(), Some(Path::new("file.pid")));
+        assert_eq!(
+            (o.user.as_deref(), o.pass.as_deref()),
+            (Some("fu"), Some("fp"))
+        );
+        assert_eq!(o.auth_timeout, Duration::from_secs(3));
+        assert_eq!(o.max_payload, 2000);
+        assert_eq!(o.ping_interval, Duration::from_secs(60));
+        assert_eq!(o.ping_max, 4);
+        assert_eq!(o.write_deadline, Duration::from_secs(9));
+        assert_eq!(o.max_connections, 10);
+        assert_eq!(o.max_control_line, 300);
+        assert_eq!(o.max_pending, 5000);
+        // Flags that are not about the file still apply.
+        assert_eq!(with_file(&["--workers", "3"], FILE_CONF).workers, 3);
+    }
+
+    #[test]
+    fn each_flag_given_wins_over_the_file() {
+        let o = |args: &[&str]| with_file(args, FILE_CONF);
+        assert_eq!(o(&["-p", "6000"]).port, 6000);
+        assert_eq!(o(&["-port=6000"]).port, 6000);
+        assert_eq!(o(&["--port", "-1"]).port, 0);
+        // Even at its default value: the flag was given.
+        assert_eq!(o(&["-p", "4222"]).port, 4222);
+        assert_eq!(o(&["-a", "127.0.0.2"]).host, "127.0.0.2");
+        assert_eq!(o(&["-net", "127.0.0.3"]).host, "127.0.0.3");
+        assert_eq!(o(&["-m", "9000"]).http_port, Some(9000));
+        assert!(o(&["-D"]).debug);
+        assert!(o(&["-V"]).trace);
+        let dv = o(&["-DV"]);
+        assert!(dv.debug && dv.trace);
+        assert_eq!(
+            o(&["-l", "flag.log"]).log_file.as_deref(),
+            Some(Path::new("flag.log"))
+        );
+        assert_eq!(
+            o(&["-P", "flag.pid"]).pid_file.as_deref(),
+            Some(Path::new("flag.pid"))
+        );
+        let u = o(&["--user", "cu", "--pass", "cp"]);
+        assert_eq!(
+            (u.user.as_deref(), u.pass.as_deref()),
+            (Some("cu"), Some("cp"))
+        );
+        // Each one on its own, as MergeOptions does.
+        let u = o(&["-pass", "cp"]);
+        assert_eq!(
+            (u.user.as_deref(), u.pass.as_deref()),
+            (Some("fu"), Some("cp"))
+        );
+        let t = with_file(&["--auth", "ctok"], "authorization { token: ftok }");
+        assert_eq!(t.token.as_deref(), Some("ctok"));
+        // The flags only ringnats has win the same way.
+        assert_eq!(o(&["--max_payload", "1000"]).max_payload, 1000);
+        assert_eq!(o(&["--max_control_line", "64"]).max_control_line, 64);
+        assert_eq!(o(&["--max_connections", "5"]).max_connections, 5);
+        assert_eq!(o(&["--max_pending", "7"]).max_pending, 7);
+        assert_eq!(
+            o(&["--ping_interval", "5"]).ping_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(o(&["--ping_max", "9"]).ping_max, 9);
+        assert_eq!(
+            o(&["--write_deadline", "1.5"]).write_deadline,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            o(&["--auth_timeout", "0.5"]).auth_timeout,
+            Duration::from_millis(500)
+        );
+        // And are checked as without a file.
+        assert_eq!(
+            merged(&["--max_payload", "0"], FILE_CONF).unwrap_err(),
+            "max_payload must be greater than 0"
+        );
+        assert_eq!(
+            merged(&["--pass", "p"], "port: 1").unwrap_err(),
+            "--pass requires --user"
+        );
+    }
+
+    #[test]
+    fn debug_and_trace_in_the_file_stay_without_the_flags() {
+        let o = with_file(&[], "debug: true\ntrace: true");
+        assert!(o.debug && o.trace);
+    }
+
+    /// The -T decision (see `Cli::merge`): gnatsd 1.0 lets the default of -T beat
+    /// `logtime: false`; we apply the file unless -T is given, as 2.x.
+    #[test]
+    fn logtime_from_the_file_applies_unless_t_is_given() {
+        assert!(!with_file(&[], "logtime: false").logtime);
+        assert!(with_file(&["-T"], "logtime: false").logtime);
+        assert!(with_file(&["-T=true"], "logtime: false").logtime);
+        assert!(!with_file(&["-T=false"], "logtime: true").logtime);
+        assert!(!with_file(&["-logtime=false"], "").logtime);
+        assert!(with_file(&[], "").logtime);
+    }
+
+    #[test]
+    fn https_port_syslog_and_remote_syslog_flags_are_ignored_with_a_config_file() {
+        let flags = ["-ms", "8443", "-s", "-r", "udp://localhost:514"];
+        let o = with_file(&flags, "port: 5000");
+        assert_eq!(o.https_port, None);
+        assert!(!o.syslog);
+        assert_eq!(o.remote_syslog, None);
+        // The file's own values stay.
+        let o = with_file(&flags, "https_port: 9443\nsyslog: true");
+        assert_eq!(o.https_port, Some(9443));
+        assert!(o.syslog);
+        // Without a file they apply.
+        let o = run(&flags);
+        assert_eq!(o.https_port, Some(8443));
+        assert!(o.syslog);
+        assert_eq!(o.remote_syslog.as_deref(), Some("udp://localhost:514"));
+        assert_eq!(run(&["-ms=9000"]).https_port, Some(9000));
+        assert_eq!(run(&["--https_port", "9001"]).https_port, Some(9001));
+    }
+
+    const CLUSTER_CONF: &str = "cluster {\n  listen: 127.0.0.1:6222\n  \
+                                authorization { user: fu, password: fp, timeout: 2 }\n  \
+                                routes: [nats-route://127.0.0.1:6223, nats-route://127.0.0.1:6224]\n  \
+                                no_advertise: true\n  connect_retries: 4\n}";
+
+    #[test]
+    fn cluster_from_the_file() {
+        let c = with_file(&[], CLUSTER_CONF).cluster.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 6222));
+        assert_eq!(
+            (c.user.as_deref(), c.pass.as_deref()),
+            (Some("fu"), Some("fp"))
+        );
+        assert_eq!(c.auth_timeout, Duration::from_secs(2));
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.no_advertise);
+        assert_eq!(c.connect_retries, 4);
+    }
+
+    #[test]
+    fn cluster_flag_replaces_address_and_credentials_and_keeps_the_rest() {
+        let c = with_file(&["--cluster", "nats-route://127.0.0.1:7222"], CLUSTER_CONF)
+            .cluster
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 7222));
+        // No user info in the URL clears the file's (gnatsd's configureClusterOpts).
+        assert_eq!((c.user, c.pass), (None, None));
+        assert_eq!(c.routes.len(), 2);
+        assert!(c.no_advertise);
+        assert_eq!(c.connect_retries, 4);
+        assert_eq!(c.auth_timeout, Duration::from_secs(2));
+        let c = with_file(
+            &["-cluster", "nats-route://cu:cp@127.0.0.1:7222"],
+            CLUSTER_CONF,
+        )
+        .cluster
+        .unwrap();
+        assert_eq!(
+            (c.user.as_deref(), c.pass.as_deref()),
+            (Some("cu"), Some("cp"))
+        );
+        assert_eq!(
+            merged(
+                &["--cluster", "nats-route://cu@127.0.0.1:7222"],
+                CLUSTER_CONF
+            )
+            .unwrap_err(),
+            "Expected cluster password to be set."
+        );
+    }
+
+    #[test]
+    fn routes_flag_replaces_the_files_routes_entirely() {
+        let c = with_file(&["--routes", "nats-route://127.0.0.1:7001"], CLUSTER_CONF)
+            .cluster
+            .unwrap();
+        assert_eq!(
+            c.routes,
+            [RouteUrl::parse("nats-route://127.0.0.1:7001").unwrap()]
+        );
+        assert_eq!(c.port, 6222);
+        // An empty --routes changes nothing, as in gnatsd.
+        let c = with_file(&["--routes", ""], CLUSTER_CONF).cluster.unwrap();
+        assert_eq!(c.routes.len(), 2);
+        // No cluster anywhere: gnatsd's error.
+        assert_eq!(
+            merged(&["--routes", "nats-route://127.0.0.1:7001"], "port: 1").unwrap_err(),
+            "Solicited routes require cluster capabilities, e.g. --cluster."
+        );
+    }
+
+    #[test]
+    fn no_advertise_and_connect_retries_flags_win() {
+        let c = with_file(
+            &["--no_advertise=false", "--connect_retries", "9"],
+            CLUSTER_CONF,
+        )
+        .cluster
+        .unwrap();
+        assert!(!c.no_advertise);
+        assert_eq!(c.connect_retries, 9);
+        let c = with_file(&["-no_advertise"], "cluster { port: 6222 }")
+            .cluster
+            .unwrap();
+        assert!(c.no_advertise);
+    }
+
+    #[test]
+    fn a_cluster_block_without_a_port_needs_the_cluster_flag() {
+        let conf = "cluster {\n  authorization { user: fu, password: fp }\n  \
+                    routes: [nats-route://127.0.0.1:6223]\n}";
+        let (o, warnings) = merged(&[], conf).unwrap();
+        assert!(o.cluster.is_none());
+        assert_eq!(
+            warnings,
+            ["gnatsd.conf:1:1: cluster has no port (`listen` or `port`): routing is off"]
+        );
+        let (o, warnings) = merged(&["--cluster", "nats-route://127.0.0.1:7222"], conf).unwrap();
+        assert!(warnings.is_empty());
+        let c = o.cluster.unwrap();
+        assert_eq!((c.port, c.routes.len()), (7222, 1));
+        assert_eq!(c.user, None);
+    }
+
+    #[test]
+    fn config_flag_reads_the_file() {
+        let dir = std::env::temp_dir().join(format!("ringnats-opts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gnatsd.conf");
+        std::fs::write(&path, "port: 5001\ninclude auth.conf\nbogus: 1\n").unwrap();
+        std::fs::write(dir.join("auth.conf"), "authorization { token: t }\n").unwrap();
+        let path = path.to_str().unwrap();
+        for flag in [
+            vec!["-c", path],
+            vec!["-config", path],
+            vec!["--config", path],
+        ] {
+            let o = run(&flag);
+            assert_eq!((o.port, o.token.as_deref()), (5001, Some("t")));
+        }
+        let argv = ["ringnats", "-c", path].map(String::from);
+        let Command::Run { warnings, .. } = parse_args(argv).unwrap() else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            warnings[0].to_string(),
+            format!("{path}:3:1: unknown field \"bogus\"")
+        );
+        std::fs::write(dir.join("bad.conf"), "port: 5001\nmax_payload: [1]\n").unwrap();
+        let bad = dir.join("bad.conf");
+        let argv = [
+            "ringnats".into(),
+            "-c".into(),
+            bad.to_string_lossy().into_owned(),
+        ];
+        let err = parse_args(argv).err().unwrap();
+        assert!(matches!(err, ArgsError::Config(_)));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:2:14: key \"max_payload\": expected a size, got array",
+                bad.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_config_file_is_reported_as_gnatsd_does() {
+        let argv = ["ringnats", "-c", "/nonexistent/gnatsd.conf"].map(String::from);
+        let err = parse_args(argv).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "error opening config file: open /nonexistent/gnatsd.conf: no such file or directory"
+        );
+        // -v is decided before the file is read.
+        let argv = ["ringnats", "-v", "-c", "/nonexistent/gnatsd.conf"].map(String::from);
+        assert!(matches!(parse_args(argv).unwrap(), Command::Version));
+        assert_eq!(
+            go_io_reason("Permission denied (os error 13)"),
+            "permission denied"
+        );
+        assert_eq!(go_io_reason("odd"), "odd");
+    }
 }

@@ -67,6 +67,8 @@ mod server_opts;
 mod source;
 
 #[cfg(test)]
+mod server_opts_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -142,7 +142,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.write_deadline = duration(e)?.unwrap_or(DEFAULT_WRITE_DEADLINE);
             }
             "authorization" => {
-                let auth = authorization(e, &mut fo.warnings)?;
+                let mut auth = authorization(e, &mut fo.warnings)?;
                 if auth.users {
                     if auth.user.is_some() {
                         return Err(rejected(
@@ -165,7 +165,12 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 if (auth.user.is_some() || auth.pass.is_some()) && auth.token.is_some() {
                     return Err(rejected(e, "Cannot have a user/pass and token"));
                 }
-                if auth.pass.is_some() && auth.user.is_none() {
+                // With `users`, a lone password means nothing (the users array wins in 1.0);
+                // it is usually a variable spelled `PASS`, which the key matching takes for
+                // `pass`, as 1.0 does (the README's permissions example).
+                if auth.users {
+                    auth.pass = None;
+                } else if auth.pass.is_some() && auth.user.is_none() {
                     return Err(rejected(e, "a password needs a user"));
                 }
                 o.user = auth.user;
