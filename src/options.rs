@@ -389,6 +389,10 @@ const LONG_FLAGS: &[&str] = &[
     "connect_retries",
     "version",
     "help",
+    // gnatsd's -sl/--signal is not supported. Rewritten to `--sl` so that clap rejects it,
+    // instead of reading `-sl reload` as `-s -l reload` (syslog, log file "reload").
+    "sl",
+    "signal",
 ];
 
 /// Rewrites `-port 4222` / `-port=4222` to `--port ...`, leaving short flags alone.
@@ -763,6 +767,17 @@ mod tests {
             .contains("Solicited routes require cluster capabilities, e.g. --cluster."));
         assert!(err(&["--cluster", "nats-route://u@127.0.0.1:1"])
             .contains("Expected cluster password to be set."));
+    }
+
+    #[test]
+    fn signal_flag_is_rejected_not_read_as_short_flags() {
+        for args in [
+            ["ringnats", "-sl", "reload"],
+            ["ringnats", "-signal", "stop"],
+        ] {
+            let err = parse_args(args.map(String::from)).err().unwrap();
+            assert!(matches!(err, ArgsError::Clap(_)), "{err}");
+        }
     }
 
     #[test]
