@@ -120,6 +120,9 @@ pub struct Cli {
     /// Number of connect retries for implicit routes
     #[arg(long = "connect_retries")]
     pub connect_retries: Option<u32>,
+    /// Server name (default: the server id), sent to clients as INFO server_name
+    #[arg(short = 'n', long = "name", visible_alias = "server_name")]
+    pub server_name: Option<String>,
     /// Number of io_uring reactor threads (default: available cores)
     #[arg(long = "workers")]
     pub workers: Option<usize>,
@@ -167,6 +170,8 @@ pub struct Options {
     pub write_deadline: Duration,
     pub auth_timeout: Duration,
     pub workers: usize,
+    /// The name clients see in INFO (`server_name`); `None`: the server id.
+    pub server_name: Option<String>,
     /// Routing: `None` when no cluster port is configured.
     pub cluster: Option<ClusterOptions>,
 }
@@ -308,6 +313,7 @@ impl Default for Options {
             write_deadline: DEFAULT_WRITE_DEADLINE,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             workers: default_workers(),
+            server_name: None,
             cluster: None,
         }
     }
@@ -383,6 +389,8 @@ const LONG_FLAGS: &[&str] = &[
     "write_deadline",
     "auth_timeout",
     "workers",
+    "name",
+    "server_name",
     "cluster",
     "cluster_listen",
     "routes",
@@ -528,6 +536,9 @@ impl Cli {
         }
         if set("auth_timeout_secs") {
             o.auth_timeout = secs(self.auth_timeout_secs, "auth_timeout")?;
+        }
+        if self.server_name.is_some() {
+            o.server_name = self.server_name.clone();
         }
         if let Some(n) = self.workers {
             if n == 0 {

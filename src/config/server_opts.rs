@@ -91,6 +91,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.port = client_port(port);
             }
             "port" => o.port = client_port(port(e, &e.value)?),
+            "server_name" => o.server_name = non_empty(string(e)?).map(str::to_owned),
             "host" | "net" => o.host = non_empty(string(e)?).unwrap_or(DEFAULT_HOST).to_owned(),
             "http" => {
                 let (host, port) = listen(e)?;

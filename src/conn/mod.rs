@@ -178,6 +178,8 @@ pub enum Kind {
 pub struct Connection {
     /// Connection id (`cid` for clients, `rid` for routes: one counter for both).
     pub cid: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
     pub out: Arc<Outbound>,
     pub opts: ConnectOpts,
     /// `ip:port - cid:N - ` (or `rid:N`), gnatsd's per-connection log prefix.
@@ -200,8 +202,10 @@ const PING: &[u8] = b"PING\r\n";
 
 impl Connection {
     /// The state shared by every kind; `first_ping` is when the first keepalive PING is due.
+    #[allow(clippy::too_many_arguments)]
     fn with_kind(
         cid: u64,
+        peer: SocketAddr,
         out: Arc<Outbound>,
         log_prefix: String,
         kind: Kind,
@@ -211,6 +215,7 @@ impl Connection {
     ) -> Self {
         Connection {
             cid,
+            peer,
             out,
             opts,
             log_prefix: log_prefix.into_boxed_str(),
@@ -236,6 +241,7 @@ impl Connection {
         let deadline = cfg.auth.required().then(|| now + cfg.auth_timeout);
         Connection::with_kind(
             cid,
+            peer,
             out,
             format!("{peer} - cid:{cid} - "),
             Kind::Client,
@@ -327,7 +333,7 @@ impl Connection {
                 self.send(env, PONG);
                 self.ponged = true;
                 if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
-                    let info = env.shared.client_info(self.cid);
+                    let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
                     self.send(env, &info);
                 }
                 ControlFlow::Continue(())
@@ -366,7 +372,7 @@ impl Connection {
         if !self.ponged {
             self.info_owed = true;
         } else if self.opts.protocol >= 1 {
-            let info = env.shared.client_info(self.cid);
+            let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
             self.send(env, &info);
         }
     }

@@ -55,6 +55,7 @@ impl Connection {
         };
         Connection::with_kind(
             cid,
+            peer,
             out,
             format!("{peer} - rid:{cid} - "),
             Kind::Route(Box::new(state)),
