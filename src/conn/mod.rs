@@ -477,6 +477,18 @@ impl Connection {
         let Some(sub) = self.subs.get(sid) else {
             return;
         };
+        if sub.exhausted() {
+            // Gone at its limit: the delivery that hit it took it out of the index and
+            // withdrew it from the routes. As in gnatsd the sid is free again and this
+            // UNSUB changes nothing (a larger limit must not revive it). Only if no
+            // delivery has removed it yet is that done here.
+            if let Some(sub) = self.subs.remove(sid) {
+                if env.subs.sublist().remove(&sub) && sub.is_local() {
+                    route::forward_unsub(&sub, None, env);
+                }
+            }
+            return;
+        }
         let remove_now = match max {
             Some(max) if max > 0 => {
                 sub.max.store(max, Ordering::Relaxed);
