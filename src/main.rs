@@ -51,10 +51,12 @@ fn main() -> ExitCode {
         eprintln!("ringnats: {e}");
         return ExitCode::FAILURE;
     }
-    if opts.http_port.is_some() {
-        info!("Monitoring (-m) is not served yet; ignoring it");
-    }
     info!("Starting ringnats version {}", env!("CARGO_PKG_VERSION"));
+    if let Some(port) = opts.https_port {
+        info!(
+            "HTTPS monitoring (-ms {port}) needs TLS, which is not supported yet; not serving it"
+        );
+    }
     let set = block_signals();
     let pid_file = opts.pid_file.clone();
     let running = match server::start(opts) {

@@ -30,9 +30,12 @@ pub struct Cli {
     /// Use port for clients (-1 for a random port)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT as i32, allow_negative_numbers = true)]
     pub port: i32,
-    /// HTTP port for monitoring (reserved: not served yet)
-    #[arg(short = 'm', long = "http_port")]
+    /// HTTP port for monitoring (-1 for a random port)
+    #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
+    /// HTTPS port for monitoring (accepted; HTTPS needs TLS, not supported yet)
+    #[arg(long = "https_port", allow_negative_numbers = true)]
+    pub https_port: Option<i32>,
     /// File to store the process id
     #[arg(short = 'P', long = "pid")]
     pub pid_file: Option<PathBuf>,
@@ -117,8 +120,10 @@ pub struct Options {
     pub logtime: bool,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
-    /// Monitoring port: accepted, not served yet.
-    pub http_port: Option<i32>,
+    /// Monitoring port (`-m`): `Some(0)` for a random port, `None` when off.
+    pub http_port: Option<u16>,
+    /// HTTPS monitoring port (`-ms`): accepted, not served yet (needs TLS).
+    pub https_port: Option<u16>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
@@ -250,6 +255,7 @@ impl Default for Options {
             log_file: None,
             pid_file: None,
             http_port: None,
+            https_port: None,
             user: None,
             pass: None,
             token: None,
@@ -291,6 +297,7 @@ const LONG_FLAGS: &[&str] = &[
     "net",
     "port",
     "http_port",
+    "https_port",
     "pid",
     "log",
     "logtime",
@@ -321,6 +328,10 @@ const LONG_FLAGS: &[&str] = &[
 pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .map(|a| {
+            // `-ms` is a two-letter flag in gnatsd; clap would read it as `-m s`.
+            if a == "-ms" || a.starts_with("-ms=") {
+                return a.replacen("-ms", "--https_port", 1);
+            }
             if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
                 let body = &a[1..];
                 let name = body.split('=').next().unwrap_or(body);
@@ -356,6 +367,15 @@ impl Cli {
             p if (0..=65535).contains(&p) => p as u16,
             p => return Err(format!("invalid port: {p}")),
         };
+        let http_port = monitor_port(self.http_port, "http_port")?;
+        let https_port = monitor_port(self.https_port, "https_port")?;
+        if let (Some(h), Some(s)) = (self.http_port, self.https_port) {
+            if http_port.is_some() && https_port.is_some() {
+                return Err(format!(
+                    "can't specify both HTTP ({h}) and HTTPs ({s}) ports"
+                ));
+            }
+        }
         if self.max_payload == 0 {
             return Err("max_payload must be greater than 0".into());
         }
@@ -384,7 +404,8 @@ impl Cli {
             logtime: self.logtime,
             log_file: self.log_file,
             pid_file: self.pid_file,
-            http_port: self.http_port,
+            http_port,
+            https_port,
             user: self.user,
             pass: self.pass,
             token: self.auth,
@@ -399,6 +420,16 @@ impl Cli {
             workers,
             cluster,
         })))
+    }
+}
+
+/// A monitoring port flag: 0 (or absent) is off, -1 a random port (gnatsd's meaning).
+fn monitor_port(v: Option<i32>, flag: &str) -> Result<Option<u16>, String> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(-1) => Ok(Some(0)),
+        Some(p) if (1..=65535).contains(&p) => Ok(Some(p as u16)),
+        Some(p) => Err(format!("invalid value for {flag}: {p}")),
     }
 }
 
@@ -522,6 +553,26 @@ mod tests {
             .contains("Solicited routes require cluster capabilities, e.g. --cluster."));
         assert!(err(&["--cluster", "nats-route://u@127.0.0.1:1"])
             .contains("Expected cluster password to be set."));
+    }
+
+    #[test]
+    fn monitor_port_flags() {
+        assert_eq!(run(&["-m", "8222"]).http_port, Some(8222));
+        assert_eq!(run(&["--http_port=-1"]).http_port, Some(0), "random");
+        assert_eq!(run(&["-m", "0"]).http_port, None, "0 is off");
+        assert_eq!(run(&[]).http_port, None);
+        let o = run(&["-ms", "8443"]);
+        assert_eq!((o.http_port, o.https_port), (None, Some(8443)));
+        assert_eq!(run(&["-ms=8444"]).https_port, Some(8444));
+        assert_eq!(run(&["-https_port", "8445"]).https_port, Some(8445));
+        let argv = ["ringnats", "-m", "8222", "-ms", "8443"].map(String::from);
+        let err = parse_args(argv).err().unwrap().to_string();
+        assert!(
+            err.contains("can't specify both HTTP (8222) and HTTPs (8443) ports"),
+            "{err}"
+        );
+        let argv = ["ringnats", "-m", "70000"].map(String::from);
+        assert!(parse_args(argv).is_err());
     }
 
     #[test]
