@@ -1115,3 +1115,101 @@ fn routez_on_a_three_node_cluster() {
     assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     sub.expect_no_more();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The live page in a browser
+
+/// Debian's headless Chromium, if installed (`scripts/test` installs it when it can).
+fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// The text of the element `id="<id>"` in a dumped DOM.
+fn element_text(dom: &str, id: &str) -> Option<String> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')? + open;
+    Some(rest[open..close].to_string())
+}
+
+#[test]
+fn live_page_shows_traffic_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        println!("SKIP live_page_shows_traffic_in_headless_chromium: no chromium (apt-get install chromium)");
+        return;
+    };
+    let srv = monitored();
+    let http = srv.http_addr.unwrap();
+    let mut sub = Raw::quiet(srv.addr);
+    sub.send(b"SUB live 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    // 1:1 traffic, without pause, for as long as the browser looks (under a virtual time
+    // budget its one-second polls come a few milliseconds apart in real time); the
+    // subscriber drains on its own thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = {
+        let mut stream = sub.stream.try_clone().unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = stream.read(&mut buf);
+            }
+        })
+    };
+    let publisher = {
+        let addr = srv.addr;
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut publ = Raw::quiet(addr);
+            let batch = b"PUB live 2\r\nhi\r\n".repeat(100);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                publ.send(&batch);
+                publ.send(b"PING\r\n");
+                publ.expect(b"PONG\r\n");
+            }
+        })
+    };
+    let profile = std::env::temp_dir().join(harness::unique("ringnats-chromium"));
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &format!("http://{http}/live"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run chromium");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    drain.join().unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let text = |id: &str| element_text(&dom, id).unwrap_or_else(|| panic!("#{id} in {dom}"));
+    assert_eq!(text("connections"), "2", "{dom}");
+    assert_eq!(text("routes"), "0");
+    assert_eq!(text("slow_consumers"), "0");
+    for id in ["in_rate", "out_rate"] {
+        let rate = text(id);
+        assert!(
+            rate != "-" && rate != "0",
+            "#{id} shows the traffic: {rate:?}"
+        );
+    }
+    assert!(text("status").starts_with("updated"), "{}", text("status"));
+    srv.shutdown().unwrap();
+}

@@ -27,7 +27,7 @@ pub const INDEX: &str = r#"<html lang="en">
 "#;
 
 /// `/live`: messages per second in and out, connections, routes and slow consumers,
-/// updated every second from `/varz`, with the last minute of rates drawn.
+/// updated every second from `/varz` (rates over the last 5 s), with the last minute drawn.
 pub const LIVE: &str = r##"<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -58,7 +58,9 @@ pub const LIVE: &str = r##"<!DOCTYPE html>
 <div id="status">waiting for /varz</div>
 <script>
 (function () {
-  var prev = null, hist = [];
+  // The last few /varz samples: rates are taken over up to 5 s, so one slow poll does
+  // not make them jump.
+  var samples = [], hist = [];
   function set(id, v) { document.getElementById(id).textContent = v; }
   // /varz times have nanoseconds; Date.parse wants milliseconds.
   function ms(t) { return Date.parse(t.replace(/(\.\d{3})\d*/, "$1")); }
@@ -79,16 +81,19 @@ pub const LIVE: &str = r##"<!DOCTYPE html>
   }
   function show(v) {
     var t = ms(v.now);
-    if (prev && t > prev.t) {
-      var dt = (t - prev.t) / 1000;
-      var rin = Math.max(0, v.in_msgs - prev.in) / dt, rout = Math.max(0, v.out_msgs - prev.out) / dt;
+    if (samples.length && t <= samples[samples.length - 1].t) { samples = []; }
+    samples.push({ t: t, in: v.in_msgs, out: v.out_msgs });
+    if (samples.length > 6) { samples.shift(); }
+    var first = samples[0], last = samples[samples.length - 1];
+    if (last.t > first.t) {
+      var dt = (last.t - first.t) / 1000;
+      var rin = Math.max(0, last.in - first.in) / dt, rout = Math.max(0, last.out - first.out) / dt;
       set("in_rate", rate(rin));
       set("out_rate", rate(rout));
       hist.push([rin, rout]);
       if (hist.length > 60) { hist.shift(); }
       draw();
     }
-    prev = { t: t, in: v.in_msgs, out: v.out_msgs };
     set("server_id", v.server_id);
     set("connections", v.connections);
     set("routes", v.routes);
