@@ -90,6 +90,10 @@ reactor_stats! {
     clients_accepted,
     /// Connections (clients and routes) open on this reactor right now (a gauge).
     connections,
+    /// Monitoring snapshot requests answered.
+    snapshots,
+    /// Time spent answering them, in nanoseconds (the data path's pause for monitoring).
+    snapshot_ns,
 }
 
 /// Per-connection counters, kept by the owning reactor (plain integers).

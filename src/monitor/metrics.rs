@@ -268,7 +268,7 @@ fn route_families(t: &mut Text, routes: &[ConnSnapshot]) {
 
 fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
     type Field = fn(&LocalStats) -> u64;
-    let families: [(&str, Type, &str, Field); 13] = [
+    let families: [(&str, Type, &str, Field); 14] = [
         (
             "ringnats_reactor_loop_iterations_total",
             Type::Counter,
@@ -347,12 +347,30 @@ fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
             "Client connections this reactor accepted.",
             |s| s.clients_accepted,
         ),
+        (
+            "ringnats_reactor_snapshots_total",
+            Type::Counter,
+            "Connection snapshots this reactor made for /connz, /routez and /metrics.",
+            |s| s.snapshots,
+        ),
     ];
     for (name, kind, help, field) in families {
         t.family(name, kind, help);
         for (i, s) in per_reactor.iter().enumerate() {
             t.sample(name, &[("reactor", &i.to_string())], field(s));
         }
+    }
+    t.family(
+        "ringnats_reactor_snapshot_seconds_total",
+        Type::Counter,
+        "Time this reactor spent on connection snapshots (its data path paused meanwhile).",
+    );
+    for (i, s) in per_reactor.iter().enumerate() {
+        t.sample(
+            "ringnats_reactor_snapshot_seconds_total",
+            &[("reactor", &i.to_string())],
+            float(s.snapshot_ns as f64 / 1e9),
+        );
     }
 }
 

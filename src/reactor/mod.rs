@@ -902,8 +902,11 @@ impl Reactor {
     /// connection, only when asked).
     fn answer_snapshots(&mut self) {
         for req in self.handles[self.id].take_snapshot_requests() {
+            let started = Instant::now();
             let snap = self.snapshot(&req.query);
             (req.reply)(snap);
+            self.stats.snapshots += 1;
+            self.stats.snapshot_ns += started.elapsed().as_nanos() as u64;
         }
     }
 
