@@ -41,12 +41,12 @@ pub struct Cli {
     /// Use port for clients (-1 for a random port)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT as i32, allow_negative_numbers = true)]
     pub port: i32,
-    /// HTTP port for monitoring (reserved: not served yet)
-    #[arg(short = 'm', long = "http_port")]
+    /// HTTP port for monitoring (-1 for a random port)
+    #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
     /// HTTPS port for monitoring, also -ms (reserved: not served yet; ignored with -c, as
     /// in gnatsd)
-    #[arg(long = "https_port", alias = "ms")]
+    #[arg(long = "https_port", alias = "ms", allow_negative_numbers = true)]
     pub https_port: Option<i32>,
     /// Configuration file (flags given on the command line win over it)
     #[arg(short = 'c', long = "config")]
@@ -145,9 +145,10 @@ pub struct Options {
     pub logtime: bool,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
-    /// Monitoring: accepted, not served yet.
-    pub http_port: Option<i32>,
-    pub https_port: Option<i32>,
+    /// Monitoring port (`-m`, `http_port`): `Some(0)` for a random port, `None` when off.
+    pub http_port: Option<u16>,
+    /// HTTPS monitoring port (`-ms`, `https_port`): accepted, not served yet (needs TLS).
+    pub https_port: Option<u16>,
     /// The monitoring host of the config file's `http`/`https` (default: `host`).
     pub http_host: Option<String>,
     /// The config file's `prof_port`: accepted, not served.
@@ -408,6 +409,10 @@ const LONG_FLAGS: &[&str] = &[
 pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .map(|a| {
+            // `-ms` is a two-letter flag in gnatsd; clap would read it as `-m s`.
+            if a == "-ms" || a.starts_with("-ms=") {
+                return a.replacen("-ms", "--https_port", 1);
+            }
             if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
                 let body = &a[1..];
                 let name = body.split('=').next().unwrap_or(body);
@@ -478,7 +483,7 @@ impl Cli {
             };
         }
         if set("http_port") {
-            o.http_port = self.http_port;
+            o.http_port = monitor_port(self.http_port, "http_port")?;
         }
         if set("pid_file") {
             o.pid_file = self.pid_file;
@@ -548,7 +553,7 @@ impl Cli {
         }
         // gnatsd's MergeOptions does not copy these three: with -c they are ignored.
         if !from_file {
-            o.https_port = self.https_port;
+            o.https_port = monitor_port(self.https_port, "https_port")?;
             o.syslog = self.syslog;
             o.remote_syslog = self.remote_syslog;
         }
@@ -560,6 +565,11 @@ impl Cli {
             file_cluster,
             &mut warnings,
         )?;
+        if let (Some(h), Some(s)) = (o.http_port, o.https_port) {
+            return Err(format!(
+                "can't specify both HTTP ({h}) and HTTPs ({s}) ports"
+            ));
+        }
         Ok((o, warnings))
     }
 }
@@ -567,6 +577,16 @@ impl Cli {
 /// Builds the cluster settings from the config file's `cluster {}` block and the flags
 /// `--cluster`, `--routes`, `--no_advertise` and `--connect_retries` (each `None` when not
 /// given), with gnatsd 1.0's rules and error texts.
+/// A monitoring port flag: 0 (or absent) is off, -1 a random port (gnatsd's meaning).
+pub fn monitor_port(v: Option<i32>, flag: &str) -> Result<Option<u16>, String> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(-1) => Ok(Some(0)),
+        Some(p) if (1..=65535).contains(&p) => Ok(Some(p as u16)),
+        Some(p) => Err(format!("invalid value for {flag}: {p}")),
+    }
+}
+
 fn cluster_options(
     listen: Option<&str>,
     routes: Option<&str>,
@@ -797,6 +817,26 @@ mod tests {
             let err = parse_args(args.map(String::from)).err().unwrap();
             assert!(matches!(err, ArgsError::Clap(_)), "{err}");
         }
+    }
+
+    #[test]
+    fn monitor_port_flags() {
+        assert_eq!(run(&["-m", "8222"]).http_port, Some(8222));
+        assert_eq!(run(&["--http_port=-1"]).http_port, Some(0), "random");
+        assert_eq!(run(&["-m", "0"]).http_port, None, "0 is off");
+        assert_eq!(run(&[]).http_port, None);
+        let o = run(&["-ms", "8443"]);
+        assert_eq!((o.http_port, o.https_port), (None, Some(8443)));
+        assert_eq!(run(&["-ms=8444"]).https_port, Some(8444));
+        assert_eq!(run(&["-https_port", "8445"]).https_port, Some(8445));
+        let argv = ["ringnats", "-m", "8222", "-ms", "8443"].map(String::from);
+        let err = parse_args(argv).err().unwrap().to_string();
+        assert!(
+            err.contains("can't specify both HTTP (8222) and HTTPs (8443) ports"),
+            "{err}"
+        );
+        let argv = ["ringnats", "-m", "70000"].map(String::from);
+        assert!(parse_args(argv).is_err());
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Start-up and shutdown: listeners (client port, route port), one reactor thread per
-//! core, the cluster's first dials.
+//! core, the cluster's first dials, the monitoring port's thread.
 //!
 //! [`Running`] keeps the shared state and the reactor handles; it owns no sockets once the
 //! listeners have been handed to the reactors.
 
 use crate::cluster::Cluster;
 use crate::mailbox::ReactorHandle;
+use crate::monitor::Monitor;
 use crate::options::Options;
 use crate::reactor::{Listeners, Reactor};
 use crate::shared::{new_server_id, Shared};
@@ -24,7 +25,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The route listener's address, when clustering is on.
     pub route_addr: Option<SocketAddr>,
+    /// The monitoring port's address, when `-m` is set.
+    pub http_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    monitor: Option<Monitor>,
 }
 
 impl Running {
@@ -34,7 +38,9 @@ impl Running {
     }
 
     /// Waits for every reactor to stop. Returns the first reactor error, if any.
-    pub fn join(self) -> io::Result<()> {
+    pub fn join(mut self) -> io::Result<()> {
+        // The monitor goes first: it only reads what the reactors publish.
+        drop(self.monitor.take());
         let mut first = Ok(());
         for t in self.threads {
             let r = t
@@ -271,6 +277,23 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
             Err(_) => return Err(io::Error::other("reactor thread exited during start-up")),
         }
     }
+    let monitor = match shared.opts.http_port {
+        Some(port) => {
+            let started = resolve(&shared.opts.host, port)
+                .and_then(|a| Monitor::start(Arc::clone(&shared), Arc::clone(&handles), a));
+            match started {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    begin_shutdown(&shared, &handles);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     if let Some(c) = &shared.cluster {
         c.start(Instant::now());
     }
@@ -279,6 +302,8 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         handles,
         addr,
         route_addr,
+        http_addr: monitor.as_ref().map(Monitor::addr),
         threads,
+        monitor,
     })
 }

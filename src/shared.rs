@@ -6,11 +6,13 @@ use crate::cluster::Cluster;
 use crate::conn::{ConnConfig, Subscription};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
+use crate::stats::{LocalStats, ReactorStats};
 use crate::sublist::Sublist;
 use ahash::AHashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
 
 /// Where a connection lives: its owning reactor and its token there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,11 @@ pub struct Shared {
     registry: Mutex<AHashMap<u64, ConnRef>>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
+    /// One counter block per reactor, each written only by its reactor.
+    pub stats: Box<[ReactorStats]>,
+    /// When the server started, by the monotonic clock and by the wall clock.
+    pub started: Instant,
+    pub started_wall: SystemTime,
 }
 
 impl Shared {
@@ -54,7 +61,29 @@ impl Shared {
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            stats: (0..opts.workers.max(1))
+                .map(|_| ReactorStats::default())
+                .collect(),
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
             opts,
+        }
+    }
+
+    /// Every reactor's last published counters, summed.
+    pub fn total_stats(&self) -> LocalStats {
+        let mut sum = LocalStats::default();
+        for s in self.stats.iter() {
+            sum.add(&s.load());
+        }
+        sum
+    }
+
+    /// The wall-clock time of a monotonic instant (for monitoring output).
+    pub fn wall_time(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.started) {
+            Some(d) => self.started_wall + d,
+            None => self.started_wall - self.started.duration_since(t),
         }
     }
 
@@ -98,7 +127,7 @@ impl Shared {
         ServerInfo {
             server_id: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            go: format!("rust-{}", rustc_version()),
+            go: runtime_version(),
             host: self.opts.host.clone(),
             port: self.port,
             auth_required: self.opts.auth_required(),
@@ -128,6 +157,11 @@ impl Shared {
 
 fn rustc_version() -> &'static str {
     option_env!("RINGNATS_RUSTC").unwrap_or("stable")
+}
+
+/// What INFO and `/varz` show in gnatsd's `go` field.
+pub fn runtime_version() -> String {
+    format!("rust-{}", rustc_version())
 }
 
 /// A 22-character random id, like gnatsd's NUID-based server id.

@@ -105,7 +105,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
             }
             "http_port" | "monitor_port" => o.http_port = monitor_port(port(e, &e.value)?),
             "https_port" => o.https_port = monitor_port(port(e, &e.value)?),
-            "prof_port" => o.prof_port = monitor_port(port(e, &e.value)?),
+            "prof_port" => o.prof_port = monitor_port(port(e, &e.value)?).map(i32::from),
             "debug" => o.debug = boolean(e)?,
             "trace" => o.trace = boolean(e)?,
             "logtime" => o.logtime = boolean(e)?,
@@ -404,8 +404,13 @@ fn client_port(n: i64) -> u16 {
 }
 
 /// A monitoring/profiling port: `None` (off) for 0.
-fn monitor_port(n: i64) -> Option<i32> {
-    (n != 0).then_some(n as i32)
+/// A monitoring port from the file: 0 is off, -1 a random port (`Some(0)`).
+fn monitor_port(n: i64) -> Option<u16> {
+    match n {
+        0 => None,
+        -1 => Some(0),
+        n => u16::try_from(n).ok(),
+    }
 }
 
 /// `listen` (and `http`, `https`): a port, or `"host:port"` as Go's `net.SplitHostPort` reads

@@ -288,7 +288,9 @@ fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>
         return false;
     }
     env.batch
-        .stage(&sub.out, msg.encoded_len(sub), |b| msg.encode(sub, b));
+        .stage_msg(&sub.out, msg.encoded_len(sub), msg.payload.len(), |b| {
+            msg.encode(sub, b)
+        });
     if max > 0 && count == max && env.sublist.remove(sub) && sub.is_local() {
         // The limit is reached here: withdraw the interest from the routes at once, as
         // 1.0 does, rather than leaving them to count it down.

@@ -18,6 +18,7 @@ use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
 use crate::shared::Shared;
+use crate::stats::{ConnSnapshot, ConnStats, RouteSnapshot};
 use crate::sublist::Reader;
 use ahash::AHashMap;
 use rand::rngs::SmallRng;
@@ -178,12 +179,14 @@ pub enum Kind {
 pub struct Connection {
     /// Connection id (`cid` for clients, `rid` for routes: one counter for both).
     pub cid: u64,
-    /// The peer's address.
-    pub peer: SocketAddr,
     pub out: Arc<Outbound>,
     pub opts: ConnectOpts,
     /// `ip:port - cid:N - ` (or `rid:N`), gnatsd's per-connection log prefix.
     pub log_prefix: Box<str>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Monitoring counters. Input is counted here; output by the owner when it sends.
+    pub stats: ConnStats,
     pub kind: Kind,
     subs: AHashMap<Box<[u8]>, Arc<Subscription>>,
     auth_deadline: Option<Instant>,
@@ -205,20 +208,26 @@ impl Connection {
     #[allow(clippy::too_many_arguments)]
     fn with_kind(
         cid: u64,
-        peer: SocketAddr,
         out: Arc<Outbound>,
-        log_prefix: String,
+        peer: SocketAddr,
         kind: Kind,
         opts: ConnectOpts,
         auth_deadline: Option<Instant>,
+        now: Instant,
         first_ping: Instant,
     ) -> Self {
+        let tag = if matches!(kind, Kind::Route(_)) {
+            "rid"
+        } else {
+            "cid"
+        };
         Connection {
             cid,
-            peer,
             out,
             opts,
-            log_prefix: log_prefix.into_boxed_str(),
+            log_prefix: format!("{peer} - {tag}:{cid} - ").into_boxed_str(),
+            peer,
+            stats: ConnStats::new(now),
             kind,
             subs: AHashMap::new(),
             auth_deadline,
@@ -241,12 +250,12 @@ impl Connection {
         let deadline = cfg.auth.required().then(|| now + cfg.auth_timeout);
         Connection::with_kind(
             cid,
-            peer,
             out,
-            format!("{peer} - cid:{cid} - "),
+            peer,
             Kind::Client,
             ConnectOpts::client_default(),
             deadline,
+            now,
             now + cfg.ping_interval,
         )
     }
@@ -262,6 +271,54 @@ impl Connection {
     /// Number of subscriptions this connection holds.
     pub fn sub_count(&self) -> usize {
         self.subs.len()
+    }
+
+    /// This connection as the monitor shows it. `unsent` is what the owner took from the
+    /// queue and has not written yet; `user_auth` says the server authenticates by user
+    /// name (so the name is worth showing).
+    pub fn snapshot(
+        &self,
+        token: u64,
+        unsent: usize,
+        with_subs: bool,
+        user_auth: bool,
+    ) -> ConnSnapshot {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let subscriptions_list = with_subs.then(|| {
+            let mut list: Vec<String> = self
+                .subs
+                .values()
+                .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+                .collect();
+            list.sort_unstable();
+            list
+        });
+        let route = match &self.kind {
+            Kind::Client => None,
+            Kind::Route(r) => Some(RouteSnapshot {
+                remote_id: r.remote_id.clone().unwrap_or_default(),
+                did_solicit: r.dial.is_some(),
+                is_configured: r.dial.as_ref().is_some_and(|d| d.explicit),
+            }),
+        };
+        ConnSnapshot {
+            cid: self.cid,
+            token,
+            peer: self.peer,
+            stats: self.stats,
+            pending_bytes: self.out.pending_len() + unsent,
+            subscriptions: self.subs.len(),
+            name: nonempty(&self.opts.name),
+            lang: nonempty(&self.opts.lang),
+            version: nonempty(&self.opts.version),
+            authorized_user: if user_auth && route.is_none() {
+                nonempty(&self.opts.user)
+            } else {
+                None
+            },
+            subscriptions_list,
+            route,
+        }
     }
 
     fn send(&self, env: &mut Env<'_>, bytes: &[u8]) {
@@ -529,6 +586,8 @@ impl Connection {
             self.send(env, &err);
             return ControlFlow::Continue(());
         }
+        self.stats.in_msgs += 1;
+        self.stats.in_bytes += payload.len() as u64;
         self.ok(env);
         let msg = Message {
             subject,
@@ -607,7 +666,9 @@ impl Connection {
             payload: &header,
         };
         env.batch
-            .stage(&sub.out, status.encoded_len(sub), |b| status.encode(sub, b));
+            .stage_msg(&sub.out, status.encoded_len(sub), header.len(), |b| {
+                status.encode(sub, b)
+            });
     }
 
     /// Timers: authorization timeout and keepalive PINGs. Call at least every few hundred ms.

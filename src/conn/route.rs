@@ -55,12 +55,12 @@ impl Connection {
         };
         Connection::with_kind(
             cid,
-            peer,
             out,
-            format!("{peer} - rid:{cid} - "),
+            peer,
             Kind::Route(Box::new(state)),
             ConnectOpts::default(),
             auth_deadline,
+            now,
             now + cfg.ping_interval,
         )
     }
@@ -122,6 +122,8 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
                 String::from_utf8_lossy(sid),
                 payload.len()
             );
+            conn.stats.in_msgs += 1;
+            conn.stats.in_bytes += payload.len() as u64;
             let msg = Message {
                 subject,
                 reply,
@@ -137,6 +139,8 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             reply,
             payload,
         } => {
+            conn.stats.in_msgs += 1;
+            conn.stats.in_bytes += payload.len() as u64;
             let msg = Message {
                 subject,
                 reply,

@@ -113,7 +113,8 @@ pub fn go_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// serde_json formatter producing Go's string escaping.
-struct GoFormatter;
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GoFormatter;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 

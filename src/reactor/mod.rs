@@ -16,6 +16,7 @@ use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{mono_ns, Outbound, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
+use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
@@ -148,6 +149,8 @@ pub struct Reactor {
     /// Accept back-off per listener (client, route) after running out of descriptors.
     accept_backoff: [Duration; 2],
     accept_resume: [Option<Instant>; 2],
+    /// Counters for the monitoring port, published once per loop iteration.
+    stats: LocalStats,
 }
 
 /// Resolves a route's host name off the reactor thread, then queues the dial again.
@@ -253,6 +256,7 @@ impl Reactor {
             shutting_down: None,
             accept_backoff: [Duration::ZERO; 2],
             accept_resume: [None; 2],
+            stats: LocalStats::default(),
             server,
         })
     }
@@ -272,6 +276,7 @@ impl Reactor {
             if pushed {
                 return;
             }
+            self.stats.submits += 1;
             if let Err(e) = self.ring.submit() {
                 crate::error!("io_uring submit: {e}");
             }
@@ -343,12 +348,23 @@ impl Reactor {
                 self.tick();
             }
             self.finish_closing();
+            self.publish_stats();
         }
+    }
+
+    /// Copies this iteration's counters where the monitor reads them (plain stores).
+    fn publish_stats(&mut self) {
+        let s = &mut self.stats;
+        s.iterations += 1;
+        s.paused_publishers = self.stalled.len() as u64;
+        s.connections = self.conns.len() as u64;
+        s.publish(&self.server.stats[self.id]);
     }
 
     /// Submits queued SQEs and sleeps in the kernel until a completion, the next tick, or
     /// a wake-up — unless completions or handed-off work are already waiting.
     fn wait(&mut self) -> io::Result<()> {
+        self.stats.submits += 1;
         if !self.ring.completion().is_empty() {
             return self.ring.submit().map(|_| ());
         }
@@ -388,13 +404,17 @@ impl Reactor {
             };
             let (kind, token) = split_user_data(cqe.user_data());
             let (res, flags) = (cqe.result(), cqe.flags());
+            self.stats.completions += 1;
             match kind {
                 k if k == Kind::Recv as u8 => self.on_recv(token, res, flags),
                 k if k == Kind::Send as u8 => self.on_send(token, res),
                 k if k == Kind::Accept as u8 => self.on_accept(Kind::Accept, res, flags),
                 k if k == Kind::RouteAccept as u8 => self.on_accept(Kind::RouteAccept, res, flags),
                 k if k == Kind::Connect as u8 => self.on_connect(token, res),
-                k if k == Kind::Wake as u8 && self.shutting_down.is_none() => self.arm_wake(),
+                k if k == Kind::Wake as u8 && self.shutting_down.is_none() => {
+                    self.stats.wakeups += 1;
+                    self.arm_wake()
+                }
                 _ => {}
             }
         }
@@ -432,6 +452,7 @@ impl Reactor {
             return;
         }
         self.accept_backoff[is_route as usize] = Duration::ZERO;
+        self.stats.clients_accepted += u64::from(!is_route);
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(res) };
         if self.shutting_down.is_some() {
@@ -656,6 +677,7 @@ impl Reactor {
             if let Some(bid) = bid {
                 self.bufs.recycle(bid);
             }
+            self.stats.enobufs += u64::from(-res == libc::ENOBUFS);
             // ENOBUFS: the buffer ring ran dry; buffers are recycled this iteration, so the
             // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
             // Anything else (EOF, a socket error): the peer is gone.
@@ -687,6 +709,7 @@ impl Reactor {
             server,
             now,
             stalled,
+            stats,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -696,6 +719,8 @@ impl Reactor {
             return;
         };
         if conn.conn.closing().is_none() {
+            let (msgs_before, bytes_before) = (conn.conn.stats.in_msgs, conn.conn.stats.in_bytes);
+            conn.conn.stats.last_activity = *now;
             let data = match &input {
                 Input::Ring(bid, len) => bufs.get(*bid, *len),
                 Input::Held(v) => v.as_slice(),
@@ -715,6 +740,8 @@ impl Reactor {
             if let Err(e) = parsed {
                 let _ = c.fail(e, &mut env);
             }
+            stats.in_msgs += c.stats.in_msgs - msgs_before;
+            stats.in_bytes += c.stats.in_bytes - bytes_before;
         }
         if let Input::Ring(bid, _) = input {
             bufs.recycle(bid);
@@ -729,6 +756,7 @@ impl Reactor {
             // A subscriber is backed up: stop reading this publisher until it drains.
             conn.stalled_since = Some(*now);
             stalled.push(token);
+            stats.publisher_pauses += 1;
             if conn.recv_armed {
                 let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
                     .build()
@@ -834,8 +862,17 @@ impl Reactor {
         }
         if conn.sending.is_empty() {
             conn.send_off = 0;
-            if conn.conn.out.take(&mut conn.sending) == 0 {
+            let taken = conn.conn.out.take_counted(&mut conn.sending);
+            if taken.bytes == 0 {
                 return;
+            }
+            if taken.msgs > 0 {
+                let c = &mut conn.conn.stats;
+                c.out_msgs += taken.msgs;
+                c.out_bytes += taken.payload_bytes;
+                c.last_activity = now;
+                self.stats.out_msgs += taken.msgs;
+                self.stats.out_bytes += taken.payload_bytes;
             }
         }
         let rest = &conn.sending[conn.send_off..];
@@ -847,6 +884,7 @@ impl Reactor {
         conn.send_inflight = true;
         conn.send_started = now;
         conn.conn.out.send_started(now);
+        self.stats.sends += 1;
         self.push_sqe(sqe);
     }
 
@@ -882,10 +920,58 @@ impl Reactor {
                         self.start_close(token);
                     }
                 }
+                Mail::Snapshot => self.answer_snapshots(),
             }
         }
         if self.mail.is_empty() {
             self.mail = mail;
+        }
+    }
+
+    /// Answers the monitor's snapshot requests (between two iterations: a few µs per
+    /// connection, only when asked).
+    fn answer_snapshots(&mut self) {
+        for req in self.handles[self.id].take_snapshot_requests() {
+            let started = Instant::now();
+            let snap = self.snapshot(&req.query);
+            (req.reply)(snap);
+            self.stats.snapshots += 1;
+            self.stats.snapshot_ns += started.elapsed().as_nanos() as u64;
+        }
+    }
+
+    fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
+        let user_auth = self.server.conn_cfg.auth.user.is_some();
+        let wanted = |slot: &Slot| {
+            let c = &slot.conn;
+            slot.close_deadline.is_none()
+                && q.cid.is_none_or(|cid| cid == c.cid)
+                && match (&c.kind, q.kind) {
+                    (crate::conn::Kind::Client, SnapshotKind::Clients) => true,
+                    (crate::conn::Kind::Route(r), SnapshotKind::Routes) => r.registered,
+                    _ => false,
+                }
+        };
+        let unsent = |slot: &Slot| slot.sending.len().saturating_sub(slot.send_off);
+        let mut conns = Vec::new();
+        for (token, slot) in self.conns.iter() {
+            if wanted(slot) {
+                conns.push(slot.conn.snapshot(token, unsent(slot), false, user_auth));
+            }
+        }
+        let total = conns.len();
+        stats::select(&mut conns, q.sort, q.keep);
+        if q.subs {
+            for c in &mut conns {
+                if let Some(slot) = self.conns.get_mut(c.token) {
+                    *c = slot.conn.snapshot(c.token, unsent(slot), true, user_auth);
+                }
+            }
+        }
+        ReactorSnapshot {
+            reactor: self.id,
+            total,
+            conns,
         }
     }
 
@@ -1025,6 +1111,7 @@ impl Reactor {
             }
         };
         crate::info!("{}Slow Consumer Detected: {detail}", conn.conn.log_prefix);
+        self.stats.slow_consumers += 1;
         conn.conn.close(CloseReason::SlowConsumer(what));
         self.start_close(token);
         // A slow consumer is not reading: do not wait to flush.

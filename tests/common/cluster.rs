@@ -141,6 +141,8 @@ pub struct NodeConfig {
     pub routes: Vec<String>,
     pub connect_retries: Option<u32>,
     pub debug: bool,
+    /// More flags, appended as given (e.g. `-m <port>`).
+    pub extra_args: Vec<String>,
 }
 
 impl NodeConfig {
@@ -154,6 +156,7 @@ impl NodeConfig {
             routes: Vec::new(),
             connect_retries: None,
             debug: true,
+            extra_args: Vec::new(),
         }
     }
 
@@ -199,6 +202,7 @@ impl NodeConfig {
         if self.debug {
             a.push("-D".to_string());
         }
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 
