@@ -38,8 +38,8 @@ fn log_unimplemented(opts: &ringnats::options::Options) {
     if opts.syslog || opts.remote_syslog.is_some() {
         info!("Syslog is not supported yet; logging as without it");
     }
-    if opts.tls_ignored || opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
-        info!("TLS is not supported yet; ignoring the tls block, connections are not encrypted");
+    if opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
+        info!("Route TLS is not supported yet; ignoring the cluster's tls block, routes are not encrypted");
     }
 }
 
@@ -63,6 +63,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Certificate and key errors are gnatsd's texts, printed alone (PrintAndDie).
+    if let Some(tls) = &opts.tls {
+        if let Err(msg) = ringnats::tls::server_config(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = ringnats::log::init(
         opts.debug,
         opts.trace,
@@ -89,6 +96,9 @@ fn main() -> ExitCode {
         }
     };
     info!("Listening for client connections on {}", running.addr);
+    if running.server.tls.is_some() {
+        info!("TLS required for client connections");
+    }
     ringnats::debug!("Server id is {}", running.server.server_id);
     ringnats::debug!("{} reactor threads", running.handles.len());
     if let Some(path) = &pid_file {

@@ -26,6 +26,38 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_PING_MAX: u32 = 2;
 pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// gnatsd 1.0's `TLS_TIMEOUT` (2.x raised it to 2 s).
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Client TLS settings, as written (the files are read by [`crate::tls::server_config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate, verified against `ca_file` (or the system roots).
+    pub verify: bool,
+    /// Handshake timeout, from the accept (INFO) to the handshake's end.
+    pub timeout: Duration,
+    /// Go cipher-suite names, in the server's order of preference; empty: the defaults.
+    pub cipher_suites: Vec<String>,
+    /// Go curve names (`CurveP256`, `CurveP384`, `CurveP521`, `X25519`); empty: the defaults.
+    pub curve_preferences: Vec<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            timeout: DEFAULT_TLS_TIMEOUT,
+            cipher_suites: Vec::new(),
+            curve_preferences: Vec::new(),
+        }
+    }
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -107,6 +139,21 @@ pub struct Cli {
     /// Seconds to wait for CONNECT when authorization is required
     #[arg(long = "auth_timeout", default_value_t = 1.0)]
     pub auth_timeout_secs: f64,
+    /// Enable TLS, do not verify clients (needs --tlscert and --tlskey)
+    #[arg(long = "tls", action = ArgAction::SetTrue)]
+    pub tls: bool,
+    /// Enable TLS, verify client certificates (against --tlscacert)
+    #[arg(long = "tlsverify", action = ArgAction::SetTrue)]
+    pub tlsverify: bool,
+    /// Server certificate file (PEM)
+    #[arg(long = "tlscert")]
+    pub tlscert: Option<PathBuf>,
+    /// Private key for the server certificate (PEM)
+    #[arg(long = "tlskey")]
+    pub tlskey: Option<PathBuf>,
+    /// Client certificate CA for verification (PEM)
+    #[arg(long = "tlscacert")]
+    pub tlscacert: Option<PathBuf>,
     /// Cluster URL for solicited routes (nats-route://[user:pass@]host:port)
     #[arg(long = "cluster", visible_alias = "cluster_listen")]
     pub cluster: Option<String>,
@@ -152,9 +199,8 @@ pub struct Options {
     /// Syslog (`-s`, `-r`, `syslog`, `remote_syslog`): accepted, not implemented yet.
     pub syslog: bool,
     pub remote_syslog: Option<String>,
-    /// The config file has a `tls {}` block. TLS is not implemented: the block is accepted
-    /// and ignored, and `main` says so.
-    pub tls_ignored: bool,
+    /// Client TLS (the config file's `tls {}` or `--tls`/`--tlsverify`); `None`: plain text.
+    pub tls: Option<TlsOptions>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
@@ -295,7 +341,7 @@ impl Default for Options {
             prof_port: None,
             syslog: false,
             remote_syslog: None,
-            tls_ignored: false,
+            tls: None,
             user: None,
             pass: None,
             token: None,
@@ -388,6 +434,11 @@ const LONG_FLAGS: &[&str] = &[
     "routes",
     "no_advertise",
     "connect_retries",
+    "tls",
+    "tlsverify",
+    "tlscert",
+    "tlskey",
+    "tlscacert",
     "version",
     "help",
     // gnatsd's -sl/--signal is not supported. Rewritten to `--sl` so that clap rejects it,
@@ -535,6 +586,18 @@ impl Cli {
             }
             o.workers = n;
         }
+        // gnatsd's configureTLS: --tls or --tlsverify replaces the file's client TLS (its
+        // timeout is kept); without one of them the other TLS flags are ignored.
+        if self.tls || self.tlsverify {
+            o.tls = Some(TlsOptions {
+                cert_file: self.tlscert,
+                key_file: self.tlskey,
+                ca_file: self.tlscacert,
+                verify: self.tlsverify,
+                timeout: o.tls.as_ref().map_or(DEFAULT_TLS_TIMEOUT, |t| t.timeout),
+                ..TlsOptions::default()
+            });
+        }
         // gnatsd's MergeOptions does not copy these three: with -c they are ignored.
         if !from_file {
             o.https_port = self.https_port;
@@ -632,7 +695,7 @@ pub fn read_config(path: &Path) -> Result<FileOptions, String> {
 }
 
 /// Rust's `No such file or directory (os error 2)` as Go prints it: `no such file or directory`.
-fn go_io_reason(reason: &str) -> String {
+pub(crate) fn go_io_reason(reason: &str) -> String {
     let reason = match reason.rfind(" (os error ") {
         Some(i) if reason.ends_with(')') => &reason[..i],
         _ => reason,
@@ -680,6 +743,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
     let cli = Cli::from_arg_matches(&matches).map_err(ArgsError::Clap)?;
     if let Some(cmd) = cli.version_command().map_err(invalid)? {
         return Ok(cmd);
+    }
+    // gnatsd's texts, printed alone (PrintAndDie), before the config file is read.
+    if cli.tls || cli.tlsverify {
+        if cli.tlscert.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server certificate must be present and valid.".into(),
+            ));
+        }
+        if cli.tlskey.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server private key must be present and valid.".into(),
+            ));
+        }
     }
     let file = match &cli.config {
         Some(path) => Some(read_config(path).map_err(ArgsError::Config)?),
