@@ -783,6 +783,77 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_are_triggered_by_tls_or_tlsverify() {
+        assert!(run(&[]).tls.is_none());
+        // Without --tls/--tlsverify the other TLS flags are ignored, as in gnatsd.
+        assert!(run(&["--tlscert", "c.pem", "--tlskey", "k.pem"])
+            .tls
+            .is_none());
+        let t = run(&["-tls", "-tlscert", "c.pem", "-tlskey", "k.pem"])
+            .tls
+            .unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert_eq!(t.key_file.unwrap(), PathBuf::from("k.pem"));
+        assert!(!t.verify && t.ca_file.is_none());
+        assert_eq!(t.timeout, DEFAULT_TLS_TIMEOUT);
+        let t = run(&[
+            "--tlsverify",
+            "--tlscert",
+            "c",
+            "--tlskey",
+            "k",
+            "--tlscacert",
+            "ca",
+        ])
+        .tls
+        .unwrap();
+        assert!(t.verify);
+        assert_eq!(t.ca_file.unwrap(), PathBuf::from("ca"));
+        let argv = ["ringnats", "--tls"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server certificate must be present and valid."
+        );
+        let argv = ["ringnats", "--tls", "--tlscert", "c"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server private key must be present and valid."
+        );
+    }
+
+    #[test]
+    fn tls_flags_replace_the_files_tls_but_keep_its_timeout() {
+        let file = config::server_options(
+            &config::parse(
+                "tls { cert_file: f.pem, key_file: fk.pem, verify: true, timeout: 2 }",
+                "gnatsd.conf",
+                &config::MemResolver::new(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let cli = |args: &[&str]| {
+            let argv: Vec<String> = std::iter::once("ringnats")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect();
+            let m = Cli::command()
+                .try_get_matches_from(normalize_args(argv))
+                .unwrap();
+            (Given::from_matches(&m), Cli::from_arg_matches(&m).unwrap())
+        };
+        let (given, c) = cli(&["--tls", "--tlscert", "c.pem", "--tlskey", "k.pem"]);
+        let t = c.merge(&given, Some(file.clone())).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert!(!t.verify, "the file's verify is replaced too");
+        assert_eq!(t.timeout, Duration::from_secs(2));
+        let (given, c) = cli(&[]);
+        let t = c.merge(&given, Some(file)).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("f.pem"));
+        assert!(t.verify);
+    }
+
+    #[test]
     fn defaults_match_gnatsd() {
         let o = run(&[]);
         assert_eq!(o.host, "0.0.0.0");

@@ -237,3 +237,6 @@ impl TlsSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
