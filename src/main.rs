@@ -38,9 +38,6 @@ fn log_unimplemented(opts: &ringnats::options::Options) {
     if opts.syslog || opts.remote_syslog.is_some() {
         info!("Syslog is not supported yet; logging as without it");
     }
-    if opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
-        info!("Route TLS is not supported yet; ignoring the cluster's tls block, routes are not encrypted");
-    }
 }
 
 fn main() -> ExitCode {
@@ -66,6 +63,12 @@ fn main() -> ExitCode {
     // Certificate and key errors are gnatsd's texts, printed alone (PrintAndDie).
     if let Some(tls) = &opts.tls {
         if let Err(msg) = ringnats::tls::server_config(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(tls) = opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+        if let Err(msg) = ringnats::tls::RouteTls::new(tls) {
             eprintln!("{msg}");
             return ExitCode::FAILURE;
         }

@@ -232,8 +232,8 @@ pub struct ClusterOptions {
     pub no_advertise: bool,
     /// Extra dial attempts for implicit (gossiped) routes.
     pub connect_retries: u32,
-    /// The `cluster {}` block has a `tls {}` block: accepted and ignored (not implemented).
-    pub tls_ignored: bool,
+    /// Route TLS (`cluster { tls {} }`): both sides present and verify certificates.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -247,7 +247,7 @@ impl Default for ClusterOptions {
             routes: Vec::new(),
             no_advertise: false,
             connect_retries: 0,
-            tls_ignored: false,
+            tls: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::mailbox::ReactorHandle;
 use crate::options::Options;
 use crate::reactor::{Listeners, Reactor};
 use crate::shared::{new_server_id, Shared};
-use crate::tls::ClientTls;
+use crate::tls::{ClientTls, RouteTls};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
@@ -207,6 +207,13 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .map(ClientTls::new)
         .transpose()
         .map_err(io::Error::other)?;
+    let route_tls = opts
+        .cluster
+        .as_ref()
+        .and_then(|c| c.tls.as_ref())
+        .map(RouteTls::new)
+        .transpose()
+        .map_err(io::Error::other)?;
     let (clients, addr) = bind_all(Port::Client, resolve(&opts.host, opts.port)?, workers)?;
     let mut route_addr = None;
     let mut routes: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
@@ -236,6 +243,7 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .into();
     let mut shared = Shared::new(opts, server_id, addr.port(), cluster);
     shared.tls = tls;
+    shared.route_tls = route_tls;
     let shared = Arc::new(shared);
 
     // Build every ring before reporting success, so a missing io_uring is a clean start-up

@@ -7,7 +7,7 @@ use crate::conn::{ConnConfig, Subscription};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
 use crate::sublist::Sublist;
-use crate::tls::ClientTls;
+use crate::tls::{ClientTls, RouteTls};
 use ahash::AHashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +38,8 @@ pub struct Shared {
     registry: Mutex<AHashMap<u64, ConnRef>>,
     /// Client TLS; `None`: plain text.
     pub tls: Option<ClientTls>,
+    /// Route TLS; `None`: plain text.
+    pub route_tls: Option<RouteTls>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
 }
@@ -55,6 +57,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
             tls: None,
+            route_tls: None,
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),

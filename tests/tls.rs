@@ -10,7 +10,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use ringnats::options::TlsOptions;
+use ringnats::options::{ClusterOptions, RouteUrl, TlsOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,18 +51,25 @@ fn pki(name: &str) -> Pki {
     ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+    let leaf = |names: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(names).unwrap();
-        p.extended_key_usages = vec![usage];
+        p.extended_key_usages = usages;
         let cert = p.signed_by(&key, &issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     };
+    // Both usages: routes present the server certificate as a client too.
     let (srv, srv_key) = leaf(
         vec!["127.0.0.1".into(), "localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     );
-    let (cli, cli_key) = leaf(vec!["client".into()], ExtendedKeyUsagePurpose::ClientAuth);
+    let (cli, cli_key) = leaf(
+        vec!["client".into()],
+        vec![ExtendedKeyUsagePurpose::ClientAuth],
+    );
     let write = |file: &str, text: &str| {
         let p = dir.join(file);
         std::fs::write(&p, text).unwrap();
@@ -215,6 +222,147 @@ async fn verify_requires_a_client_certificate_from_the_ca() {
         timeout(T, refused).await.expect("ends in time").is_err(),
         "a client without a certificate must not get through"
     );
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn routes_run_over_mutually_verified_tls() {
+    let p = pki("routes");
+    let cluster = |routes: Vec<RouteUrl>| ClusterOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        routes,
+        tls: Some(tls_opts(&p, true)),
+        ..ClusterOptions::default()
+    };
+    let a = start_with(|o| o.cluster = Some(cluster(Vec::new())));
+    let a_route = a.route_addr.unwrap();
+    // A plain-text peer on the route port is refused in clear, before any INFO.
+    let mut plain = std::net::TcpStream::connect(a_route).unwrap();
+    std::io::Write::write_all(&mut plain, b"CONNECT {}\r\n").unwrap();
+    plain.set_read_timeout(Some(T)).unwrap();
+    let mut got = String::new();
+    plain.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "-ERR 'Secure Connection - TLS Required'\r\n");
+    let url = RouteUrl::parse(&format!("nats-route://127.0.0.1:{}", a_route.port())).unwrap();
+    let b = start_with(|o| o.cluster = Some(cluster(vec![url])));
+    let routes = |s: &ringnats::server::Running| s.server.cluster.as_ref().unwrap().route_count();
+    wait_until("the TLS route", || routes(&a) == 1 && routes(&b) == 1);
+    let mut sub = Raw::quiet(a.addr);
+    sub.send(b"SUB over.tls 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    wait_until("the SUB on B", || b.server.sublist.count() == 1);
+    let mut publisher = Raw::quiet(b.addr);
+    publisher.send(b"PUB over.tls 5\r\nhello\r\nPING\r\n");
+    publisher.expect(b"PONG\r\n");
+    sub.expect(b"MSG over.tls 1 5\r\nhello\r\n");
+}
+
+/// Publishes `PUB <subject> 2 hi` on `publisher` every 100 ms until `subscriber` (subscribed
+/// with sid 1) gets the message: interest crosses a route asynchronously.
+fn publish_until_received(subscriber: &mut Raw, publisher: &mut Raw, subject: &str) {
+    let deadline = Instant::now() + T;
+    let want = format!("MSG {subject} 1 2\r\nhi\r\n");
+    let mut got = Vec::new();
+    subscriber
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while !String::from_utf8_lossy(&got).contains(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?}, got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        publisher.send(format!("PUB {subject} 2\r\nhi\r\n").as_bytes());
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = subscriber.stream.read(&mut buf) {
+            assert!(n > 0, "subscriber closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+}
+
+#[test]
+fn routes_over_tls_interoperate_with_gnatsd_1_0() {
+    let gnatsd = std::env::var_os("GNATSD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/gnatsd-1.0.0")
+        });
+    if !gnatsd.is_file() {
+        println!("SKIP: no gnatsd 1.0 binary (set GNATSD_BIN)");
+        return;
+    }
+    let p = pki("gnatsd");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    // gnatsd dials ringnats's route port: gnatsd is the TLS client, ringnats the server
+    // (ringnats as the client is the route test above, and was checked by hand against gnatsd).
+    let r = start_with(|o| {
+        o.cluster = Some(ClusterOptions {
+            host: "127.0.0.1".into(),
+            port: 0,
+            tls: Some(tls_opts(&p, true)),
+            ..ClusterOptions::default()
+        })
+    });
+    let r_route = r.route_addr.unwrap().port();
+    let (client_port, route_port) = (free(), free());
+    let conf = p.dir.join("gnatsd.conf");
+    let text = format!(
+        "listen: 127.0.0.1:{client_port}\ncluster {{\n  listen: 127.0.0.1:{route_port}\n  \
+         routes: [ nats-route://127.0.0.1:{r_route} ]\n  \
+         tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", timeout: 2 }}\n}}\n",
+        path(&p.cert),
+        path(&p.key),
+        path(&p.ca)
+    );
+    std::fs::write(&conf, text).unwrap();
+    /// Kills and reaps gnatsd when the test ends, passed or not.
+    struct Gnatsd(std::process::Child);
+    impl Drop for Gnatsd {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gnatsd = Gnatsd(
+        Command::new(&gnatsd)
+            .args(["-c", path(&conf)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let g_addr: std::net::SocketAddr = ([127, 0, 0, 1], client_port).into();
+    wait_until("gnatsd to listen", || {
+        std::net::TcpStream::connect(g_addr).is_ok()
+    });
+    let cluster = r.server.cluster.as_ref().unwrap();
+    wait_until("the TLS route from gnatsd", || cluster.route_count() == 1);
+    // Both directions, with interest crossing the route each way.
+    let mut on_r = Raw::quiet(r.addr);
+    let mut on_g = Raw::quiet(g_addr);
+    on_r.send(b"SUB to.ringnats 1\r\nPING\r\n");
+    on_r.expect(b"PONG\r\n");
+    publish_until_received(&mut on_r, &mut on_g, "to.ringnats");
+    let mut on_g2 = Raw::quiet(g_addr);
+    on_g2.send(b"SUB to.gnatsd 1\r\nPING\r\n");
+    on_g2.expect(b"PONG\r\n");
+    publish_until_received(&mut on_g2, &mut on_r, "to.gnatsd");
 }
 
 // ---- the binary: flags, config block, start-up errors ----------------------------------------

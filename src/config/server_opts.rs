@@ -12,8 +12,7 @@
 //!   `port`) the later one wins. 1.0 walks a Go map, whose order is random from run to run.
 //! - Unknown keys are accepted, as in 1.0, but each one gives a warning (`unknown field "x"`),
 //!   except keys used as `$variables` (2.x errors on them instead). The client `tls {}` block
-//!   is checked as 1.0 does (an unknown key in it is an error); the cluster's `tls {}` (route
-//!   TLS, not implemented) is accepted and nothing in it is checked.
+//!   is checked as 1.0 does (an unknown key in it is an error), the cluster's too.
 //! - 2.x spellings are accepted: duration strings (`"2s"`) for `ping_interval`,
 //!   `write_deadline` and the authorization `timeout`, size strings (`"1MB"`) for the sizes.
 //! - `authorization` with a password and no user is an error (1.0 silently turns
@@ -354,9 +353,12 @@ fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error>
                 c.connect_retries =
                     u32::try_from(n).map_err(|_| invalid(e, "a smaller count", n))?;
             }
+            // 1.0 always verifies route certificates, whatever `verify` says.
             "tls" => {
-                block(e)?;
-                c.tls_ignored = true;
+                c.tls = Some(TlsOptions {
+                    verify: true,
+                    ..tls(e)?
+                })
             }
             _ => unknown(e, warnings),
         }

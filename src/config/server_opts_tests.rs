@@ -225,9 +225,11 @@ fn client_tls_block() {
     assert_eq!(t.timeout, Duration::from_millis(500), "1.0's default");
     assert!(!t.verify);
     assert!(opts("").tls.is_none());
-    // Route TLS is not implemented: the cluster's block is accepted and ignored.
-    let c = cluster("cluster { port: 6222, tls { ca_file: ca.pem, verify: true } }");
-    assert!(c.options.tls_ignored);
+    // Route TLS: always verified (1.0 forces it).
+    let c = cluster("cluster { port: 6222, tls { ca_file: ca.pem, verify: false } }");
+    let t = c.options.tls.unwrap();
+    assert!(t.verify);
+    assert_eq!(t.ca_file.unwrap().to_str(), Some("ca.pem"));
 }
 
 #[test]
@@ -299,7 +301,7 @@ fn cluster_block() {
     );
     assert!(o.no_advertise);
     assert_eq!(o.connect_retries, 5);
-    assert!(!o.tls_ignored);
+    assert!(o.tls.is_none());
 
     let c = cluster("cluster { host: 127.0.0.1, port: 6222 }");
     assert!(c.listens);

@@ -21,6 +21,7 @@ use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rustls::pki_types::ServerName;
 use slab::Slab;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::VecDeque;
@@ -153,6 +154,13 @@ pub struct Reactor {
     /// Accept back-off per listener (client, route) after running out of descriptors.
     accept_backoff: [Duration; 2],
     accept_resume: [Option<Instant>; 2],
+}
+
+/// Drops what a TLS connection queued before its handshake failed (a route's INFO and
+/// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
+fn discard_queued(out: &Outbound) {
+    let mut queued = Vec::new();
+    out.take(&mut queued);
 }
 
 /// Parses `data` for connection `c`; a parser error fails the connection.
@@ -557,6 +565,29 @@ impl Reactor {
         let out = Arc::new(Outbound::for_route(cid, self.id, token, limit));
         let solicited = dial.is_some();
         let auth = cluster.auth_required();
+        // Route TLS starts at once (no clear INFO): the dialling side is the TLS client.
+        let tls = match &server.route_tls {
+            None => None,
+            Some(t) => {
+                let deadline = self.now + t.timeout;
+                let session = match &dial {
+                    Some(d) => ServerName::try_from(d.url.host.clone())
+                        .map_err(|e| rustls::Error::General(e.to_string()))
+                        .and_then(|name| TlsSession::client(Arc::clone(&t.client), name, deadline)),
+                    None => TlsSession::new(Arc::clone(&t.server), deadline),
+                };
+                match session {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(e) => {
+                        crate::error!("{peer} - rid:{cid} - TLS session error: {e}");
+                        if let Some(d) = dial {
+                            cluster.dial_failed(d, self.now);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
         let conn = Connection::route(
             cid,
             Arc::clone(&out),
@@ -583,6 +614,9 @@ impl Reactor {
             },
         );
         crate::info!("{peer} - rid:{cid} - Route connection created");
+        if let Some(slot) = self.conns.get_mut(token) {
+            slot.tls = tls;
+        }
         let Reactor {
             conns,
             batch,
@@ -760,6 +794,9 @@ impl Reactor {
                     });
                     match read {
                         Ok(true) => {
+                            // What was queued meanwhile (a route's INFO) goes out now; the
+                            // queue's wake mark may be stale, as nothing was taken before.
+                            dirty.push(token);
                             crate::debug!("{}TLS handshake complete", c.log_prefix);
                             crate::debug!("{}{}", c.log_prefix, tls.describe());
                             c.tls_handshake_done(*now, &server.conn_cfg);
@@ -767,6 +804,7 @@ impl Reactor {
                         Ok(false) => {}
                         Err(e @ (ReadError::NotTls | ReadError::Handshake(_))) => {
                             crate::error!("{}TLS handshake error: {e}", c.log_prefix);
+                            discard_queued(&c.out);
                             let _ = c.fail(ProtoError::TlsRequired, &mut env);
                         }
                         Err(e @ ReadError::Session(_)) => {
@@ -1012,6 +1050,7 @@ impl Reactor {
         for token in tls_timeouts {
             if let Some(slot) = self.conns.get(token) {
                 crate::error!("{}TLS handshake timeout", slot.conn.log_prefix);
+                discard_queued(&slot.conn.out);
             }
             self.fail_conn(token, ProtoError::TlsRequired);
         }

@@ -189,6 +189,46 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
+/// Route TLS (spec §2.9): the same certificate on both sides of a route; the peer's is
+/// always required and verified against `ca_file`, which is also the root pool for dialling.
+#[derive(Debug, Clone)]
+pub struct RouteTls {
+    /// For accepted routes.
+    pub server: Arc<ServerConfig>,
+    /// For dialled routes (the route URL's host is the expected name).
+    pub client: Arc<rustls::ClientConfig>,
+    pub timeout: std::time::Duration,
+}
+
+impl RouteTls {
+    pub fn new(opts: &TlsOptions) -> Result<RouteTls, String> {
+        if opts.ca_file.is_none() {
+            return Err(
+                "cluster TLS needs a ca_file: route certificates are always verified".into(),
+            );
+        }
+        let server = server_config(&TlsOptions {
+            verify: true,
+            ..opts.clone()
+        })?;
+        let empty = Path::new("");
+        let certs = load_certs(opts.cert_file.as_deref().unwrap_or(empty))?;
+        let key = load_key(opts.key_file.as_deref().unwrap_or(empty))?;
+        let roots = load_roots(opts.ca_file.as_deref().unwrap_or(empty))?;
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider(opts)?))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(pair_error)?;
+        Ok(RouteTls {
+            server,
+            client: Arc::new(client),
+            timeout: opts.timeout,
+        })
+    }
+}
+
 /// Client TLS as the reactors use it.
 #[derive(Debug, Clone)]
 pub struct ClientTls {

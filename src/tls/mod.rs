@@ -1,4 +1,4 @@
-//! Client TLS, sans-IO: the layer between a connection's socket bytes and its parser and
+//! TLS, sans-IO: the layer between a connection's socket bytes and its parser and
 //! outbound queue (spec §5). No socket and no clock here: the reactor hands in received
 //! ciphertext and takes ciphertext to send.
 //!
@@ -14,12 +14,17 @@
 //! queue is encrypted at most [`SEND_MAX`] bytes ahead of the socket, the rest waiting in
 //! its taken buffer (the queue itself stays bounded by `max_pending`, as for plain text).
 //! Plain connections have no session and never reach this module.
+//!
+//! Routes (spec §2.9) use the same session without the clear INFO: the dialling side is the
+//! TLS client and starts in [`Phase::Handshake`]; both sides' CONNECT/INFO wait in the queue
+//! until the session is open, then go out encrypted.
 
 pub mod config;
 
-pub use config::{cipher_suite, curve, server_config, ClientTls};
+pub use config::{cipher_suite, curve, server_config, ClientTls, RouteTls};
 
-use rustls::ServerConnection;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -62,7 +67,8 @@ impl std::fmt::Display for ReadError {
 }
 
 pub struct TlsSession {
-    tls: ServerConnection,
+    /// The server side for clients and accepted routes, the client side for dialled routes.
+    tls: Connection,
     phase: Phase,
     /// The handshake must be over by then.
     pub deadline: Instant,
@@ -75,19 +81,38 @@ pub struct TlsSession {
 }
 
 impl TlsSession {
+    /// The server side: a client (INFO already sent in clear) or an accepted route.
     pub fn new(
         config: Arc<rustls::ServerConfig>,
         deadline: Instant,
     ) -> Result<Self, rustls::Error> {
-        Ok(TlsSession {
-            tls: ServerConnection::new(config)?,
-            phase: Phase::Hello,
+        Ok(Self::with(
+            ServerConnection::new(config)?.into(),
+            Phase::Hello,
+            deadline,
+        ))
+    }
+
+    /// The client side, for a dialled route: the handshake starts at once (ClientHello).
+    pub fn client(
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+        deadline: Instant,
+    ) -> Result<Self, rustls::Error> {
+        let conn = ClientConnection::new(config, name)?;
+        Ok(Self::with(conn.into(), Phase::Handshake, deadline))
+    }
+
+    fn with(tls: Connection, phase: Phase, deadline: Instant) -> Self {
+        TlsSession {
+            tls,
+            phase,
             deadline,
             plain_in: Vec::new(),
             plain_out: Vec::new(),
             out_off: 0,
             close_notified: false,
-        })
+        }
     }
 
     pub fn phase(&self) -> Phase {
