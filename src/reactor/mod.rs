@@ -536,6 +536,7 @@ impl Reactor {
         match (tls, self.conns.get_mut(token)) {
             // INFO goes out in clear before the handshake, ahead of anything queued.
             (Some(tls), Some(slot)) => {
+                crate::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
                 slot.sending = server.client_info(cid);
                 slot.tls = Some(tls);
             }
@@ -615,6 +616,10 @@ impl Reactor {
         );
         crate::info!("{peer} - rid:{cid} - Route connection created");
         if let Some(slot) = self.conns.get_mut(token) {
+            if tls.is_some() {
+                let side = if solicited { "client" } else { "server" };
+                crate::debug!("{peer} - rid:{cid} - Starting TLS route {side} handshake");
+            }
             slot.tls = tls;
         }
         let Reactor {
@@ -803,12 +808,12 @@ impl Reactor {
                         }
                         Ok(false) => {}
                         Err(e @ (ReadError::NotTls | ReadError::Handshake(_))) => {
-                            crate::error!("{}TLS handshake error: {e}", c.log_prefix);
+                            crate::debug!("{}TLS handshake error: {e}", c.log_prefix);
                             discard_queued(&c.out);
                             let _ = c.fail(ProtoError::TlsRequired, &mut env);
                         }
                         Err(e @ ReadError::Session(_)) => {
-                            crate::error!("{}{e}", c.log_prefix);
+                            crate::debug!("{}TLS error: {e}", c.log_prefix);
                             c.close(CloseReason::ClientClosed);
                         }
                     }
@@ -1049,7 +1054,7 @@ impl Reactor {
         }
         for token in tls_timeouts {
             if let Some(slot) = self.conns.get(token) {
-                crate::error!("{}TLS handshake timeout", slot.conn.log_prefix);
+                crate::debug!("{}TLS handshake timeout", slot.conn.log_prefix);
                 discard_queued(&slot.conn.out);
             }
             self.fail_conn(token, ProtoError::TlsRequired);

@@ -59,9 +59,11 @@ pub enum ReadError {
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ReadError::NotTls => f.write_str("client sent plain text, not a TLS handshake"),
-            ReadError::Handshake(e) => write!(f, "TLS handshake error: {e}"),
-            ReadError::Session(e) => write!(f, "TLS error: {e}"),
+            // Go's text, as gnatsd logs it.
+            ReadError::NotTls => {
+                f.write_str("tls: first record does not look like a TLS handshake")
+            }
+            ReadError::Handshake(e) | ReadError::Session(e) => write!(f, "{e}"),
         }
     }
 }
