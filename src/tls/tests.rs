@@ -18,6 +18,14 @@ struct Peer {
 
 /// A server session for a fresh self-signed certificate, and a client that trusts it.
 fn peer() -> Peer {
+    peer_with(
+        TlsOptions::default(),
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+}
+
+/// As [`peer`], with the server's suites and curves from `opts` and the client's versions.
+fn peer_with(opts: TlsOptions, versions: &[&'static rustls::SupportedProtocolVersion]) -> Peer {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
         .unwrap()
@@ -35,7 +43,7 @@ fn peer() -> Peer {
     let cfg = server_config(&TlsOptions {
         cert_file: Some(c),
         key_file: Some(k),
-        ..TlsOptions::default()
+        ..opts
     })
     .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -43,7 +51,7 @@ fn peer() -> Peer {
     roots.add(cert.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let client_cfg = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -186,4 +194,41 @@ fn a_broken_handshake_is_a_handshake_error() {
         ControlFlow::Continue(())
     });
     assert!(matches!(r, Err(ReadError::Handshake(_))), "{r:?}");
+}
+
+#[test]
+fn configured_tls12_suite_and_curve_are_used() {
+    let mut p = peer_with(
+        TlsOptions {
+            cipher_suites: vec!["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".into()],
+            curve_preferences: vec!["CurveP521".into(), "CurveP384".into()],
+            ..TlsOptions::default()
+        },
+        &[&rustls::version::TLS12],
+    );
+    p.handshake();
+    assert_eq!(
+        p.server.describe(),
+        "TLS version 1.2, cipher suite TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"
+    );
+    assert_eq!(
+        p.client.negotiated_key_exchange_group().map(|g| g.name()),
+        Some(rustls::NamedGroup::secp384r1)
+    );
+}
+
+#[test]
+fn unsupported_or_unknown_names_are_refused() {
+    assert!(cipher_suite("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")
+        .unwrap_err()
+        .contains("not supported"));
+    assert_eq!(
+        cipher_suite("NOPE").unwrap_err(),
+        "Unrecognized cipher NOPE"
+    );
+    assert!(curve("CurveP521").unwrap().is_none(), "accepted, skipped");
+    assert_eq!(
+        curve("P999").err().unwrap(),
+        "Unrecognized curve preference P999"
+    );
 }
