@@ -189,9 +189,9 @@ impl Cluster {
             host: opts.host.clone(),
             port: opts.port,
             auth_required: opts.user.is_some(),
-            ssl_required: false,
-            tls_required: false,
-            tls_verify: false,
+            ssl_required: opts.tls.is_some(),
+            tls_required: opts.tls.is_some(),
+            tls_verify: opts.tls.is_some(),
             max_payload,
             ip: None,
             connect_urls: own_urls,
@@ -256,7 +256,7 @@ impl Cluster {
             pedantic: false,
             user: url.user.as_deref(),
             pass: url.pass.as_deref(),
-            tls_required: false,
+            tls_required: self.opts.tls.is_some(),
             name: &self.server_id,
         };
         let mut out = b"CONNECT ".to_vec();

@@ -10,6 +10,8 @@
 //!   ops and `now` in, staged output and a closing reason out; subscriptions with their
 //!   origin, and delivery with the cluster's one-hop and queue rules.
 //! - [`cluster`]: the route table, client URLs learned from peers, the dial schedule.
+//! - [`tls`]: client TLS, sans-IO (rustls between the received bytes and the parser, and
+//!   between the outbound queue and the send), and the settings → rustls config.
 //! - [`outbound`]: a connection's bounded outbound queue, shared across reactors, and the
 //!   per-batch staging of output.
 //! - [`mailbox`]: typed cross-reactor messages and the wake-up handle.
@@ -36,3 +38,4 @@ pub mod server;
 pub mod shared;
 pub mod stats;
 pub mod sublist;
+pub mod tls;

@@ -40,9 +40,6 @@ fn log_unimplemented(opts: &ringnats::options::Options) {
     if opts.syslog || opts.remote_syslog.is_some() {
         info!("Syslog is not supported yet; logging as without it");
     }
-    if opts.tls_ignored || opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
-        info!("TLS is not supported yet; ignoring the tls block, connections are not encrypted");
-    }
 }
 
 fn main() -> ExitCode {
@@ -65,6 +62,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Certificate and key errors are gnatsd's texts, printed alone (PrintAndDie).
+    if let Some(tls) = &opts.tls {
+        if let Err(msg) = ringnats::tls::server_config(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(tls) = opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+        if let Err(msg) = ringnats::tls::RouteTls::new(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = ringnats::log::init(
         opts.debug,
         opts.trace,
@@ -91,6 +101,9 @@ fn main() -> ExitCode {
         }
     };
     info!("Listening for client connections on {}", running.addr);
+    if running.server.tls.is_some() {
+        info!("TLS required for client connections");
+    }
     ringnats::debug!("Server id is {}", running.server.server_id);
     ringnats::debug!("{} reactor threads", running.handles.len());
     if let Some(path) = &pid_file {

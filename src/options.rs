@@ -26,6 +26,38 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_PING_MAX: u32 = 2;
 pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// gnatsd 1.0's `TLS_TIMEOUT` (2.x raised it to 2 s).
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Client TLS settings, as written (the files are read by [`crate::tls::server_config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate, verified against `ca_file` (or the system roots).
+    pub verify: bool,
+    /// Handshake timeout, from the accept (INFO) to the handshake's end.
+    pub timeout: Duration,
+    /// Go cipher-suite names, in the server's order of preference; empty: the defaults.
+    pub cipher_suites: Vec<String>,
+    /// Go curve names (`CurveP256`, `CurveP384`, `CurveP521`, `X25519`); empty: the defaults.
+    pub curve_preferences: Vec<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            timeout: DEFAULT_TLS_TIMEOUT,
+            cipher_suites: Vec::new(),
+            curve_preferences: Vec::new(),
+        }
+    }
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -107,6 +139,21 @@ pub struct Cli {
     /// Seconds to wait for CONNECT when authorization is required
     #[arg(long = "auth_timeout", default_value_t = 1.0)]
     pub auth_timeout_secs: f64,
+    /// Enable TLS, do not verify clients (needs --tlscert and --tlskey)
+    #[arg(long = "tls", action = ArgAction::SetTrue)]
+    pub tls: bool,
+    /// Enable TLS, verify client certificates (against --tlscacert)
+    #[arg(long = "tlsverify", action = ArgAction::SetTrue)]
+    pub tlsverify: bool,
+    /// Server certificate file (PEM)
+    #[arg(long = "tlscert")]
+    pub tlscert: Option<PathBuf>,
+    /// Private key for the server certificate (PEM)
+    #[arg(long = "tlskey")]
+    pub tlskey: Option<PathBuf>,
+    /// Client certificate CA for verification (PEM)
+    #[arg(long = "tlscacert")]
+    pub tlscacert: Option<PathBuf>,
     /// Cluster URL for solicited routes (nats-route://[user:pass@]host:port)
     #[arg(long = "cluster", visible_alias = "cluster_listen")]
     pub cluster: Option<String>,
@@ -156,9 +203,8 @@ pub struct Options {
     /// Syslog (`-s`, `-r`, `syslog`, `remote_syslog`): accepted, not implemented yet.
     pub syslog: bool,
     pub remote_syslog: Option<String>,
-    /// The config file has a `tls {}` block. TLS is not implemented: the block is accepted
-    /// and ignored, and `main` says so.
-    pub tls_ignored: bool,
+    /// Client TLS (the config file's `tls {}` or `--tls`/`--tlsverify`); `None`: plain text.
+    pub tls: Option<TlsOptions>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
@@ -192,8 +238,8 @@ pub struct ClusterOptions {
     pub no_advertise: bool,
     /// Extra dial attempts for implicit (gossiped) routes.
     pub connect_retries: u32,
-    /// The `cluster {}` block has a `tls {}` block: accepted and ignored (not implemented).
-    pub tls_ignored: bool,
+    /// Route TLS (`cluster { tls {} }`): both sides present and verify certificates.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -207,7 +253,7 @@ impl Default for ClusterOptions {
             routes: Vec::new(),
             no_advertise: false,
             connect_retries: 0,
-            tls_ignored: false,
+            tls: None,
         }
     }
 }
@@ -301,7 +347,7 @@ impl Default for Options {
             prof_port: None,
             syslog: false,
             remote_syslog: None,
-            tls_ignored: false,
+            tls: None,
             user: None,
             pass: None,
             token: None,
@@ -397,6 +443,11 @@ const LONG_FLAGS: &[&str] = &[
     "routes",
     "no_advertise",
     "connect_retries",
+    "tls",
+    "tlsverify",
+    "tlscert",
+    "tlskey",
+    "tlscacert",
     "version",
     "help",
     // gnatsd's -sl/--signal is not supported. Rewritten to `--sl` so that clap rejects it,
@@ -551,6 +602,18 @@ impl Cli {
             }
             o.workers = n;
         }
+        // gnatsd's configureTLS: --tls or --tlsverify replaces the file's client TLS (its
+        // timeout is kept); without one of them the other TLS flags are ignored.
+        if self.tls || self.tlsverify {
+            o.tls = Some(TlsOptions {
+                cert_file: self.tlscert,
+                key_file: self.tlskey,
+                ca_file: self.tlscacert,
+                verify: self.tlsverify,
+                timeout: o.tls.as_ref().map_or(DEFAULT_TLS_TIMEOUT, |t| t.timeout),
+                ..TlsOptions::default()
+            });
+        }
         // gnatsd's MergeOptions does not copy these three: with -c they are ignored.
         if !from_file {
             o.https_port = monitor_port(self.https_port, "https_port")?;
@@ -663,7 +726,7 @@ pub fn read_config(path: &Path) -> Result<FileOptions, String> {
 }
 
 /// Rust's `No such file or directory (os error 2)` as Go prints it: `no such file or directory`.
-fn go_io_reason(reason: &str) -> String {
+pub(crate) fn go_io_reason(reason: &str) -> String {
     let reason = match reason.rfind(" (os error ") {
         Some(i) if reason.ends_with(')') => &reason[..i],
         _ => reason,
@@ -712,6 +775,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
     if let Some(cmd) = cli.version_command().map_err(invalid)? {
         return Ok(cmd);
     }
+    // gnatsd's texts, printed alone (PrintAndDie), before the config file is read.
+    if cli.tls || cli.tlsverify {
+        if cli.tlscert.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server certificate must be present and valid.".into(),
+            ));
+        }
+        if cli.tlskey.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server private key must be present and valid.".into(),
+            ));
+        }
+    }
     let file = match &cli.config {
         Some(path) => Some(read_config(path).map_err(ArgsError::Config)?),
         None => None,
@@ -735,6 +811,77 @@ mod tests {
             Command::Run { opts, .. } => *opts,
             Command::Version => panic!("expected run"),
         }
+    }
+
+    #[test]
+    fn tls_flags_are_triggered_by_tls_or_tlsverify() {
+        assert!(run(&[]).tls.is_none());
+        // Without --tls/--tlsverify the other TLS flags are ignored, as in gnatsd.
+        assert!(run(&["--tlscert", "c.pem", "--tlskey", "k.pem"])
+            .tls
+            .is_none());
+        let t = run(&["-tls", "-tlscert", "c.pem", "-tlskey", "k.pem"])
+            .tls
+            .unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert_eq!(t.key_file.unwrap(), PathBuf::from("k.pem"));
+        assert!(!t.verify && t.ca_file.is_none());
+        assert_eq!(t.timeout, DEFAULT_TLS_TIMEOUT);
+        let t = run(&[
+            "--tlsverify",
+            "--tlscert",
+            "c",
+            "--tlskey",
+            "k",
+            "--tlscacert",
+            "ca",
+        ])
+        .tls
+        .unwrap();
+        assert!(t.verify);
+        assert_eq!(t.ca_file.unwrap(), PathBuf::from("ca"));
+        let argv = ["ringnats", "--tls"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server certificate must be present and valid."
+        );
+        let argv = ["ringnats", "--tls", "--tlscert", "c"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server private key must be present and valid."
+        );
+    }
+
+    #[test]
+    fn tls_flags_replace_the_files_tls_but_keep_its_timeout() {
+        let file = config::server_options(
+            &config::parse(
+                "tls { cert_file: f.pem, key_file: fk.pem, verify: true, timeout: 2 }",
+                "gnatsd.conf",
+                &config::MemResolver::new(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let cli = |args: &[&str]| {
+            let argv: Vec<String> = std::iter::once("ringnats")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect();
+            let m = Cli::command()
+                .try_get_matches_from(normalize_args(argv))
+                .unwrap();
+            (Given::from_matches(&m), Cli::from_arg_matches(&m).unwrap())
+        };
+        let (given, c) = cli(&["--tls", "--tlscert", "c.pem", "--tlskey", "k.pem"]);
+        let t = c.merge(&given, Some(file.clone())).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert!(!t.verify, "the file's verify is replaced too");
+        assert_eq!(t.timeout, Duration::from_secs(2));
+        let (given, c) = cli(&[]);
+        let t = c.merge(&given, Some(file)).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("f.pem"));
+        assert!(t.verify);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::monitor::Monitor;
 use crate::options::Options;
 use crate::reactor::{Listeners, Reactor};
 use crate::shared::{new_server_id, Shared};
+use crate::tls::{ClientTls, RouteTls};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
@@ -206,6 +207,19 @@ fn interface_ips() -> Vec<IpAddr> {
 /// Binds the client port (and the route port) once per reactor and starts the reactors.
 pub fn start(mut opts: Options) -> io::Result<Running> {
     let workers = opts.workers.max(1);
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(ClientTls::new)
+        .transpose()
+        .map_err(io::Error::other)?;
+    let route_tls = opts
+        .cluster
+        .as_ref()
+        .and_then(|c| c.tls.as_ref())
+        .map(RouteTls::new)
+        .transpose()
+        .map_err(io::Error::other)?;
     let (clients, addr) = bind_all(Port::Client, resolve(&opts.host, opts.port)?, workers)?;
     let mut route_addr = None;
     let mut routes: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
@@ -233,7 +247,10 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .map(|_| ReactorHandle::new())
         .collect::<io::Result<Vec<_>>>()?
         .into();
-    let shared = Arc::new(Shared::new(opts, server_id, addr.port(), cluster));
+    let mut shared = Shared::new(opts, server_id, addr.port(), cluster);
+    shared.tls = tls;
+    shared.route_tls = route_tls;
+    let shared = Arc::new(shared);
 
     // Build every ring before reporting success, so a missing io_uring is a clean start-up
     // error rather than a dead thread.

@@ -8,6 +8,7 @@ use crate::options::Options;
 use crate::proto::info::ServerInfo;
 use crate::stats::{LocalStats, ReactorStats};
 use crate::sublist::Sublist;
+use crate::tls::{ClientTls, RouteTls};
 use ahash::AHashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +38,10 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// cid → owning reactor, for `QRSID` lookups, monitoring and kills across cores.
     registry: Mutex<AHashMap<u64, ConnRef>>,
+    /// Client TLS; `None`: plain text.
+    pub tls: Option<ClientTls>,
+    /// Route TLS; `None`: plain text.
+    pub route_tls: Option<RouteTls>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
     /// One counter block per reactor, each written only by its reactor.
@@ -58,6 +63,8 @@ impl Shared {
             next_cid: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
+            tls: None,
+            route_tls: None,
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
@@ -131,9 +138,9 @@ impl Shared {
             host: self.opts.host.clone(),
             port: self.port,
             auth_required: self.opts.auth_required(),
-            ssl_required: false,
-            tls_required: false,
-            tls_verify: false,
+            ssl_required: self.tls.is_some(),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: self.opts.max_payload,
             ip: None,
             connect_urls: self

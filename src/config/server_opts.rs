@@ -11,8 +11,8 @@
 //! - Keys are applied in file order, so of two keys that set the same thing (`listen` and
 //!   `port`) the later one wins. 1.0 walks a Go map, whose order is random from run to run.
 //! - Unknown keys are accepted, as in 1.0, but each one gives a warning (`unknown field "x"`),
-//!   except keys used as `$variables` (2.x errors on them instead). Inside `tls {}` blocks,
-//!   which are accepted and not implemented, nothing is checked.
+//!   except keys used as `$variables` (2.x errors on them instead). The client `tls {}` block
+//!   is checked as 1.0 does (an unknown key in it is an error), the cluster's too.
 //! - 2.x spellings are accepted: duration strings (`"2s"`) for `ping_interval`,
 //!   `write_deadline` and the authorization `timeout`, size strings (`"1MB"`) for the sizes.
 //! - `authorization` with a password and no user is an error (1.0 silently turns
@@ -29,9 +29,10 @@ use std::time::Duration;
 use super::error::{Error, ErrorKind};
 use super::{Entry, Map, Pos, Value, ValueKind};
 use crate::options::{
-    ClusterOptions, Options, RouteUrl, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING, DEFAULT_PING_INTERVAL,
-    DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_WRITE_DEADLINE,
+    ClusterOptions, Options, RouteUrl, TlsOptions, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING,
+    DEFAULT_PING_INTERVAL, DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_TLS_TIMEOUT,
+    DEFAULT_WRITE_DEADLINE,
 };
 
 /// The smallest `max_control_line` the parser can work with (as the command line requires).
@@ -179,11 +180,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.auth_timeout = auth.timeout;
             }
             "cluster" => fo.cluster = Some(cluster(e, &mut fo.warnings)?),
-            // TLS is not implemented: the block is accepted and ignored (main says so).
-            "tls" => {
-                block(e)?;
-                o.tls_ignored = true;
-            }
+            "tls" => o.tls = Some(tls(e)?),
             _ => unknown(e, &mut fo.warnings),
         }
     }
@@ -227,6 +224,78 @@ fn authorization(e: &Entry, warnings: &mut Vec<Warning>) -> Result<Authorization
         }
     }
     Ok(auth)
+}
+
+/// The client `tls {}` block (1.0's `parseTLS`, with its texts). The files are read later
+/// ([`crate::tls::server_config`]); cipher and curve names are checked here.
+fn tls(e: &Entry) -> Result<TlsOptions, Error> {
+    let mut t = TlsOptions::default();
+    let tls_error = |e: &Entry, reason: String| {
+        Error::new(e.value.pos.clone(), ErrorKind::Rejected { reason }).with_key(&e.key)
+    };
+    let names = |e: &Entry, what: &str| -> Result<Vec<String>, Error> {
+        let items = list(e)?;
+        if items.is_empty() {
+            return Err(tls_error(
+                e,
+                format!("error parsing tls config, '{what}' cannot be empty"),
+            ));
+        }
+        items
+            .iter()
+            .map(|v| keyed(e, v.as_str()).map(|s| s.trim().to_owned()))
+            .collect()
+    };
+    for e in block(e)? {
+        match e.key.to_ascii_lowercase().as_str() {
+            k @ ("cert_file" | "key_file" | "ca_file") => {
+                let ValueKind::String(path) = &e.value.kind else {
+                    return Err(tls_error(
+                        e,
+                        format!("error parsing tls config, expected '{k}' to be filename"),
+                    ));
+                };
+                let path = Some(PathBuf::from(path));
+                match k {
+                    "cert_file" => t.cert_file = path,
+                    "key_file" => t.key_file = path,
+                    _ => t.ca_file = path,
+                }
+            }
+            "verify" => {
+                let ValueKind::Bool(v) = e.value.kind else {
+                    return Err(tls_error(
+                        e,
+                        "error parsing tls config, expected 'verify' to be a boolean".into(),
+                    ));
+                };
+                t.verify = v;
+            }
+            "timeout" => t.timeout = duration(e)?.unwrap_or(DEFAULT_TLS_TIMEOUT),
+            "cipher_suites" => {
+                t.cipher_suites = names(e, "cipher_suites")?;
+                for name in &t.cipher_suites {
+                    crate::tls::cipher_suite(name).map_err(|why| tls_error(e, why))?;
+                }
+            }
+            "curve_preferences" => {
+                t.curve_preferences = names(e, "curve_preferences")?;
+                for name in &t.curve_preferences {
+                    crate::tls::curve(name).map_err(|why| tls_error(e, why))?;
+                }
+            }
+            _ => {
+                return Err(Error::new(
+                    e.key_pos.clone(),
+                    ErrorKind::Rejected {
+                        reason: format!("error parsing tls config, unknown field [{:?}]", e.key),
+                    },
+                )
+                .with_key(&e.key))
+            }
+        }
+    }
+    Ok(t)
 }
 
 fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error> {
@@ -285,9 +354,12 @@ fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error>
                 c.connect_retries =
                     u32::try_from(n).map_err(|_| invalid(e, "a smaller count", n))?;
             }
+            // 1.0 always verifies route certificates, whatever `verify` says.
             "tls" => {
-                block(e)?;
-                c.tls_ignored = true;
+                c.tls = Some(TlsOptions {
+                    verify: true,
+                    ..tls(e)?
+                })
             }
             _ => unknown(e, warnings),
         }

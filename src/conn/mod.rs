@@ -260,6 +260,13 @@ impl Connection {
         )
     }
 
+    /// The TLS handshake is over: the authorization timer starts now, as in 1.0 (spec §1.12).
+    pub fn tls_handshake_done(&mut self, now: Instant, cfg: &ConnConfig) {
+        if self.auth_deadline.is_some() && matches!(self.kind, Kind::Client) {
+            self.auth_deadline = Some(now + cfg.auth_timeout);
+        }
+    }
+
     pub fn is_route(&self) -> bool {
         matches!(self.kind, Kind::Route(_))
     }

@@ -13,19 +13,22 @@ mod slab;
 use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
-use crate::outbound::{mono_ns, Outbound, WakeBatch};
+use crate::outbound::{mono_ns, Outbound, Taken, WakeBatch};
 use crate::proto::{Op, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
 use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
+use crate::tls::{Phase, ReadError, TlsSession};
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rustls::pki_types::ServerName;
 use slab::Slab;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,6 +101,9 @@ struct Slot {
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
+    /// Client TLS: received bytes are decrypted before the parser, the queue encrypted
+    /// before the send. `None` (plain text) keeps the zero-copy path.
+    tls: Option<Box<TlsSession>>,
 }
 
 /// Received bytes to parse: a buffer of the shared ring, or a copy held while paused.
@@ -151,6 +157,30 @@ pub struct Reactor {
     accept_resume: [Option<Instant>; 2],
     /// Counters for the monitoring port, published once per loop iteration.
     stats: LocalStats,
+}
+
+/// Drops what a TLS connection queued before its handshake failed (a route's INFO and
+/// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
+fn discard_queued(out: &Outbound) {
+    let mut queued = Vec::new();
+    out.take(&mut queued);
+}
+
+/// Parses `data` for connection `c`; a parser error fails the connection.
+fn parse(parser: &mut Parser, c: &mut Connection, data: &[u8], env: &mut Env<'_>) {
+    let is_route = c.is_route();
+    let parsed = parser.parse_with_config(data, |op, cfg| {
+        let is_connect = matches!(op, Op::Connect(_));
+        let flow = c.on_op(op, env);
+        if is_connect && !is_route {
+            // HPUB is an op only for clients that asked for headers.
+            cfg.headers = c.opts.headers;
+        }
+        flow
+    });
+    if let Err(e) = parsed {
+        let _ = c.fail(e, env);
+    }
 }
 
 /// Resolves a route's host name off the reactor thread, then queues the dial again.
@@ -483,6 +513,7 @@ impl Reactor {
             held: VecDeque::new(),
             close_deadline: None,
             shut: false,
+            tls: None,
         });
         self.dirty.push(token);
         token
@@ -502,6 +533,16 @@ impl Reactor {
             route: false,
             require_connect: server.conn_cfg.auth.required(),
         });
+        let tls = match &server.tls {
+            None => None,
+            Some(t) => match TlsSession::new(Arc::clone(&t.config), self.now + t.timeout) {
+                Ok(s) => Some(Box::new(s)),
+                Err(e) => {
+                    crate::error!("{peer} - cid:{cid} - TLS session error: {e}");
+                    return;
+                }
+            },
+        };
         let token = self.add_slot(stream, conn, parser);
         debug_assert_eq!(token, out.token);
         server.register_conn(
@@ -513,7 +554,17 @@ impl Reactor {
             },
         );
         crate::debug!("{peer} - cid:{cid} - Client connection created");
-        out.push(&server.client_info(cid, Some(peer.ip())));
+        match (tls, self.conns.get_mut(token)) {
+            // INFO goes out in clear before the handshake, ahead of anything queued.
+            (Some(tls), Some(slot)) => {
+                crate::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
+                slot.sending = server.client_info(cid, Some(peer.ip()));
+                slot.tls = Some(tls);
+            }
+            _ => {
+                out.push(&server.client_info(cid, Some(peer.ip())));
+            }
+        }
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
         if count > server.opts.max_connections {
             crate::error!("{peer} - cid:{cid} - Maximum Connections Exceeded");
@@ -536,6 +587,29 @@ impl Reactor {
         let out = Arc::new(Outbound::for_route(cid, self.id, token, limit));
         let solicited = dial.is_some();
         let auth = cluster.auth_required();
+        // Route TLS starts at once (no clear INFO): the dialling side is the TLS client.
+        let tls = match &server.route_tls {
+            None => None,
+            Some(t) => {
+                let deadline = self.now + t.timeout;
+                let session = match &dial {
+                    Some(d) => ServerName::try_from(d.url.host.clone())
+                        .map_err(|e| rustls::Error::General(e.to_string()))
+                        .and_then(|name| TlsSession::client(Arc::clone(&t.client), name, deadline)),
+                    None => TlsSession::new(Arc::clone(&t.server), deadline),
+                };
+                match session {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(e) => {
+                        crate::error!("{peer} - rid:{cid} - TLS session error: {e}");
+                        if let Some(d) = dial {
+                            cluster.dial_failed(d, self.now);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
         let conn = Connection::route(
             cid,
             Arc::clone(&out),
@@ -562,6 +636,13 @@ impl Reactor {
             },
         );
         crate::info!("{peer} - rid:{cid} - Route connection created");
+        if let Some(slot) = self.conns.get_mut(token) {
+            if tls.is_some() {
+                let side = if solicited { "client" } else { "server" };
+                crate::debug!("{peer} - rid:{cid} - Starting TLS route {side} handshake");
+            }
+            slot.tls = tls;
+        }
         let Reactor {
             conns,
             batch,
@@ -699,7 +780,8 @@ impl Reactor {
         self.after_input(token);
     }
 
-    /// Parses one received buffer for `token` (giving a ring buffer back afterwards).
+    /// Parses one received buffer for `token` (giving a ring buffer back afterwards); a TLS
+    /// connection's is decrypted first.
     fn feed(&mut self, token: u64, input: Input) {
         let Reactor {
             conns,
@@ -710,6 +792,7 @@ impl Reactor {
             now,
             stalled,
             stats,
+            dirty,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -727,18 +810,42 @@ impl Reactor {
             };
             let mut env = Env::new(server, batch, rng, *now);
             let c = &mut conn.conn;
-            let is_route = c.is_route();
-            let parsed = conn.parser.parse_with_config(data, |op, cfg| {
-                let is_connect = matches!(op, Op::Connect(_));
-                let flow = c.on_op(op, &mut env);
-                if is_connect && !is_route {
-                    // HPUB is an op only for clients that asked for headers.
-                    cfg.headers = c.opts.headers;
+            match conn.tls.as_deref_mut() {
+                None => parse(&mut conn.parser, c, data, &mut env),
+                Some(tls) => {
+                    let parser = &mut conn.parser;
+                    let read = tls.read(data, |plain| {
+                        parse(parser, c, plain, &mut env);
+                        if c.closing().is_some() {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    });
+                    match read {
+                        Ok(true) => {
+                            // What was queued meanwhile (a route's INFO) goes out now; the
+                            // queue's wake mark may be stale, as nothing was taken before.
+                            dirty.push(token);
+                            crate::debug!("{}TLS handshake complete", c.log_prefix);
+                            crate::debug!("{}{}", c.log_prefix, tls.describe());
+                            c.tls_handshake_done(*now, &server.conn_cfg);
+                        }
+                        Ok(false) => {}
+                        Err(e @ (ReadError::NotTls | ReadError::Handshake(_))) => {
+                            crate::debug!("{}TLS handshake error: {e}", c.log_prefix);
+                            discard_queued(&c.out);
+                            let _ = c.fail(ProtoError::TlsRequired, &mut env);
+                        }
+                        Err(e @ ReadError::Session(_)) => {
+                            crate::debug!("{}TLS error: {e}", c.log_prefix);
+                            c.close(CloseReason::ClientClosed);
+                        }
+                    }
+                    if tls.wants_write() {
+                        dirty.push(token);
+                    }
                 }
-                flow
-            });
-            if let Err(e) = parsed {
-                let _ = c.fail(e, &mut env);
             }
             stats.in_msgs += c.stats.in_msgs - msgs_before;
             stats.in_bytes += c.stats.in_bytes - bytes_before;
@@ -862,7 +969,25 @@ impl Reactor {
         }
         if conn.sending.is_empty() {
             conn.send_off = 0;
-            let taken = conn.conn.out.take_counted(&mut conn.sending);
+            let taken = match conn.tls.as_deref_mut() {
+                None => conn.conn.out.take_counted(&mut conn.sending),
+                Some(tls) => {
+                    let out = &conn.conn.out;
+                    let closing = conn.conn.closing().is_some();
+                    let mut counted = Taken::default();
+                    let bytes = tls.write(
+                        |buf| {
+                            let t = out.take_counted(buf);
+                            counted.msgs += t.msgs;
+                            counted.payload_bytes += t.payload_bytes;
+                            t.bytes
+                        },
+                        &mut conn.sending,
+                        closing,
+                    );
+                    Taken { bytes, ..counted }
+                }
+            };
             if taken.bytes == 0 {
                 return;
             }
@@ -992,6 +1117,7 @@ impl Reactor {
         let deadline = self.server.opts.write_deadline;
         let tokens = self.conns.tokens();
         let mut closing = Vec::new();
+        let mut tls_timeouts = Vec::new();
         for token in tokens {
             let Reactor {
                 conns,
@@ -1010,10 +1136,24 @@ impl Reactor {
                 self.slow_consumer(token, SlowConsumer::WriteDeadline);
                 continue;
             }
+            if let Some(tls) = conn.tls.as_deref().filter(|t| t.phase() != Phase::Open) {
+                // No keepalive or authorization timer before the handshake is over.
+                if now >= tls.deadline {
+                    tls_timeouts.push(token);
+                }
+                continue;
+            }
             let mut env = Env::new(server, batch, rng, now);
             if conn.conn.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
+        }
+        for token in tls_timeouts {
+            if let Some(slot) = self.conns.get(token) {
+                crate::debug!("{}TLS handshake timeout", slot.conn.log_prefix);
+                discard_queued(&slot.conn.out);
+            }
+            self.fail_conn(token, ProtoError::TlsRequired);
         }
         self.announce_client_urls();
         self.enforce_pending_budget();
@@ -1046,7 +1186,8 @@ impl Reactor {
             let Some(slot) = self.conns.get(token) else {
                 continue;
             };
-            let pending = slot.conn.out.pending_hint() + slot.sending.len() - slot.send_off;
+            let pending = slot.conn.out.pending_hint() + slot.sending.len() - slot.send_off
+                + slot.tls.as_ref().map_or(0, |t| t.pending_plain());
             mine += pending;
             if slot.close_deadline.is_none()
                 && pending >= BUDGET_CUT_MIN
@@ -1198,8 +1339,13 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(token) else {
                 return false;
             };
-            let flushed =
-                !conn.send_inflight && conn.sending.is_empty() && conn.conn.out.pending_len() == 0;
+            let flushed = !conn.send_inflight
+                && conn.sending.is_empty()
+                && conn.conn.out.pending_len() == 0
+                && conn
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.is_idle() || !t.is_open());
             let expired = conn.close_deadline.is_some_and(|d| now >= d);
             if !conn.shut && (flushed || expired) {
                 // Wakes the armed recv (it completes with 0) and fails a stuck send.
