@@ -88,6 +88,9 @@ pub struct Cli {
     /// Routes to solicit and connect, comma-separated
     #[arg(long = "routes")]
     pub routes: Option<String>,
+    /// Cluster name a nats-server 2.x peer must match (default: take the peer's)
+    #[arg(long = "cluster_name")]
+    pub cluster_name: Option<String>,
     /// Do not advertise known cluster information to clients
     #[arg(long = "no_advertise", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set)]
@@ -150,6 +153,9 @@ pub struct ClusterOptions {
     pub no_advertise: bool,
     /// Extra dial attempts for implicit (gossiped) routes.
     pub connect_retries: u32,
+    /// The cluster name 2.x routes carry (`--cluster_name`); `None`: each 2.x route takes
+    /// its peer's.
+    pub name: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -163,6 +169,7 @@ impl Default for ClusterOptions {
             routes: Vec::new(),
             no_advertise: false,
             connect_retries: 0,
+            name: None,
         }
     }
 }
@@ -311,6 +318,7 @@ const LONG_FLAGS: &[&str] = &[
     "cluster",
     "cluster_listen",
     "routes",
+    "cluster_name",
     "no_advertise",
     "connect_retries",
     "version",
@@ -370,12 +378,15 @@ impl Cli {
             Some(n) => n,
             None => default_workers(),
         };
-        let cluster = cluster_options(
+        let mut cluster = cluster_options(
             self.cluster.as_deref(),
             self.routes.as_deref(),
             self.no_advertise,
             self.connect_retries,
         )?;
+        if let Some(c) = cluster.as_mut() {
+            c.name = self.cluster_name.filter(|n| !n.is_empty());
+        }
         Ok(Command::Run(Box::new(Options {
             host: self.addr,
             port,
