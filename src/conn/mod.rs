@@ -635,6 +635,8 @@ impl Connection {
 }
 
 #[cfg(test)]
+mod route2x_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod tests;

@@ -619,7 +619,12 @@ fn on_info(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlFlow
             crate::debug!("{prefix}Registering remote route \"{}\"", info.server_id);
             match dialect {
                 Dialect::V1 => send_local_subs(conn, env),
-                Dialect::V2 => cluster.attach_v2(&conn.out, env.batch),
+                Dialect::V2 => {
+                    // Our CONNECT/INFO go first: the interest snapshot is written to the
+                    // queue directly.
+                    env.batch.flush_one(&conn.out);
+                    cluster.attach_v2(&conn.out, env.batch);
+                }
             }
             crate::debug!("{prefix}Route sent local subscriptions");
             if let Some(gossip) = cluster.gossip_line(&info.server_id) {

@@ -10,6 +10,7 @@ crosses the fake route is written, in order, as one record:
     F: <bytes>   fake route -> nats-server
     C: <bytes>   test client -> nats-server (client port)
     c: <bytes>   nats-server -> test client
+    X: client    the test client closed its connection
 
 with CR, LF and backslash escaped (\\r, \\n, \\\\). A record holds one whole frame (a control
 line, plus its payload for RMSG/HMSG/MSG). Lines starting with '#' are comments.
@@ -89,6 +90,8 @@ class Peer:
                 d = self.s.recv(65536)
             except socket.timeout:
                 return None
+            except ConnectionResetError:
+                return b"<EOF>"
             if not d:
                 return b"<EOF>"
             self.buf += d
@@ -236,6 +239,7 @@ def scenario_fake_dials(version):
         f.until(lambda fr: fr == b"PING\r\n", timeout=3)
         rec.note("client closes: its interest is withdrawn")
         cl.s.close()
+        rec.lines.append("X: client")
         f.drain(0.5)
         rec.note("RS- for unknown interest and a malformed RS+")
         f.send(b"RS- $G nothing\r\nRS+ $G a b\r\n")
