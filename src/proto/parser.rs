@@ -1788,6 +1788,113 @@ mod tests {
     }
 
     #[test]
+    fn route_2x_ops() {
+        let r = route();
+        let rmsg = |subject: &str,
+                    reply: Option<&str>,
+                    queues: &str,
+                    hdr: Option<usize>,
+                    payload: &str| {
+            OwnedOp::Rmsg {
+                account: b"$G".to_vec(),
+                subject: subject.into(),
+                reply: reply.map(Into::into),
+                queues: queues.into(),
+                header_len: hdr,
+                payload: payload.into(),
+            }
+        };
+        assert_eq!(
+            check_splits(
+                r,
+                b"RS+ $G foo\r\nRS+ $G foo q 2\r\nrs- $G foo\r\nRS- $G foo q\r\n"
+            ),
+            ok(vec![
+                OwnedOp::RouteSub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: None
+                },
+                OwnedOp::RouteSub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: Some((b"q".to_vec(), 2))
+                },
+                OwnedOp::RouteUnsub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: None
+                },
+                OwnedOp::RouteUnsub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: Some(b"q".to_vec())
+                },
+            ])
+        );
+        // The shapes nats-server 2.9.10 sends (tests/transcripts).
+        assert_eq!(
+            check_splits(
+                r,
+                b"RMSG $G rq 2\r\nhi\r\nRMSG $G rq _R.1 2\r\nhi\r\nRMSG $G rq | workers 2\r\nhi\r\nRMSG $G rq + _INBOX.1 a b 2\r\nhi\r\nHMSG $G rq + _INBOX.2 workers 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHMSG $G rq 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"
+            ),
+            ok(vec![
+                rmsg("rq", None, "", None, "hi"),
+                rmsg("rq", Some("_R.1"), "", None, "hi"),
+                rmsg("rq", None, "workers", None, "hi"),
+                rmsg("rq", Some("_INBOX.1"), "a b", None, "hi"),
+                rmsg("rq", Some("_INBOX.2"), "workers", Some(12), "NATS/1.0\r\n\r\nhi"),
+                rmsg("rq", None, "", Some(12), "NATS/1.0\r\n\r\nhi"),
+            ])
+        );
+        for bad in [
+            &b"RS+ $G a b\r\n"[..],
+            b"RS+ $G\r\n",
+            b"RS+ $G a q x\r\n",
+            b"RS- $G\r\n",
+            b"RS- $G a b c\r\n",
+            b"RMSG $G 2\r\nhi\r\n",
+            b"RMSG $G a x y 2\r\nhi\r\n",
+            b"RMSG $G a b x\r\n",
+            b"HMSG $G a 3 2\r\nhi\r\n",
+        ] {
+            assert_eq!(
+                check_splits(r, bad),
+                err(vec![], E::ParserError),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for bad in [
+            &b"RSX $G a\r\n"[..],
+            b"RS $G a\r\n",
+            b"RMSGX\r\n",
+            b"HMX a\r\n",
+        ] {
+            assert_eq!(check_splits(r, bad), err(vec![], E::UnknownOp));
+        }
+        assert_eq!(
+            check_splits(r, b"RMSG $G a 2000000\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+        // Client connections know none of them; HPUB and HMSG are told apart by name.
+        for op in [
+            &b"RS+ $G a\r\n"[..],
+            b"RMSG $G a 0\r\n\r\n",
+            b"HMSG $G a 0 0\r\n\r\n",
+        ] {
+            assert_eq!(check_splits(headers(), op), err(vec![], E::UnknownOp));
+        }
+        let both = ParserConfig { headers: true, ..r };
+        assert_eq!(
+            whole(both, b"HPUB a 0 0\r\n\r\nHMSG $G a 0 0\r\n\r\n")
+                .0
+                .len(),
+            2
+        );
+    }
+
+    #[test]
     fn hpub() {
         let h = headers();
         let hp = |subject: &str, reply: Option<&str>, header_len, payload: &str| OwnedOp::Hpub {
