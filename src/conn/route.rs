@@ -616,7 +616,16 @@ fn on_info(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlFlow
             let state = conn.route_state();
             state.registered = true;
             state.retry = cluster.server_id < info.server_id;
-            crate::debug!("{prefix}Registering remote route \"{}\"", info.server_id);
+            match dialect {
+                Dialect::V1 => {
+                    crate::debug!("{prefix}Registering remote route \"{}\"", info.server_id)
+                }
+                Dialect::V2 => crate::debug!(
+                    "{prefix}Registering remote route \"{}\" (nats-server 2.x protocol, cluster \"{}\")",
+                    info.server_id,
+                    conn.route_state().cluster_name
+                ),
+            }
             match dialect {
                 Dialect::V1 => send_local_subs(conn, env),
                 Dialect::V2 => {
