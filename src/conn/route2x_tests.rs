@@ -402,3 +402,45 @@ fn bridge_forwards_one_hop_each_way() {
     got.sort();
     assert_eq!(got, ["UNSUB QRSID:1:2\r\n", "UNSUB RSID:1:1\r\n"]);
 }
+
+#[test]
+fn queue_weight_spreads_messages_over_cluster_members() {
+    let mut h = server(None);
+    let mut v2 = h.route_peer(1, None);
+    h.feed(
+        &mut v2,
+        b"CONNECT {\"headers\":true,\"name\":\"N1\",\"cluster\":\"C1\"}\r\nINFO {\"server_id\":\"N1\",\"proto\":2,\"headers\":true,\"cluster\":\"C1\",\"port\":7001}\r\n",
+    );
+    drain(&v2);
+    let mut member = h.peer(3);
+    h.feed(
+        &mut member,
+        b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB w q 1\r\n",
+    );
+    assert_eq!(drain(&v2), "RS+ $G w q 1\r\n");
+    // Three members behind the route, one here: about three quarters go over the route.
+    h.feed(&mut v2, b"RS+ $G w q 3\r\n");
+    let mut publ = h.peer(4);
+    h.feed(
+        &mut publ,
+        b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n",
+    );
+    let n = 4000;
+    let mut pubs = Vec::new();
+    for _ in 0..n {
+        pubs.extend_from_slice(b"PUB w 1\r\nx\r\n");
+    }
+    h.feed(&mut publ, &pubs);
+    let remote = drain(&v2).matches("RMSG $G w | q 1\r\n").count();
+    let local = drain(&member).matches("MSG w 1 1\r\n").count();
+    assert_eq!(remote + local, n, "each message exactly once");
+    assert!(
+        (2700..3300).contains(&remote),
+        "weighted 3:1, got {remote}/{n}"
+    );
+    // The weight drops to 0 members there: everything stays here.
+    h.feed(&mut v2, b"RS- $G w q\r\n");
+    h.feed(&mut publ, b"PUB w 1\r\nx\r\n");
+    assert_eq!(drain(&v2), "");
+    assert_eq!(drain(&member), "MSG w 1 1\r\nx\r\n");
+}
