@@ -49,11 +49,18 @@ CASES = [
     ("routed1to1_16", 1, 1, 2_000_000, 16, {"routed": True}),
     ("routed1to4_16", 1, 4, 600_000, 16, {"routed": True}),
     ("routedreq", 1, 1, 20_000, 128, {"req": True, "routed": True}),
+    # One publisher, one healthy subscriber and one subscriber that never reads
+    # (SO_RCVBUF 4 KiB), against its twin without the stuck one; each pair runs
+    # back to back on the same server and generator.
+    ("stuck128", 1, 1, 2_000_000, 128, {"stuck": 1}),
+    ("stuck128_base", 1, 1, 2_000_000, 128, {}),
 ]
 PUB_ONLY = {c[0] for c in CASES if c[2] == 0}
 ROUTED = {c[0] for c in CASES if c[5].get("routed")}
 # Single-node case with the same clients and sizes, for the route hop cost.
 TWIN = {"routed1to1_16": "1to1_16", "routed1to4_16": "fanout4", "routedreq": "reqrep"}
+# Case with stuck subscribers -> the same case without them (always run with it).
+STUCK_TWIN = {"stuck128": "stuck128_base"}
 # Node B must have received a probe published on node A within this time.
 ROUTE_WAIT = 10.0
 # Route flags per server kind: (listen URL scheme, extra arguments).
@@ -78,6 +85,9 @@ CSV_FIELDS = [
     # routed cases only: node A (publishers) and node B (subscribers)
     "cpu_a_s", "cpu_b_s", "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib",
     "route_wait_s",
+    # stuck cases: never-reading subscribers, how many the server cut during the run,
+    # when the last was seen cut (s after the start line), the server's log line on it
+    "stuck", "stuck_cut", "stuck_cut_s", "cut_log",
 ]
 
 
@@ -257,6 +267,11 @@ class Config:
                     log("adding the single-node twin case(s) %s for the route hop cost "
                         "(ROUTED_TWINS=0 to leave them out)" % ", ".join(twins))
                     wanted += twins
+            stuck_twins = [STUCK_TWIN[n] for n in wanted if n in STUCK_TWIN and STUCK_TWIN[n] not in wanted]
+            if stuck_twins:
+                log("adding %s: the same case without the stuck subscriber, for the with/without ratio"
+                    % ", ".join(stuck_twins))
+                wanted += stuck_twins
             self.cases = [c for c in CASES if c[0] in wanted]
         else:
             self.cases = list(CASES)
@@ -324,6 +339,8 @@ def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject, sub_url=None):
             cmd += ["--subjects", str(extra["subjects"])]
         if extra.get("req"):
             cmd += ["--req"]
+        if extra.get("stuck"):
+            cmd += ["--stuck", str(extra["stuck"])]
     else:
         cmd = [cfg.gobench, "-s", url, "-np", str(np_), "-ns", str(ns), "-n", str(msgs),
                "-ms", str(size), "-json", "-timeout", str(cfg.timeout)]
@@ -335,6 +352,8 @@ def gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, subject, sub_url=None):
             cmd += ["-subjects", str(extra["subjects"])]
         if extra.get("req"):
             cmd += ["-req"]
+        if extra.get("stuck"):
+            cmd += ["-stuck", str(extra["stuck"])]
     cmd.append(subject)
     if cfg.pin:
         cmd = ["taskset", "-c", "1"] + cmd
@@ -547,6 +566,12 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
                                 + row["error"] + tail(logpath))
         for k in ("pub_rate", "sub_rate", "published", "delivered", "duration_s", "client_version"):
             row[k] = summary.get(k)
+        if extra.get("stuck"):
+            row["stuck"] = summary.get("stuck")
+            if summary.get("stuck_watch") == "proc":
+                row["stuck_cut"] = summary.get("stuck_cut")
+                row["stuck_cut_s"] = summary.get("stuck_cut_s")
+            row["cut_log"] = cut_log(nodes[0][2])
         req = bool(extra.get("req"))
         if req:
             row["rate"] = summary.get("sub_rate")
@@ -581,6 +606,29 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
         for _, srv, _ in reversed(nodes):
             stop(srv)
         row["wall_s"] = round(time.monotonic() - t_start, 2)
+
+
+def cut_log(path):
+    """The server's first log line about a slow consumer, without pid and time stamp."""
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                line = raw.decode(errors="replace").strip()
+                if "slow consumer" in line.lower():
+                    # "[pid] 2026/11/26 14:30:38.398100 [INF] 127.0.0.1:43614 - cid:6 - text"
+                    for tag in ("[INF]", "[WRN]", "[ERR]", "[DBG]", "[TRC]"):
+                        if tag in line:
+                            line = line[line.index(tag):]
+                            break
+                    # the client's address and cid differ run by run
+                    parts = line.split(" - ")
+                    if len(parts) > 2 and parts[1].startswith("cid:"):
+                        rest = [p for p in parts[2:] if not p.startswith('"')]  # client name
+                        line = parts[0].split(" ", 1)[0] + " … - " + " - ".join(rest)
+                    return line
+    except OSError:
+        pass
+    return ""
 
 
 def one_line(text):
@@ -660,9 +708,14 @@ def aggregate(rows):
             a["min"] = min(rates)
             a["max"] = max(rates)
             for k in ("rss_kib", "cpu_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-                      "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib"):
+                      "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib",
+                      "pub_rate", "sub_rate", "stuck_cut_s"):
                 vals = [r[k] for r in good if r.get(k) is not None]
                 a[k] = statistics.median(vals) if vals else None
+            cuts = [r["stuck_cut_s"] for r in good if r.get("stuck_cut_s") is not None]
+            a["cut_range"] = (min(cuts), max(cuts)) if cuts else None
+            a["cut_runs"] = len(cuts)
+            a["cut_log"] = next((r["cut_log"] for r in good if r.get("cut_log")), "")
         errs = [r["error"] for r in rs if not r["ok"] and r.get("error")]
         a["first_error"] = errs[0] if errs else ""
         agg[key] = a
@@ -703,6 +756,13 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
     L.append("- Rate is delivered msgs/s summed over subscribers (published msgs/s for pub-only cases, "
              "requests/s for reqrep); median of the repetitions with (min–max). CPU is the server's "
              "utime+stime per message it routed (µs/msg = CPU s per million msgs); RSS is its VmHWM.")
+    if any(c[0] in STUCK_TWIN for c in cfg.cases):
+        L.append("- Stuck cases: %s runs one publisher, one healthy subscriber and one subscriber that "
+                 "subscribes, then never reads (raw socket, SO_RCVBUF 4 KiB), all on default server options; "
+                 "its twin is the same without the stuck one, run back to back on the same server and "
+                 "generator (order swapped each repetition). Rate is the healthy subscriber's; the stuck one "
+                 "is not counted. See \"stuck subscriber: with / without\" below."
+                 % ", ".join(c[0] for c in cfg.cases if c[0] in STUCK_TWIN))
     if any(c[0] in ROUTED for c in cfg.cases):
         L.append("- Routed cases: two fresh nodes of the same server joined by one route (B solicits A), "
                  "publishers/requesters on A, subscribers/responders on B; the load starts once a probe "
@@ -775,6 +835,7 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
                 L.append(line)
         L.append("")
     L.extend(hop_cost(cfg, agg, servers, gens))
+    L.extend(stuck_ratios(cfg, agg, servers, gens))
     return "\n".join(L) + "\n"
 
 
@@ -828,6 +889,64 @@ def hop_cost(cfg, agg, servers, gens):
     return L
 
 
+def med_ratio(a, b, k):
+    """Median of `k` in a over its median in b, as text."""
+    x, y = (a or {}).get(k), (b or {}).get(k)
+    return "%.2f" % (x / y) if x and y else "-"
+
+
+def stuck_ratios(cfg, agg, servers, gens):
+    """Markdown lines: each stuck case against its twin without the stuck subscriber."""
+    names = [c[0] for c in cfg.cases]
+    pairs = [(s, STUCK_TWIN[s]) for s in names if s in STUCK_TWIN and STUCK_TWIN[s] in names]
+    if not pairs:
+        return []
+    L = ["### stuck subscriber: with / without", "",
+         "Publisher rate (published msgs / time to its final PONG or flush) and the healthy subscriber's "
+         "delivered rate (msgs / time to its last message; it must receive every message), with the stuck "
+         "subscriber and without it. Ratio = median over the repetitions of the rate with it ÷ median of "
+         "the rate without it, same server, same generator, same run (target for ringnats: ≥ 0.9). "
+         "Cut = when the server was seen to close the stuck connection, seconds after the start line "
+         "(its end of the connection in /proc/net/tcp left ESTABLISHED or lost its owner; nothing is read "
+         "from the stuck socket), median (min–max) over the runs where it was cut during the run.", "",
+         "| case | server | gen | pub msgs/s with | without | pub with/without | sub msgs/s with | without "
+         "| sub with/without | stuck cut at s | peak RSS MiB with / without | server log on the cut | failed |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    summary = []
+    for scase, tcase in pairs:
+        for g in gens:
+            for s in servers:
+                a, t = agg.get((scase, g, s)), agg.get((tcase, g, s))
+                if not a and not t:
+                    continue
+                a, t = a or {}, t or {}
+                pr, sr = med_ratio(a, t, "pub_rate"), med_ratio(a, t, "sub_rate")
+                if a.get("cut_range"):
+                    lo, hi = a["cut_range"]
+                    cut = "%.2f (%.2f–%.2f)" % (a["stuck_cut_s"], lo, hi)
+                    if a["cut_runs"] < a["runs"] - a["failed"]:
+                        cut += " in %d of %d runs" % (a["cut_runs"], a["runs"] - a["failed"])
+                elif a.get("median"):
+                    cut = "not cut during the run"
+                else:
+                    cut = "-"
+                rss = "%s / %s" % (fmt_num(a["rss_kib"] / 1024 if a.get("rss_kib") else None, "%.1f"),
+                                   fmt_num(t["rss_kib"] / 1024 if t.get("rss_kib") else None, "%.1f"))
+                failed = "%d/%d, %d/%d" % (a.get("failed", 0), a.get("runs", 0), t.get("failed", 0), t.get("runs", 0))
+                err = a.get("first_error") or t.get("first_error")
+                if (a.get("failed") or t.get("failed")) and err:
+                    failed += " (%s)" % err[:120].replace("|", "/").replace("\n", " ")
+                L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    scase, s, g, fmt_rate(a.get("pub_rate")), fmt_rate(t.get("pub_rate")), pr,
+                    fmt_rate(a.get("sub_rate")), fmt_rate(t.get("sub_rate")), sr, cut, rss,
+                    (a.get("cut_log") or "-").replace("|", "/")[:140], failed))
+                summary.append("%s/%s pub ×%s, sub ×%s" % (s, g, pr, sr))
+    L.append("")
+    L.append("Stuck subscriber, rate with ÷ without (publisher, healthy subscriber): " + "; ".join(summary) + ".")
+    L.append("")
+    return L
+
+
 def write_csv(path, rows):
     import csv
     with open(path, "w", newline="") as f:
@@ -875,8 +994,19 @@ def main():
     svg_path = os.path.join(RESULTS, run_id + ".svg")
 
     plan = []
+    by_name = {c[0]: c for c in cfg.cases}
+    # A stuck case and its twin run back to back on each server and generator, the
+    # order swapped every repetition, so the with/without ratio sees the same machine.
+    paired = {STUCK_TWIN[n]: n for n in by_name if n in STUCK_TWIN and STUCK_TWIN[n] in by_name}
     for rep in range(1, cfg.reps + 1):
         for case in cfg.cases:
+            if case[0] in paired:
+                continue
+            variants = [case]
+            if case[0] in STUCK_TWIN and STUCK_TWIN[case[0]] in by_name:
+                variants.append(by_name[STUCK_TWIN[case[0]]])
+                if rep % 2 == 0:
+                    variants.reverse()
             for gen in gens:
                 if case[5].get("idle") and not executable(cfg.bench):
                     continue
@@ -884,7 +1014,8 @@ def main():
                 if ceiling and case[0] in PUB_ONLY:
                     srvs.append(ceiling)
                 for s in srvs:
-                    plan.append((rep, case, gen, s))
+                    for v in variants:
+                        plan.append((rep, v, gen, s))
     log("benchmark %s: %d runs (%d cases x %s x %s, REPS=%d, SCALE=%s)" % (
         run_id, len(plan), len(cfg.cases), "/".join(gens),
         "/".join(s[0] for s in servers) + ("/ceiling" if ceiling else ""), cfg.reps, cfg.scale))
@@ -900,6 +1031,12 @@ def main():
                 extra = ""
                 if row.get("p50_us") is not None:
                     extra = " p50 %.1f us p99 %.1f us" % (row["p50_us"], row["p99_us"] or 0)
+                if case[0] in STUCK_TWIN or case[0] in STUCK_TWIN.values():
+                    extra = " pub %s msgs/s" % fmt_rate(row.get("pub_rate"))
+                    if row.get("stuck"):
+                        extra += ", stuck cut %s" % (
+                            "at %.2f s" % row["stuck_cut_s"] if row.get("stuck_cut_s") is not None
+                            else "not seen" if row.get("stuck_cut") == 0 else "unobservable")
                 log("[%3d/%d] rep%d %-10s %-4s %-11s %9s msgs/s  rss %6.1f MiB  cpu %s us/msg%s" % (
                     i, len(plan), rep, case[0], gen, server[0], fmt_rate(row["rate"]),
                     (row.get("rss_kib") or 0) / 1024,

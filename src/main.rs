@@ -1,6 +1,7 @@
-//! `ringnats`: parse flags, set up logging, start the reactors, wait for a signal.
+//! `ringnats`: parse flags (and the config file), set up logging, start the reactors, wait for
+//! a signal.
 
-use ringnats::options::{parse_args, Command};
+use ringnats::options::{parse_args, ArgsError, Command};
 use ringnats::{error, info, server};
 use std::process::ExitCode;
 
@@ -26,20 +27,40 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// Says which accepted settings do nothing yet.
+fn log_unimplemented(opts: &ringnats::options::Options) {
+    if opts.http_port.is_some() || opts.https_port.is_some() {
+        info!("Monitoring (-m, -ms, http, https) is not served yet; ignoring it");
+    }
+    if opts.prof_port.is_some() {
+        info!("Profiling (prof_port) is not served yet; ignoring it");
+    }
+    if opts.syslog || opts.remote_syslog.is_some() {
+        info!("Syslog is not supported yet; logging as without it");
+    }
+    if opts.tls_ignored || opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
+        info!("TLS is not supported yet; ignoring the tls block, connections are not encrypted");
+    }
+}
+
 fn main() -> ExitCode {
-    let opts = match parse_args(std::env::args()) {
-        Ok(Command::Run(o)) => *o,
+    let (opts, warnings) = match parse_args(std::env::args()) {
+        Ok(Command::Run { opts, warnings }) => (*opts, warnings),
         Ok(Command::Version) => {
             println!("ringnats version {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(ArgsError::Clap(e)) => {
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             };
+        }
+        Err(ArgsError::Config(msg)) => {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
         }
     };
     if let Err(e) = ringnats::log::init(
@@ -51,10 +72,13 @@ fn main() -> ExitCode {
         eprintln!("ringnats: {e}");
         return ExitCode::FAILURE;
     }
-    if opts.http_port.is_some() {
-        info!("Monitoring (-m) is not served yet; ignoring it");
-    }
     info!("Starting ringnats version {}", env!("CARGO_PKG_VERSION"));
+    // gnatsd 1.0 ignores unknown config keys silently and has no warning level; they are
+    // logged at INF so that a typo is visible without stopping the server.
+    for w in &warnings {
+        info!("Config warning: {w}");
+    }
+    log_unimplemented(&opts);
     let set = block_signals();
     let pid_file = opts.pid_file.clone();
     let running = match server::start(opts) {

@@ -93,8 +93,8 @@ impl Shared {
             .copied()
     }
 
-    /// The INFO line sent to a client (with the cluster's client URLs, §1.14).
-    pub fn client_info(&self, cid: u64) -> Vec<u8> {
+    /// The INFO line sent to a client at `ip` (with the cluster's client URLs, §1.14).
+    pub fn client_info(&self, cid: u64, ip: Option<std::net::IpAddr>) -> Vec<u8> {
         ServerInfo {
             server_id: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -115,6 +115,12 @@ impl Shared {
             proto: 1,
             headers: true,
             client_id: cid,
+            server_name: self
+                .opts
+                .server_name
+                .clone()
+                .unwrap_or_else(|| self.server_id.clone()),
+            client_ip: ip.map(|ip| ip.to_string()),
         }
         .client_line()
     }

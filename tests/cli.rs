@@ -280,3 +280,132 @@ fn trace_names_hpub_and_close_reasons_are_words() {
         "{text}"
     );
 }
+
+// ---- -c/--config ---------------------------------------------------------------------------
+
+/// A port free at the time of the call (bound to 127.0.0.1, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A fresh directory for one test's files.
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringnats-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the binary expecting it to exit on its own; returns its status and stderr.
+fn run_to_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reap = Reap(child.id());
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+#[test]
+fn config_file_with_a_wrong_type_is_a_positioned_error() {
+    let dir = test_dir("badconf");
+    let conf = dir.join("gnatsd.conf");
+    std::fs::write(&conf, "# a comment\nport: \"abc\"\n").unwrap();
+    let conf = conf.to_str().unwrap();
+    let (status, err) = run_to_exit(&["-c", conf]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        format!("{conf}:2:7: key \"port\": expected an integer, got string\n")
+    );
+    let (status, err) = run_to_exit(&["-config", "/nonexistent/gnatsd.conf"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error opening config file: open /nonexistent/gnatsd.conf: no such file or directory\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn config_file_with_a_cluster_starts_and_solicits_its_routes() {
+    let dir = test_dir("cluster");
+    // The seed the file's route points at: a plain listener that sees what the server sends.
+    let seed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let seed_port = seed.local_addr().unwrap().port();
+    let (client_port, route_port) = (free_port(), free_port());
+    let conf = dir.join("gnatsd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "host: 127.0.0.1\nport: {client_port}\nunknown_key: 1\n\
+             cluster {{\n  listen: 127.0.0.1:{route_port}\n  \
+             routes: [\n    nats-route://ruser:rpass@127.0.0.1:{seed_port}\n  ]\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _reap = Reap(child.id());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let log = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let want_route = format!("Listening for route connections on 127.0.0.1:{route_port}");
+    let want_client = format!("Listening for client connections on 127.0.0.1:{client_port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains(&want_route)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no route listener line in {seen:#?}"),
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains(&want_client)), "{seen:#?}");
+    assert!(
+        seen.iter().any(|l| l.contains("[INF] Config warning: ")
+            && l.ends_with(":3:1: unknown field \"unknown_key\"")),
+        "{seen:#?}"
+    );
+    // The route from the file is dialled, with the URL's credentials.
+    let (conn_tx, conn_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = conn_tx.send(seed.accept().map(|(s, _)| s));
+    });
+    let mut conn = conn_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .expect("the route was dialled")
+        .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut first = String::new();
+    BufReader::new(&mut conn).read_line(&mut first).unwrap();
+    assert!(first.starts_with("CONNECT {"), "{first}");
+    assert!(
+        first.contains("\"user\":\"ruser\"") && first.contains("\"pass\":\"rpass\""),
+        "{first}"
+    );
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(wait_exit(&mut child).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

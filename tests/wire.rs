@@ -82,6 +82,35 @@ fn bad_payload_trailer_is_unknown_op() {
 }
 
 #[test]
+fn payload_trailer_must_be_crlf_and_the_message_is_dropped() {
+    let srv = start();
+    let mut sub = Raw::quiet(srv.addr);
+    sub.send(b"SUB a 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    for bad in [
+        &b"PUB a 3\r\nabcX\nPING\r\n"[..],
+        b"PUB a 3\r\nabc\rXPING\r\n",
+        b"PUB a 3\r\nabc\n\nPING\r\n",
+        b"PUB a 3\r\nabc\r\r\nPING\r\n",
+    ] {
+        let mut c = Raw::quiet(srv.addr);
+        c.send(bad);
+        c.expect(b"-ERR 'Unknown Protocol Operation'\r\n-ERR 'Parser Error'\r\n");
+        c.expect_eof();
+    }
+    // a wrong first trailer byte is refused without waiting for the second one
+    let mut c = Raw::quiet(srv.addr);
+    c.send(b"PUB a 3\r\nabc");
+    c.send(b"X");
+    c.expect(b"-ERR 'Unknown Protocol Operation'\r\n-ERR 'Parser Error'\r\n");
+    c.expect_eof();
+    // none of them was delivered
+    sub.expect_nothing_then_pong();
+    sub.send(b"PUB a 3\r\nabc\r\n");
+    sub.expect(b"MSG a 1 3\r\nabc\r\n");
+}
+
+#[test]
 fn wrong_arguments_are_parser_errors() {
     let srv = start();
     for bad in [
@@ -108,14 +137,38 @@ fn max_payload_violation_closes() {
     c.expect_eof();
 }
 
+fn sub_line(subject_len: usize) -> Vec<u8> {
+    let mut line = b"SUB ".to_vec();
+    line.extend(std::iter::repeat_n(b'a', subject_len));
+    line.extend_from_slice(b" 1\r\n");
+    line
+}
+
 #[test]
 fn max_control_line_is_checked_on_every_line() {
     let srv = start();
     let mut c = Raw::connect(srv.addr);
-    let mut line = b"SUB ".to_vec();
-    line.extend(std::iter::repeat_n(b'a', 2000));
-    line.extend_from_slice(b" 1\r\n");
-    c.send(&line);
+    c.send(&sub_line(5000));
+    c.expect(b"-ERR 'Maximum Control Line Exceeded'\r\n");
+    c.expect_eof();
+}
+
+#[test]
+fn max_control_line_defaults_to_4096_and_is_configurable() {
+    // 2.x's default: a 2000-byte line (over gnatsd 1.0's 1024) is fine, 4096 is the last
+    let srv = start();
+    let mut c = Raw::connect(srv.addr);
+    c.send(&sub_line(2000));
+    c.expect(b"+OK\r\n");
+    c.send(&sub_line(4090));
+    c.expect(b"+OK\r\n");
+    c.send(&sub_line(4091));
+    c.expect(b"-ERR 'Maximum Control Line Exceeded'\r\n");
+    c.expect_eof();
+
+    let srv = start_with(|o| o.max_control_line = 1024);
+    let mut c = Raw::connect(srv.addr);
+    c.send(&sub_line(2000));
     c.expect(b"-ERR 'Maximum Control Line Exceeded'\r\n");
     c.expect_eof();
 }
@@ -504,4 +557,30 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
         publisher.expect_nothing_then_pong();
     }
     drop(slow);
+}
+
+/// INFO carries what modern clients read: `server_name` (the id unless named) and the
+/// client's own address, beside every 1.0 field.
+#[test]
+fn info_has_server_name_and_client_ip() {
+    let srv = start();
+    let c = Raw::connect(srv.addr);
+    let json: serde_json::Value =
+        serde_json::from_str(c.info.trim_start_matches("INFO ").trim_end()).unwrap();
+    assert_eq!(json["server_name"], json["server_id"]);
+    assert_eq!(json["client_ip"], "127.0.0.1");
+    for k in [
+        "server_id",
+        "version",
+        "go",
+        "host",
+        "port",
+        "auth_required",
+        "max_payload",
+    ] {
+        assert!(json.get(k).is_some(), "{k} missing: {json}");
+    }
+    let named = start_with(|o| o.server_name = Some("edge-1".into()));
+    let c = Raw::connect(named.addr);
+    assert!(c.info.contains("\"server_name\":\"edge-1\""), "{}", c.info);
 }

@@ -1,5 +1,6 @@
 //! The config parser must answer every input with a tree or an error: no panic, no hang, no
-//! unbounded memory. The typed accessors must never panic on what it returns.
+//! unbounded memory. The typed accessors and the mapping to server options must never panic
+//! on what it returns.
 //!
 //! Input layout: parts separated by NUL bytes. Part 0 is the main file `gnatsd.conf`, parts
 //! 1-3 are the files `1.conf`, `2.conf`, `3.conf` (so includes, nested and cyclic, are
@@ -48,7 +49,14 @@ fuzz_target!(|data: &[u8]| {
     let text = &parts[0];
     let first = config::parse(text, "gnatsd.conf", &res);
     match &first {
-        Ok(m) => assert!(check_map(m, 0) <= MAX_VALUES),
+        Ok(m) => {
+            assert!(check_map(m, 0) <= MAX_VALUES);
+            // Any tree maps to server options or a positioned error, never a panic.
+            match config::server_options(m) {
+                Ok(fo) => fo.warnings.iter().for_each(|w| assert!(w.pos.line >= 1)),
+                Err(e) => assert!(!e.to_string().is_empty()),
+            }
+        }
         Err(e) => {
             let _ = e.to_string();
             assert!(e.pos.line >= 1 || e.pos.col == 0);

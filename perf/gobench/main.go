@@ -10,23 +10,34 @@
 // and requesters stay on -s (two servers joined by a route); the load starts
 // only after a probe message published on -s has reached every subscriber.
 //
+// With -stuck N, N more subscribers on the same subject (raw TCP sockets with a
+// small receive buffer, on -sub-url if given) send CONNECT, SUB and PING, read
+// the PONG and then never read again. They are not counted; the summary says
+// whether and when the server cut them, as seen in /proc/net/tcp without
+// reading their data.
+//
 // Build (offline, Debian layout):
 //
 //	GO111MODULE=off GOPATH=/usr/share/gocode go build -o perf/bin/gobench ./perf/gobench
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/bench"
@@ -74,6 +85,12 @@ type summary struct {
 	PubMBs            float64  `json:"pub_mb_s"`
 	SubMBs            float64  `json:"sub_mb_s"`
 	Latency           *latency `json:"latency,omitempty"`
+	// -stuck connections, how many of them the server cut during the run and
+	// when the last of those was seen cut (seconds after the start).
+	Stuck      int      `json:"stuck"`
+	StuckCut   int      `json:"stuck_cut"`
+	StuckCutS  *float64 `json:"stuck_cut_s"`
+	StuckWatch string   `json:"stuck_watch,omitempty"`
 }
 
 type config struct {
@@ -90,6 +107,8 @@ type config struct {
 	jsonOut  bool
 	timeout  time.Duration
 	subject  string
+	stuck    int
+	rcvbuf   int
 }
 
 var (
@@ -204,8 +223,8 @@ func finish(s *summary) {
 		fmt.Printf("gobench: np=%d ns=%d n=%d ms=%d: req %.0f req/s, latency us p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f, %.3f s\n",
 			s.NP, s.NS, s.Msgs, s.Size, s.SubRate, l.P50Us, l.P90Us, l.P99Us, l.P999Us, l.MaxUs, s.DurationS)
 	} else {
-		fmt.Printf("gobench: np=%d ns=%d n=%d ms=%d: pub %.0f msgs/s (%.2f MB/s), sub %.0f msgs/s delivered (%.2f MB/s), %.3f s\n",
-			s.NP, s.NS, s.Msgs, s.Size, s.PubRate, s.PubMBs, s.SubRate, s.SubMBs, s.DurationS)
+		fmt.Printf("gobench: np=%d ns=%d n=%d ms=%d: pub %.0f msgs/s (%.2f MB/s), sub %.0f msgs/s delivered (%.2f MB/s), %.3f s%s\n",
+			s.NP, s.NS, s.Msgs, s.Size, s.PubRate, s.PubMBs, s.SubRate, s.SubMBs, s.DurationS, stuckText(s))
 	}
 	if msg != "" {
 		fmt.Fprintf(os.Stderr, "gobench: FAILED (%s): %s\n", kind, msg)
@@ -238,22 +257,29 @@ func syncSubs(subject string, conns []*nats.Conn) []*nats.Subscription {
 }
 
 // routeBarrier publishes probe messages on pub (connected to -s) until every
-// probe subscription got one, then drops the probe subscriptions.
-func routeBarrier(subject string, pub *nats.Conn, probes []*nats.Subscription, conns []*nats.Conn) {
+// probe subscription got one (and every stuck subscriber, counted by
+// stuckSynced), then drops the probe subscriptions.
+func routeBarrier(subject string, pub *nats.Conn, probes []*nats.Subscription, conns []*nats.Conn, stuck int, stuckSynced *int32) {
 	if probes == nil {
 		return
 	}
 	got := make([]bool, len(probes))
 	left := len(probes)
+	stuckLeft := func() int {
+		if stuckSynced == nil {
+			return 0
+		}
+		return stuck - int(atomic.LoadInt32(stuckSynced))
+	}
 	deadline := time.Now().Add(cfg.syncWait)
-	for left > 0 {
+	for left > 0 || stuckLeft() > 0 {
 		if time.Now().After(deadline) {
 			who := "subscribers"
 			if cfg.req {
 				who = "responders"
 			}
 			fail("io", fmt.Sprintf("no interest across servers: %d of %d %s on %s got a message published on %s within %v (route not up?)",
-				len(probes)-left, len(probes), who, cfg.subURL, cfg.url, cfg.syncWait))
+				len(probes)-left+stuck-stuckLeft(), len(probes)+stuck, who, cfg.subURL, cfg.url, cfg.syncWait))
 			finish(nil)
 		}
 		if err := pub.Publish(subject, nil); err != nil {
@@ -365,12 +391,19 @@ func runPubSub() {
 
 	syncSubj := syncSubject()
 	probes := syncSubs(syncSubj, subConns)
+	var stuckSynced int32
+	stuck := make([]*stuckConn, cfg.stuck)
+	for i := range stuck {
+		stuck[i] = openStuck(i, subSubject, syncSubj, &stuckSynced)
+	}
 
 	pubConns := make([]*nats.Conn, cfg.np)
 	for i := range pubConns {
 		pubConns[i] = connect(fmt.Sprintf("gobench-pub-%d", i))
 	}
-	routeBarrier(syncSubj, pubConns[0], probes, subConns)
+	routeBarrier(syncSubj, pubConns[0], probes, subConns, cfg.stuck, &stuckSynced)
+	var stopWatch chan struct{}
+	var watchDone chan bool
 	startGate := make(chan struct{})
 	var wg sync.WaitGroup
 	pubEnds := make([]time.Time, cfg.np)
@@ -405,6 +438,10 @@ func runPubSub() {
 		}(i)
 	}
 	start := time.Now()
+	if len(stuck) > 0 {
+		stopWatch, watchDone = make(chan struct{}), make(chan bool)
+		go func() { watchDone <- watchStuck(stuck, stopWatch) }()
+	}
 	close(startGate)
 	wg.Wait()
 	pubDone := time.Now()
@@ -441,6 +478,13 @@ func runPubSub() {
 		tick.Stop()
 	}
 	_ = pubDone
+	// The measured clients are done: what happens to the stuck ones from now
+	// on does not count.
+	watchOK := false
+	if stopWatch != nil {
+		close(stopWatch)
+		watchOK = <-watchDone
+	}
 
 	s := &summary{Mode: "pubsub", Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns,
 		Msgs: cfg.msgs, Size: cfg.size, Subjects: cfg.subjects, Queue: cfg.queue}
@@ -472,6 +516,22 @@ func runPubSub() {
 	bm.Close()
 	for _, nc := range append(pubConns, subConns...) {
 		nc.Close()
+	}
+	if len(stuck) > 0 {
+		s.Stuck = len(stuck)
+		s.StuckWatch = "unavailable"
+		if watchOK {
+			s.StuckWatch = "proc"
+		}
+		for _, c := range stuck {
+			_ = c.conn.Close()
+			if !c.cut.IsZero() {
+				s.StuckCut++
+				if d := secs(start, c.cut); s.StuckCutS == nil || d > *s.StuckCutS {
+					s.StuckCutS = &d
+				}
+			}
+		}
 	}
 	if cfg.queue != "" && s.Delivered < expectedTotal {
 		s.Lost = expectedTotal - s.Delivered
@@ -542,7 +602,7 @@ func runReq() {
 	for i := range reqConns {
 		reqConns[i] = connect(fmt.Sprintf("gobench-req-%d", i))
 	}
-	routeBarrier(syncSubj, reqConns[0], probes, conns)
+	routeBarrier(syncSubj, reqConns[0], probes, conns, 0, nil)
 	startGate := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < cfg.np; i++ {
@@ -624,6 +684,267 @@ func runReq() {
 	finish(s)
 }
 
+// ---- stuck subscribers
+
+// stuckConn is a subscriber that stopped reading after its SUB was
+// acknowledged: the server's MSGs pile up in its small receive buffer, then in
+// the server's send buffer, then in the server's own queue.
+type stuckConn struct {
+	conn          net.Conn
+	ours, theirs  tcpKey
+	oursVisible   bool // listed in /proc/net/tcp at the start
+	serverVisible bool // the server's end too (same network namespace)
+	cut           time.Time
+}
+
+// tcpKey is "local_address rem_address" of one /proc/net/tcp{,6} line.
+type tcpKey struct {
+	v6            bool
+	local, remote string
+}
+
+const (
+	tcpMissing = iota // not listed: closed and gone, or reset
+	tcpOpen           // ESTABLISHED and owned by a process
+	tcpClosed         // another state, or orphaned (closed, unsent data still queued)
+)
+
+var littleEndian = func() bool { x := uint16(1); return *(*byte)(unsafe.Pointer(&x)) == 1 }()
+
+// procAddr spells an address as /proc/net/tcp does: each 32-bit word of the
+// address in host byte order, then the port, in hex.
+func procAddr(a *net.TCPAddr) string {
+	ip := a.IP.To4()
+	if ip == nil {
+		ip = a.IP.To16()
+	}
+	var b strings.Builder
+	for i := 0; i+4 <= len(ip); i += 4 {
+		w := binary.BigEndian.Uint32(ip[i : i+4])
+		if littleEndian {
+			w = binary.LittleEndian.Uint32(ip[i : i+4])
+		}
+		fmt.Fprintf(&b, "%08X", w)
+	}
+	fmt.Fprintf(&b, ":%04X", a.Port)
+	return b.String()
+}
+
+// tcpStates looks the keys up in /proc/net/tcp and /proc/net/tcp6; false when
+// neither can be read.
+func tcpStates(keys []tcpKey) ([]int, bool) {
+	out := make([]int, len(keys))
+	readable := false
+	for _, f := range []struct {
+		path string
+		v6   bool
+	}{{"/proc/net/tcp", false}, {"/proc/net/tcp6", true}} {
+		need := false
+		for _, k := range keys {
+			need = need || k.v6 == f.v6
+		}
+		if !need {
+			continue
+		}
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			continue
+		}
+		readable = true
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			fl := strings.Fields(line)
+			if len(fl) < 10 {
+				continue
+			}
+			for i, k := range keys {
+				if k.v6 == f.v6 && fl[1] == k.local && fl[2] == k.remote {
+					// 01 = ESTABLISHED; inode 0 = no process holds it any more
+					if fl[3] == "01" && fl[9] != "0" {
+						out[i] = tcpOpen
+					} else {
+						out[i] = tcpClosed
+					}
+				}
+			}
+		}
+	}
+	return out, readable
+}
+
+func hostPort(u string) string {
+	first := strings.TrimSpace(strings.Split(u, ",")[0])
+	host := first
+	if p, err := url.Parse(first); err == nil && p.Host != "" {
+		host = p.Host
+	}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "4222")
+	}
+	return host
+}
+
+// readUntil reads server frames until a control line starting with op,
+// answering PINGs and skipping MSG payloads.
+func readUntil(c net.Conn, r *bufio.Reader, op string) error {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case strings.HasPrefix(line, "-ERR"):
+			return fmt.Errorf("server error: %s", line)
+		case strings.HasPrefix(line, "PING"):
+			if _, err := c.Write([]byte("PONG\r\n")); err != nil {
+				return err
+			}
+		case strings.HasPrefix(line, "MSG "):
+			f := strings.Fields(line)
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return fmt.Errorf("malformed MSG line %q", line)
+			}
+			if _, err := r.Discard(n + 2); err != nil {
+				return err
+			}
+		}
+		if strings.HasPrefix(line, op) {
+			return nil
+		}
+	}
+}
+
+// openStuck connects a never-reading subscriber to the subscribers' server:
+// SO_RCVBUF set before connecting, CONNECT + SUB + PING, the PONG read (and
+// with -sub-url the start-line probe, in the background, counted in synced),
+// then nothing is read any more.
+func openStuck(idx int, subject, syncSubj string, synced *int32) *stuckConn {
+	target := cfg.url
+	if cfg.subURL != "" {
+		target = cfg.subURL
+	}
+	name := fmt.Sprintf("gobench-stuck-%d", idx)
+	die := func(err error) {
+		fail("io", fmt.Sprintf("%s: %v", name, err))
+		finish(nil)
+	}
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, cfg.rcvbuf)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := d.Dial("tcp", hostPort(target))
+	if err != nil {
+		die(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(cfg.timeout))
+	r := bufio.NewReaderSize(c, 4096)
+	if err := readUntil(c, r, "INFO"); err != nil {
+		die(err)
+	}
+	hello := fmt.Sprintf("CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":%q}\r\nSUB %s 1\r\n", name, subject)
+	if cfg.subURL != "" {
+		hello += fmt.Sprintf("SUB %s 2\r\n", syncSubj)
+	}
+	if _, err := c.Write([]byte(hello + "PING\r\n")); err != nil {
+		die(err)
+	}
+	if err := readUntil(c, r, "PONG"); err != nil {
+		die(err)
+	}
+	sc := &stuckConn{conn: c}
+	local, lok := c.LocalAddr().(*net.TCPAddr)
+	peer, pok := c.RemoteAddr().(*net.TCPAddr)
+	if lok && pok {
+		v6 := local.IP.To4() == nil
+		sc.ours = tcpKey{v6: v6, local: procAddr(local), remote: procAddr(peer)}
+		sc.theirs = tcpKey{v6: v6, local: sc.ours.remote, remote: sc.ours.local}
+		if st, ok := tcpStates([]tcpKey{sc.ours, sc.theirs}); ok {
+			sc.oursVisible, sc.serverVisible = st[0] == tcpOpen, st[1] == tcpOpen
+		}
+	}
+	if cfg.subURL == "" {
+		return sc
+	}
+	go func() {
+		// With -sub-url: one probe message, drop the probe subscription, and
+		// read past any probe still on its way (nothing else is sent yet).
+		if err := readUntil(c, r, "MSG "); err != nil {
+			die(err)
+		}
+		if _, err := c.Write([]byte("UNSUB 2\r\nPING\r\n")); err != nil {
+			die(err)
+		}
+		if err := readUntil(c, r, "PONG"); err != nil {
+			die(err)
+		}
+		atomic.AddInt32(synced, 1)
+	}()
+	return sc
+}
+
+// watchStuck checks the stuck connections every 10 ms until stop is closed: a
+// connection is cut once the server's end is closed (orphaned with its FIN
+// queued behind the unread data, or gone) or ours saw FIN or RST. Nothing is
+// read from them. It returns false when /proc/net/tcp cannot tell for some.
+func watchStuck(conns []*stuckConn, stop <-chan struct{}) bool {
+	usable := true
+	for _, c := range conns {
+		usable = usable && (c.oursVisible || c.serverVisible)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		stopping := false
+		select {
+		case <-stop:
+			stopping = true
+		case <-tick.C:
+		}
+		now := time.Now()
+		var open []*stuckConn
+		var keys []tcpKey
+		for _, c := range conns {
+			if c.cut.IsZero() && (c.oursVisible || c.serverVisible) {
+				open = append(open, c)
+				keys = append(keys, c.ours, c.theirs)
+			}
+		}
+		if len(open) == 0 {
+			return usable
+		}
+		st, ok := tcpStates(keys)
+		if !ok {
+			return false
+		}
+		for i, c := range open {
+			if (c.oursVisible && st[2*i] != tcpOpen) || (c.serverVisible && st[2*i+1] != tcpOpen) {
+				c.cut = now
+			}
+		}
+		if stopping {
+			return usable
+		}
+	}
+}
+
+func stuckText(s *summary) string {
+	switch {
+	case s.Stuck == 0:
+		return ""
+	case s.StuckWatch != "proc":
+		return fmt.Sprintf(", stuck %d: cut not observable", s.Stuck)
+	case s.StuckCutS == nil:
+		return fmt.Sprintf(", stuck %d: none cut during the run", s.Stuck)
+	}
+	return fmt.Sprintf(", stuck %d: %d cut by the server (last at %.3f s)", s.Stuck, s.StuckCut, *s.StuckCutS)
+}
+
 // normalizeArgs lets "--flag" spellings work too (Go's flag package already
 // accepts single-dash long flags).
 func normalizeArgs(args []string) []string {
@@ -652,8 +973,10 @@ func main() {
 	fs.BoolVar(&cfg.req, "req", false, "request/reply latency mode")
 	fs.BoolVar(&jsonOut, "json", false, "print one JSON summary object")
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds (exit 3)")
+	fs.IntVar(&cfg.stuck, "stuck", 0, "also open N subscribers on the subject that never read after subscribing (not counted; the summary says when the server cut them)")
+	fs.IntVar(&cfg.rcvbuf, "stuck-rcvbuf", 4096, "SO_RCVBUF of the -stuck connections, set before connecting (the kernel doubles it)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [-sub-url url [-sync-wait S]] [subject]")
+		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [-sub-url url [-sync-wait S]] [-stuck N [-stuck-rcvbuf B]] [subject]")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(normalizeArgs(os.Args[1:]))
@@ -661,7 +984,8 @@ func main() {
 	if fs.NArg() > 0 {
 		cfg.subject = fs.Arg(0)
 	}
-	if cfg.np < 1 || cfg.msgs < cfg.np || cfg.subjects < 1 || cfg.size < 0 {
+	if cfg.np < 1 || cfg.msgs < cfg.np || cfg.subjects < 1 || cfg.size < 0 || cfg.stuck < 0 ||
+		(cfg.stuck > 0 && (cfg.req || cfg.queue != "")) {
 		fs.Usage()
 		os.Exit(2)
 	}

@@ -99,6 +99,14 @@ struct Args {
     /// Never print the live progress line
     #[arg(long = "no-progress")]
     no_progress: bool,
+    /// Also open N subscribers on the same subject (on --sub-url if given) that never
+    /// read after subscribing; they are not counted, and the summary says whether and
+    /// when the server cut them (seen in /proc/net/tcp, without reading their data)
+    #[arg(long = "stuck", value_name = "N", default_value_t = 0)]
+    stuck: usize,
+    /// SO_RCVBUF of the --stuck connections, set before connecting (the kernel doubles it)
+    #[arg(long = "stuck-rcvbuf", value_name = "BYTES", default_value_t = 4096)]
+    stuck_rcvbuf: usize,
     /// Subject to publish on
     #[arg(default_value = "bench")]
     subject: String,
@@ -211,6 +219,10 @@ struct Shared {
     delivered: AtomicU64,
     pubs_done: AtomicUsize,
     finished: AtomicUsize,
+    /// The --stuck connections, held open (never read) until the process exits.
+    stuck: Mutex<Vec<StuckConn>>,
+    /// Tells the --stuck watcher that the measured clients are done.
+    stuck_stop: AtomicBool,
 }
 
 impl Shared {
@@ -544,8 +556,18 @@ fn open(
     extra: &[u8],
     rcap: usize,
 ) -> Result<(TcpStream, ReadBuf), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    handshake(sh, s, extra, rcap)
+}
+
+/// The INFO / CONNECT + `extra` + PING / PONG exchange on a connected socket.
+fn handshake(
+    sh: &Shared,
+    mut s: TcpStream,
+    extra: &[u8],
+    rcap: usize,
+) -> Result<(TcpStream, ReadBuf), String> {
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(TICK)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(TICK)).map_err(|e| e.to_string())?;
@@ -926,7 +948,8 @@ fn route_barrier(sh: &Shared) -> Result<(), String> {
     probe.extend_from_slice(b" 0\r\n\r\nPING\r\n");
     let begin = Instant::now();
     let limit = Duration::from_secs_f64(a.sync_wait.max(0.0));
-    while sh.synced.load(Ordering::SeqCst) < a.ns {
+    let want = a.ns + a.stuck;
+    while sh.synced.load(Ordering::SeqCst) < want {
         if sh.aborted() {
             return Err("aborted".into());
         }
@@ -934,7 +957,7 @@ fn route_barrier(sh: &Shared) -> Result<(), String> {
             return Err(format!(
                 "no interest across servers: {} of {} {} on {} got a message published on {} within {}s (route not up?)",
                 sh.synced.load(Ordering::SeqCst),
-                a.ns,
+                want,
                 if a.req { "responders" } else { "subscribers" },
                 a.sub_url.as_deref().unwrap_or(""),
                 a.server,
@@ -946,6 +969,190 @@ fn route_barrier(sh: &Shared) -> Result<(), String> {
         thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------- stuck subscribers
+
+/// A subscriber that stopped reading after its SUB was acknowledged.
+struct StuckConn {
+    /// Kept open, never read: the server's MSGs pile up in its small receive buffer,
+    /// then in the server's send buffer, then in the server's own queue.
+    _stream: TcpStream,
+    /// `/proc/net/tcp` keys of our end and of the server's end of this connection.
+    ours: TcpKey,
+    theirs: TcpKey,
+    /// Our end and the server's end were listed in `/proc/net/tcp` at the start (the
+    /// server's end only in the same network namespace); what was not cannot be watched.
+    ours_visible: bool,
+    server_visible: bool,
+    /// When the server was first seen to have closed or reset the connection.
+    cut: Option<Instant>,
+}
+
+/// `local_address rem_address` of one `/proc/net/tcp{,6}` line, in its hex spelling.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct TcpKey {
+    v6: bool,
+    local: String,
+    remote: String,
+}
+
+fn proc_addr(a: &SocketAddr) -> String {
+    // The kernel prints each 32-bit word of the address in host byte order.
+    let words: Vec<[u8; 4]> = match a {
+        SocketAddr::V4(v) => vec![v.ip().octets()],
+        SocketAddr::V6(v) => v
+            .ip()
+            .octets()
+            .chunks(4)
+            .map(|c| [c[0], c[1], c[2], c[3]])
+            .collect(),
+    };
+    let mut out = String::new();
+    for w in words {
+        out.push_str(&format!("{:08X}", u32::from_ne_bytes(w)));
+    }
+    out.push_str(&format!(":{:04X}", a.port()));
+    out
+}
+
+/// What `/proc/net/tcp` says about one end of a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TcpSeen {
+    /// Not listed (closed and gone, or reset).
+    Missing,
+    /// ESTABLISHED and owned by a process.
+    Open,
+    /// Any other state, or orphaned (closed by its process, unsent data still queued).
+    Closed,
+}
+
+/// Reads the state of each key from `/proc/net/tcp` and `/proc/net/tcp6`.
+/// None when neither file can be read.
+fn tcp_states(keys: &[&TcpKey]) -> Option<Vec<TcpSeen>> {
+    let mut out = vec![TcpSeen::Missing; keys.len()];
+    let mut any = false;
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        if !keys.iter().any(|k| k.v6 == v6) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        any = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().take(10).collect();
+            if f.len() < 10 {
+                continue;
+            }
+            for (i, k) in keys.iter().enumerate() {
+                if k.v6 == v6 && f[1] == k.local && f[2] == k.remote {
+                    // 01 = ESTABLISHED; inode 0 = no process holds it any more
+                    out[i] = if f[3] == "01" && f[9] != "0" {
+                        TcpSeen::Open
+                    } else {
+                        TcpSeen::Closed
+                    };
+                }
+            }
+        }
+    }
+    any.then_some(out)
+}
+
+/// Opens one never-reading subscriber: small receive buffer set before connecting,
+/// CONNECT + SUB + PING, the PONG (and with --sub-url the start-line probe) read, then
+/// nothing is read any more.
+fn stuck_subscriber(sh: &Shared) -> Result<(), String> {
+    use socket2::{Domain, Socket, Type};
+    let a = &sh.args;
+    let addr = sh.sub_addr;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| format!("socket: {e}"))?;
+    sock.set_recv_buffer_size(a.stuck_rcvbuf)
+        .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let stream: TcpStream = sock.into();
+    let mut sub = Vec::new();
+    sub.extend_from_slice(b"SUB ");
+    sub.extend_from_slice(a.subject.as_bytes());
+    if a.subjects > 1 {
+        sub.extend_from_slice(b".>");
+    }
+    sub.extend_from_slice(b" 1\r\n");
+    sync_sub(sh, &mut sub);
+    let (mut s, mut rb) = handshake(sh, stream, &sub, 4096)?;
+    await_sync(sh, &mut s, &mut rb)?;
+    let local = s.local_addr().map_err(|e| e.to_string())?;
+    let peer = s.peer_addr().map_err(|e| e.to_string())?;
+    let ours = TcpKey {
+        v6: local.is_ipv6(),
+        local: proc_addr(&local),
+        remote: proc_addr(&peer),
+    };
+    let theirs = TcpKey {
+        v6: peer.is_ipv6(),
+        local: ours.remote.clone(),
+        remote: ours.local.clone(),
+    };
+    let seen = tcp_states(&[&ours, &theirs]).unwrap_or_default();
+    let visible = |i: usize| seen.get(i) == Some(&TcpSeen::Open);
+    sh.stuck.lock().unwrap().push(StuckConn {
+        _stream: s,
+        ours,
+        theirs,
+        ours_visible: visible(0),
+        server_visible: visible(1),
+        cut: None,
+    });
+    sh.arrive();
+    Ok(())
+}
+
+/// Watches the --stuck connections every 10 ms until the measured clients are done:
+/// a connection is cut once the server's end is closed (orphaned, FIN queued behind the
+/// unread data, or gone) or ours saw FIN/RST. Nothing is read from them.
+/// Returns false when /proc/net/tcp cannot tell for some of them.
+fn watch_stuck(sh: &Shared) -> bool {
+    let usable = sh
+        .stuck
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|c| c.ours_visible || c.server_visible);
+    loop {
+        let stop = sh.stuck_stop.load(Ordering::SeqCst) || sh.aborted();
+        let now = Instant::now();
+        let mut g = sh.stuck.lock().unwrap();
+        let open: Vec<usize> = (0..g.len())
+            .filter(|&i| g[i].cut.is_none() && (g[i].ours_visible || g[i].server_visible))
+            .collect();
+        if open.is_empty() {
+            return usable;
+        }
+        let mut keys = Vec::new();
+        for &i in &open {
+            keys.push(&g[i].ours);
+            keys.push(&g[i].theirs);
+        }
+        let Some(states) = tcp_states(&keys) else {
+            return false;
+        };
+        drop(keys);
+        for (j, &i) in open.iter().enumerate() {
+            let (o, t) = (states[2 * j], states[2 * j + 1]);
+            let c = &mut g[i];
+            if (c.ours_visible && o != TcpSeen::Open) || (c.server_visible && t != TcpSeen::Open) {
+                c.cut = Some(now);
+            }
+        }
+        drop(g);
+        if stop {
+            return usable;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 // ---------------------------------------------------------------- request / reply
@@ -1226,6 +1433,13 @@ struct Summary {
     pub_mb_s: f64,
     sub_mb_s: f64,
     latency: Option<Latency>,
+    /// --stuck connections, how many of them the server cut during the run and when
+    /// the last of those was seen cut (seconds after the start line).
+    stuck: usize,
+    stuck_cut: usize,
+    stuck_cut_s: Option<f64>,
+    /// "proc" when /proc/net/tcp showed the stuck connections, else "unavailable".
+    stuck_watch: Option<&'static str>,
 }
 
 fn human(v: f64) -> String {
@@ -1388,6 +1602,18 @@ fn finish(sh: &Shared, mut sum: Summary) -> ! {
                 ));
             }
             line.push_str(&format!(", {:.3} s", sum.duration_s));
+            if sum.stuck > 0 {
+                line.push_str(&match (sum.stuck_watch, sum.stuck_cut_s) {
+                    (Some("proc"), Some(t)) => format!(
+                        ", stuck {}: {} cut by the server (last at {t:.3} s)",
+                        sum.stuck, sum.stuck_cut
+                    ),
+                    (Some("proc"), None) => {
+                        format!(", stuck {}: none cut during the run", sum.stuck)
+                    }
+                    _ => format!(", stuck {}: cut not observable", sum.stuck),
+                });
+            }
         }
         if sum.ok {
             line.push_str(if sum.latency.is_some() {
@@ -1432,6 +1658,9 @@ fn main() {
     if args.req && args.ns == 0 {
         usage("--req needs at least one responder (-ns >= 1)");
     }
+    if args.stuck > 0 && (args.req || args.queue.is_some()) {
+        usage("--stuck goes with plain publish/subscribe (no --req, no --queue)");
+    }
     if args.msgs < args.np as u64 && args.hold_idle.is_none() {
         usage("-n must be >= -np");
     }
@@ -1447,7 +1676,7 @@ fn main() {
     let sync_subject = args
         .sub_url
         .as_ref()
-        .filter(|_| args.ns > 0 && args.hold_idle.is_none())
+        .filter(|_| args.ns + args.stuck > 0 && args.hold_idle.is_none())
         .map(|_| format!("_RNBENCH.sync.{:016x}", rand::random::<u64>()));
     let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.1));
     let sh = Arc::new(Shared {
@@ -1470,6 +1699,8 @@ fn main() {
         delivered: AtomicU64::new(0),
         pubs_done: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
+        stuck: Mutex::new(Vec::new()),
+        stuck_stop: AtomicBool::new(false),
     });
 
     if let Some(n) = args.hold_idle {
@@ -1488,10 +1719,12 @@ fn main() {
         args.msgs * args.ns as u64
     };
 
-    // Wraps a worker so that every exit path is counted and reported.
-    fn spawn<T: Send + 'static>(
+    // Wraps a worker so that every exit path is reported, and counted in `finished`
+    // (which ends the run once all measured clients are done) when `counted`.
+    fn spawn_as<T: Send + 'static>(
         sh: &Arc<Shared>,
         name: String,
+        counted: bool,
         f: impl FnOnce(&Shared) -> Result<T, String> + Send + 'static,
     ) -> thread::JoinHandle<Option<T>> {
         let sh = Arc::clone(sh);
@@ -1504,10 +1737,19 @@ fn main() {
                         sh.fail(Failure::Io, format!("{name}: {e}"));
                     }
                 }
-                sh.finished.fetch_add(1, Ordering::SeqCst);
+                if counted {
+                    sh.finished.fetch_add(1, Ordering::SeqCst);
+                }
                 r.ok()
             })
             .expect("spawn thread")
+    }
+    fn spawn<T: Send + 'static>(
+        sh: &Arc<Shared>,
+        name: String,
+        f: impl FnOnce(&Shared) -> Result<T, String> + Send + 'static,
+    ) -> thread::JoinHandle<Option<T>> {
+        spawn_as(sh, name, true, f)
     }
 
     let total_threads = args.np + args.ns;
@@ -1525,6 +1767,17 @@ fn main() {
             }));
         }
     }
+    // Never-reading subscribers: set up before the start line, then only watched.
+    let stuck_setup: Vec<_> = (0..args.stuck)
+        .map(|i| {
+            spawn_as(
+                &sh,
+                format!("stuck subscriber {i}"),
+                false,
+                stuck_subscriber,
+            )
+        })
+        .collect();
     for (i, &count) in per_pub.iter().enumerate() {
         if args.req {
             req_handles.push(spawn(&sh, format!("requester {i}"), move |sh| {
@@ -1541,7 +1794,17 @@ fn main() {
             sh.fail(Failure::Io, e);
         }
     }
-    let t0 = sh.release(total_threads);
+    let t0 = sh.release(total_threads + args.stuck);
+    for h in stuck_setup {
+        let _ = h.join();
+    }
+    let stuck_watch = (args.stuck > 0).then(|| {
+        let sh = Arc::clone(&sh);
+        thread::Builder::new()
+            .name("stuck watcher".into())
+            .spawn(move || watch_stuck(&sh))
+            .expect("spawn thread")
+    });
     progress_loop(&sh, total_threads, expected_delivered);
     let t0 = t0.unwrap_or_else(Instant::now);
 
@@ -1561,6 +1824,23 @@ fn main() {
         .into_iter()
         .map(|h| h.join().ok().flatten())
         .collect();
+    // The measured clients are done: whatever happens to the stuck ones from now on
+    // does not count.
+    sh.stuck_stop.store(true, Ordering::SeqCst);
+    let stuck_watch = stuck_watch.map(|h| h.join().unwrap_or(false));
+    let (stuck_cut, stuck_cut_s) = {
+        let g = sh.stuck.lock().unwrap();
+        let cuts: Vec<f64> = g
+            .iter()
+            .filter_map(|c| c.cut)
+            .map(|c| secs(t0, Some(c)))
+            .collect();
+        let last = cuts
+            .iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        (cuts.len(), last)
+    };
 
     let published = sh.published.load(Ordering::SeqCst);
     let mut pub_end = 0f64;
@@ -1740,6 +2020,10 @@ fn main() {
         pub_mb_s: rate(published, pub_end) * ms / 1e6,
         sub_mb_s: rate(delivered, sub_end) * ms / 1e6,
         latency,
+        stuck: args.stuck,
+        stuck_cut,
+        stuck_cut_s,
+        stuck_watch: stuck_watch.map(|ok| if ok { "proc" } else { "unavailable" }),
     };
     finish(&sh, summary);
 }

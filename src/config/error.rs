@@ -143,6 +143,12 @@ pub enum ErrorKind {
         expected: &'static str,
         got: String,
     },
+    /// The consumer of the tree rejects a well-typed value or combination of values; `reason`
+    /// says why, in gnatsd's words where it has some (`Cluster authorization does not allow
+    /// multiple users`).
+    Rejected {
+        reason: String,
+    },
 }
 
 impl Error {
@@ -217,6 +223,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::TooManyValues { max } => write!(f, "more than {max} values in the configuration"),
             ErrorKind::WrongType { expected, got } => write!(f, "expected {expected}, got {got}"),
             ErrorKind::InvalidValue { expected, got } => write!(f, "expected {expected}, got {got}"),
+            ErrorKind::Rejected { reason } => f.write_str(reason),
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The gnatsd configuration file format: text in, a positioned tree of values out.
 //!
 //! This module owns the *syntax* of gnatsd 1.0 config files (`conf/lex.go`, `conf/parse.go`)
-//! and nothing else. It does not know what `port` or `cluster` mean: turning the tree into
-//! server options is the job of the options layer, which uses the typed accessors of
-//! [`Map`] and [`Value`] (`get_int`, `get_str`, `get_duration`, `get_size`, ...). Those return a
-//! positioned [`Error`] on a wrong type instead of crashing, as 1.0 did.
+//! and, in `server_opts.rs` alone, what the keys mean: [`server_options`] turns the tree into
+//! server options (`port`, `cluster {}`, ...) with the typed accessors of [`Map`] and [`Value`]
+//! (`get_int`, `get_str`, `get_duration`, `get_size`, ...). Those return a positioned [`Error`]
+//! on a wrong type instead of crashing, as 1.0 did. The lexer and parser know no key names.
 //!
 //! ```text
 //!  &str ──► Lexer (lexer.rs) ──► Parser (parser.rs) ──► Map { Entry { key, key_pos, Value } }
@@ -63,8 +63,11 @@ mod error;
 mod lexer;
 mod options;
 mod parser;
+mod server_opts;
 mod source;
 
+#[cfg(test)]
+mod server_opts_tests;
 #[cfg(test)]
 mod tests;
 
@@ -73,6 +76,7 @@ use std::sync::Arc;
 
 pub use error::{Error, ErrorKind, Found};
 pub use options::{parse_duration, parse_size, size_multiplier};
+pub use server_opts::{server_options, FileCluster, FileOptions, Warning, MIN_MAX_CONTROL_LINE};
 pub use source::{include_name, FsResolver, MemResolver, Resolver};
 
 /// Maps and arrays nested deeper than this below the top level are an error
@@ -168,6 +172,9 @@ pub struct Entry {
     pub key: String,
     pub key_pos: Pos,
     pub value: Value,
+    /// A later `$key` referred to this entry: it defines a variable. The options layer does not
+    /// warn about such keys when it does not know them (gnatsd 2.x does the same).
+    pub used_as_variable: bool,
 }
 
 /// A map in file order. A key written twice keeps only its last value (at the last place).
@@ -207,6 +214,10 @@ impl Map {
     /// The entry whose key is exactly `key` (how variables are looked up).
     pub fn get_exact(&self, key: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.key == key)
+    }
+
+    pub(crate) fn get_exact_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.key == key)
     }
 
     pub fn entries(&self) -> &[Entry] {

@@ -215,6 +215,7 @@ impl Parser<'_, '_, '_> {
             key: key.text,
             key_pos: key.pos,
             value,
+            used_as_variable: false,
         });
         Ok(())
     }
@@ -399,8 +400,13 @@ impl Parser<'_, '_, '_> {
                 pos,
             });
         }
-        let found = self.scopes.iter().rev().find_map(|m| m.get_exact(name));
+        let found = self
+            .scopes
+            .iter_mut()
+            .rev()
+            .find_map(|m| m.get_exact_mut(name));
         if let Some(entry) = found {
+            entry.used_as_variable = true;
             return copy_value(&entry.value, pos, level, &mut self.shared.values_left);
         }
         if let Some(v) = self.shared.env_cache.get(name) {

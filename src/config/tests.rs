@@ -414,6 +414,24 @@ fn variables_from_earlier_keys() {
 }
 
 #[test]
+fn variables_are_marked_used() {
+    let m = parse(
+        "a: 1\nb: 2\nm { c: 3, d: $c, e: $a }\na: 4",
+        FILE,
+        &MemResolver::new(),
+    )
+    .unwrap();
+    let used = |m: &Map, k: &str| m.get(k).unwrap().used_as_variable;
+    let inner = m.get_map("m").unwrap().unwrap();
+    assert!(used(inner, "c") && !used(inner, "d") && !used(inner, "e"));
+    assert!(!used(&m, "b"));
+    // The `a` that `$a` referred to was replaced by a later `a`, which nobody used.
+    assert!(!used(&m, "a"));
+    let m = parse("a: 1\nb: $a", FILE, &MemResolver::new()).unwrap();
+    assert!(used(&m, "a"));
+}
+
+#[test]
 fn variable_copies_are_positioned_at_the_reference() {
     let m = parse("p: \"abc\"\nport: $p", FILE, &MemResolver::new()).unwrap();
     assert_eq!(

@@ -98,14 +98,6 @@ impl Subscription {
         }
     }
 
-    pub fn subject(&self) -> &[u8] {
-        &self.subject
-    }
-
-    pub fn queue(&self) -> Option<&[u8]> {
-        self.queue.as_deref()
-    }
-
     /// Queue members this entry stands for.
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)

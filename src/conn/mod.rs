@@ -178,6 +178,8 @@ pub enum Kind {
 pub struct Connection {
     /// Connection id (`cid` for clients, `rid` for routes: one counter for both).
     pub cid: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
     pub out: Arc<Outbound>,
     pub opts: ConnectOpts,
     /// `ip:port - cid:N - ` (or `rid:N`), gnatsd's per-connection log prefix.
@@ -200,8 +202,10 @@ const PING: &[u8] = b"PING\r\n";
 
 impl Connection {
     /// The state shared by every kind; `first_ping` is when the first keepalive PING is due.
+    #[allow(clippy::too_many_arguments)]
     fn with_kind(
         cid: u64,
+        peer: SocketAddr,
         out: Arc<Outbound>,
         log_prefix: String,
         kind: Kind,
@@ -211,6 +215,7 @@ impl Connection {
     ) -> Self {
         Connection {
             cid,
+            peer,
             out,
             opts,
             log_prefix: log_prefix.into_boxed_str(),
@@ -236,6 +241,7 @@ impl Connection {
         let deadline = cfg.auth.required().then(|| now + cfg.auth_timeout);
         Connection::with_kind(
             cid,
+            peer,
             out,
             format!("{peer} - cid:{cid} - "),
             Kind::Client,
@@ -327,7 +333,7 @@ impl Connection {
                 self.send(env, PONG);
                 self.ponged = true;
                 if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
-                    let info = env.shared.client_info(self.cid);
+                    let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
                     self.send(env, &info);
                 }
                 ControlFlow::Continue(())
@@ -368,7 +374,7 @@ impl Connection {
         if !self.ponged {
             self.info_owed = true;
         } else if self.opts.protocol >= 1 {
-            let info = env.shared.client_info(self.cid);
+            let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
             self.send(env, &info);
         }
     }
@@ -476,6 +482,18 @@ impl Connection {
         let Some(sub) = self.subs.get(sid) else {
             return;
         };
+        if sub.exhausted() {
+            // Gone at its limit: the delivery that hit it took it out of the index and
+            // withdrew it from the routes. As in gnatsd the sid is free again and this
+            // UNSUB changes nothing (a larger limit must not revive it). Only if no
+            // delivery has removed it yet is that done here.
+            if let Some(sub) = self.subs.remove(sid) {
+                if env.subs.sublist().remove(&sub) && sub.is_local() {
+                    route::forward_unsub(&sub, None, env);
+                }
+            }
+            return;
+        }
         let remove_now = match max {
             Some(max) if max > 0 => {
                 sub.max.store(max, Ordering::Relaxed);

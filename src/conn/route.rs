@@ -107,6 +107,7 @@ impl Connection {
         };
         Connection::with_kind(
             cid,
+            peer,
             out,
             format!("{peer} - rid:{cid} - "),
             Kind::Route(Box::new(state)),

@@ -72,7 +72,7 @@ fn transcript_2_10_replayed() {
     assert_eq!(drain(&fake), "", "no local subscriptions to send yet");
 
     // The client INFO now carries FAKE's client URL, not our own.
-    let info = String::from_utf8(h.shared.client_info(3)).unwrap();
+    let info = String::from_utf8(h.shared.client_info(3, None)).unwrap();
     assert!(
         info.contains("\"connect_urls\":[\"127.0.0.1:35399\"]"),
         "{info}"
@@ -358,4 +358,22 @@ fn a_local_limit_reached_withdraws_the_interest_from_routes() {
         "withdrawn when the limit is hit"
     );
     assert_eq!(h.shared.sublist.count(), 0);
+}
+
+#[test]
+fn unsub_after_the_limit_is_not_sent_to_routes_again() {
+    // Found by the conn_ops fuzz target: the sid was withdrawn when its limit was hit, and
+    // a later UNSUB for it sent a second UNSUB to every route.
+    let mut h = server_a();
+    let fake = registered_fake(&mut h);
+    let mut client = quiet_client(&mut h, 3);
+    h.feed(&mut client, b"SUB a q 1\r\nUNSUB 1 1\r\nPUB a 1\r\nx\r\n");
+    assert_eq!(
+        drain(&fake),
+        "SUB a q QRSID:3:1\r\nUNSUB QRSID:3:1 1\r\nUNSUB QRSID:3:1\r\n"
+    );
+    h.feed(&mut client, b"UNSUB 1\r\nUNSUB 1 4\r\n");
+    assert_eq!(drain(&fake), "", "the sid is already gone");
+    h.close(&mut client);
+    assert_eq!(drain(&fake), "");
 }

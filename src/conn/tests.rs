@@ -249,3 +249,22 @@ fn message_encoding_matches_length_estimate() {
         }
     }
 }
+
+#[test]
+fn unsub_with_a_larger_limit_after_the_limit_does_not_revive_the_sid() {
+    // Found by the conn_ops fuzz target: `UNSUB 1 5` after sid 1 reached its limit of 1
+    // made the connection hold it as live again although the index no longer did, so the
+    // next `SUB .. 1` was ignored as a duplicate and the client got nothing. In gnatsd the
+    // sid is gone at its limit: the UNSUB is a no-op and the SUB subscribes afresh.
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\nUNSUB 1 1\r\nPUB s 1\r\na\r\n",
+    );
+    assert_eq!(drain(&a), "MSG s 1 1\r\na\r\n");
+    h.feed(&mut a, b"UNSUB 1 5\r\nSUB s 1\r\nPUB s 1\r\nb\r\n");
+    assert_eq!(drain(&a), "MSG s 1 1\r\nb\r\n");
+    assert_eq!(h.shared.sublist.count(), 1);
+    assert_eq!(a.conn.sub_count(), 1);
+}

@@ -34,6 +34,12 @@ pub struct ServerInfo {
     pub headers: bool,
     #[serde(skip_serializing_if = "is_zero")]
     pub client_id: u64,
+    /// 2.x: the server's name (the id unless `--name`/`server_name` is set).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
+    /// 2.x: the address the client connected from, as the server sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -58,6 +64,8 @@ impl Default for ServerInfo {
             proto: 1,
             headers: true,
             client_id: 0,
+            server_name: String::new(),
+            client_ip: None,
         }
     }
 }

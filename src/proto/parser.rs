@@ -8,6 +8,10 @@
 //! Error precedence for one op, in stream order: `AuthViolation` (first byte not `c`/`C`
 //! while a CONNECT is required), `UnknownOp` (op name), `MaxControlLine` (line length),
 //! argument errors (`ParserError`, `MaxPayload`), then `UnknownOp` for a bad payload trailer.
+//!
+//! The two bytes after a payload must be exactly `\r\n`, as in nats-server 2.x (gnatsd 1.0
+//! checked only the `\n`). A wrong trailer byte is reported as soon as it arrives, before
+//! the rest of the frame, and the op is not delivered.
 
 use std::ops::ControlFlow;
 
@@ -33,9 +37,10 @@ pub struct ParserConfig {
 }
 
 impl Default for ParserConfig {
+    /// nats-server 2.x's limits: 4096-byte control lines, 1 MiB payloads.
     fn default() -> Self {
         ParserConfig {
-            max_control_line: 1024,
+            max_control_line: 4096,
             max_payload: 1024 * 1024,
             headers: false,
             route: false,
@@ -495,6 +500,8 @@ enum HeadSpans {
 }
 
 impl HeadSpans {
+    /// Inlined into `resume`: left out of line, it costs a call per split frame (callgrind).
+    #[inline]
     fn resolve(self, buf: &[u8]) -> Head<'_> {
         match self {
             HeadSpans::Pub { subject, reply } => Head::Pub {
@@ -656,7 +663,7 @@ impl Parser {
                     let start = next;
                     let end = frame_end(start, size);
                     if end <= rest.len() {
-                        if rest[end - 1] != b'\n' {
+                        if rest[end - 2] != b'\r' || rest[end - 1] != b'\n' {
                             return Err(ProtoError::UnknownOp);
                         }
                         pos += end;
@@ -665,6 +672,9 @@ impl Parser {
                             return Ok(Parsed::Stopped);
                         }
                     } else {
+                        if rest.len() == end - 1 {
+                            check_trailer_start(rest[end - 2])?;
+                        }
                         let head = head.to_spans(rest);
                         self.buf.clear();
                         self.buf.reserve(end.min(MAX_RESERVE));
@@ -730,9 +740,12 @@ impl Parser {
             self.buf.extend_from_slice(&rest[..take]);
             used += take;
             if self.buf.len() < need {
+                if self.buf.len() == need - 1 {
+                    check_trailer_start(self.buf[need - 2])?;
+                }
                 return Ok(Resume::NeedMore);
             }
-            if self.buf[need - 1] != b'\n' {
+            if self.buf[need - 2] != b'\r' || self.buf[need - 1] != b'\n' {
                 return Err(ProtoError::UnknownOp);
             }
             self.state = State::Idle;
@@ -760,6 +773,18 @@ fn line_window(cfg: &ParserConfig) -> usize {
 #[inline]
 fn frame_end(payload_start: usize, size: usize) -> usize {
     payload_start.saturating_add(size).saturating_add(2)
+}
+
+/// The first byte of a payload trailer whose second byte has not arrived: a wrong one fails
+/// now, as it would in a frame that arrived whole. Rare (once per read at most), so cold.
+#[cold]
+#[inline(never)]
+fn check_trailer_start(b: u8) -> Result<(), ProtoError> {
+    if b == b'\r' {
+        Ok(())
+    } else {
+        Err(ProtoError::UnknownOp)
+    }
 }
 
 /// Delivers a payload-free op. A CONNECT ends the "CONNECT required" phase first.
@@ -1574,17 +1599,7 @@ mod tests {
                 OwnedOp::Connect(b"{}\r".to_vec())
             ])
         );
-        // payload trailer: first byte unchecked, second must be \n
-        assert_eq!(
-            check_splits(
-                c,
-                b"PUB foo 2\r\nokX\nPUB foo 2\r\nok\n\nPUB foo 2\r\nok\nX"
-            ),
-            err(
-                vec![pub_op("foo", None, "ok"), pub_op("foo", None, "ok")],
-                E::UnknownOp
-            )
-        );
+        // the payload trailer is exactly \r\n (see `payload_trailer_is_exactly_crlf`)
         assert_eq!(
             check_splits(c, b"PUB foo 2\r\nok\r\r\n"),
             err(vec![], E::UnknownOp)
@@ -1599,6 +1614,88 @@ mod tests {
             check_splits(c, b"PUB foo 4\r\n\r\n\r\n\r\n"),
             ok(vec![pub_op("foo", None, "\r\n\r\n")])
         );
+    }
+
+    #[test]
+    fn payload_trailer_is_exactly_crlf() {
+        let all = ParserConfig {
+            headers: true,
+            route: true,
+            ..cfg()
+        };
+        let hpub = |payload: &str| OwnedOp::Hpub {
+            subject: b"h".to_vec(),
+            reply: None,
+            header_len: 0,
+            payload: payload.into(),
+        };
+        let msg = |payload: &str| OwnedOp::Msg {
+            subject: b"m".to_vec(),
+            sid: b"RSID:1:2".to_vec(),
+            reply: None,
+            payload: payload.into(),
+        };
+        let frames: [&[u8]; 3] = [
+            b"PUB a 3\r\nabc\r\n",
+            b"HPUB h 0 2\r\nhi\r\n",
+            b"MSG m RSID:1:2 2\r\nhi\r\n",
+        ];
+        let good = frames.concat();
+        let delivered = vec![pub_op("a", None, "abc"), hpub("hi"), msg("hi")];
+        assert_eq!(check_splits(all, &good), ok(delivered.clone()));
+        // every other value of either trailer byte of each op, followed by more ops
+        let mut end = 0;
+        for (i, frame) in frames.iter().enumerate() {
+            end += frame.len();
+            for at in [end - 2, end - 1] {
+                for b in [b'\r', b'\n', b'X', b' ', b'\0', 0xff] {
+                    if b == good[at] {
+                        continue;
+                    }
+                    let mut s = good.clone();
+                    s[at] = b;
+                    s.extend_from_slice(b"PING\r\n");
+                    assert_eq!(
+                        check_splits(all, &s),
+                        err(delivered[..i].to_vec(), E::UnknownOp),
+                        "{:?}",
+                        String::from_utf8_lossy(&s)
+                    );
+                }
+            }
+        }
+        // the case from the bug report: not delivered, the PING is not reached
+        let c = cfg();
+        assert_eq!(
+            check_splits(c, b"PUB a 3\r\nabcX\nPING\r\n"),
+            err(vec![], E::UnknownOp)
+        );
+        for s in [
+            &b"PUB a 3\r\nabc\n\n"[..],
+            b"PUB a 3\r\nabc\nX",
+            b"PUB a 3\r\nabcXY",
+            b"PUB a 0\r\n\n\r\n",
+            b"PUB a 0\r\nX",
+            b"PUB a 3\r\nabc\r\r",
+            b"PUB a 2\r\nok\r\nPUB a 3\r\nabc\n\r\n",
+        ] {
+            assert_eq!(
+                check_splits(c, s).1,
+                Some(E::UnknownOp),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        // a wrong first trailer byte fails at once, before the second byte arrives
+        let mut p = Parser::new(c);
+        assert_eq!(p.parse(b"PUB a 3\r\nab", |_| panic!()), Ok(Parsed::Done));
+        assert_eq!(p.parse(b"cX", |_| panic!()), Err(E::UnknownOp));
+        let mut p = Parser::new(c);
+        assert_eq!(p.parse(b"PUB a 3\r\nabcX", |_| panic!()), Err(E::UnknownOp));
+        // a correct partial trailer waits for the rest
+        for s in [&b"PUB a 3\r\nabc"[..], b"PUB a 3\r\nabc\r"] {
+            assert_eq!(check_splits(c, s), ok(vec![]));
+        }
     }
 
     #[test]
@@ -1785,6 +1882,128 @@ mod tests {
             check_splits(cfg(), b"msg foo 1 2\r\nok\r\n"),
             err(vec![], E::UnknownOp)
         );
+    }
+
+    /// The exact lines routes exchange (reference §2.4, §2.5 and the §2.10 transcript).
+    #[test]
+    fn route_protocol_lines() {
+        let msg = |subject: &str, sid: &str, reply: Option<&str>, payload: &str| OwnedOp::Msg {
+            subject: subject.into(),
+            sid: sid.into(),
+            reply: reply.map(Into::into),
+            payload: payload.into(),
+        };
+        let unsub = |sid: &str, max| OwnedOp::Unsub {
+            sid: sid.into(),
+            max,
+        };
+        let connect = br#"CONNECT {"verbose":false,"pedantic":false,"user":"ruser","pass":"rpass","tls_required":false,"name":"FAKE"}"#;
+        let info = br#"INFO {"server_id":"FAKE","host":"127.0.0.1","port":36399,"connect_urls":["127.0.0.1:35399"]}"#;
+        let cases: Vec<(&[u8], OwnedOp)> = vec![
+            // the empty queue field of a plain route SUB: two spaces, no queue
+            (b"SUB baz  RSID:3:7\r\n", sub_op("baz", None, "RSID:3:7")),
+            (
+                b"SUB baz q2 QRSID:3:8\r\n",
+                sub_op("baz", Some("q2"), "QRSID:3:8"),
+            ),
+            (b"SUB foo RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (b"SUB foo  RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (
+                b"SUB foo grp QRSID:9:2\r\n",
+                sub_op("foo", Some("grp"), "QRSID:9:2"),
+            ),
+            (b"SUB foo \t RSID:9:1\r\n", sub_op("foo", None, "RSID:9:1")),
+            (
+                b"MSG foo RSID:9:1 reply.x 2\r\nhi\r\n",
+                msg("foo", "RSID:9:1", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG foo RSID:2:1 reply.x 2\r\nhi\r\n",
+                msg("foo", "RSID:2:1", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG foo QRSID:2:2 reply.x 2\r\nhi\r\n",
+                msg("foo", "QRSID:2:2", Some("reply.x"), "hi"),
+            ),
+            (
+                b"MSG baz RSID:9:1 2\r\nhi\r\n",
+                msg("baz", "RSID:9:1", None, "hi"),
+            ),
+            (
+                b"MSG baz QRSID:9:2 0\r\n\r\n",
+                msg("baz", "QRSID:9:2", None, ""),
+            ),
+            // malformed route sids are the receiver's business, not the parser's
+            (
+                b"MSG baz QRSID:1: 2\r\nhi\r\n",
+                msg("baz", "QRSID:1:", None, "hi"),
+            ),
+            (b"UNSUB RSID:3:7\r\n", unsub("RSID:3:7", None)),
+            (b"UNSUB QRSID:3:8\r\n", unsub("QRSID:3:8", None)),
+            (b"UNSUB RSID:3:7 5\r\n", unsub("RSID:3:7", Some(5))),
+            (b"UNSUB QRSID:3:8 1\r\n", unsub("QRSID:3:8", Some(1))),
+            (b"PING\r\n", OwnedOp::Ping),
+            (b"PONG\r\n", OwnedOp::Pong),
+        ];
+        let mut all = Vec::new();
+        let mut expect = Vec::new();
+        for line in [&connect[..], info] {
+            let mut l = line.to_vec();
+            l.extend_from_slice(b"\r\n");
+            all.extend_from_slice(&l);
+        }
+        expect.push(OwnedOp::Connect(connect[8..].to_vec()));
+        expect.push(OwnedOp::Info(info[5..].to_vec()));
+        for (line, op) in &cases {
+            all.extend_from_slice(line);
+            expect.push(op.clone());
+        }
+        for headers in [false, true] {
+            let r = ParserConfig { headers, ..route() };
+            for (line, op) in &cases {
+                assert_eq!(
+                    check_splits(r, line),
+                    ok(vec![op.clone()]),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                if line.starts_with(b"MSG ") {
+                    assert!(check_fast_agrees(&r, &[line, &b"xxxxxxxx"[..]].concat()));
+                }
+            }
+            assert_eq!(check_splits(r, &all), ok(expect.clone()));
+        }
+
+        // SUB and UNSUB with route sids parse the same on a client connection; MSG does not
+        for (line, op) in &cases {
+            let got = check_splits(cfg(), line);
+            if line.starts_with(b"MSG ") {
+                assert_eq!(got, err(vec![], E::UnknownOp));
+            } else {
+                assert_eq!(got, ok(vec![op.clone()]));
+            }
+        }
+
+        // route MSG framing errors
+        let r = route();
+        for (s, e) in [
+            (&b"MSG baz RSID:9:1 2\r\nhiX\n"[..], E::UnknownOp),
+            (b"MSG baz RSID:9:1 2\r\nhi\n\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1 2\r\nhi\rX", E::UnknownOp),
+            (b"MSG baz RSID:9:1 1\r\nhi\r\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1\r\n", E::ParserError),
+            (b"MSG baz RSID:9:1 reply.x extra 2\r\n", E::ParserError),
+            (b"MSG baz RSID:9:1 -2\r\n", E::ParserError),
+            (b"MSGbaz RSID:9:1 2\r\n", E::UnknownOp),
+            (b"MSG baz RSID:9:1 2000000\r\n", E::MaxPayload),
+        ] {
+            assert_eq!(
+                check_splits(r, s),
+                err(vec![], e),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
     }
 
     #[test]
@@ -2047,20 +2266,38 @@ mod tests {
         assert_eq!(p.parse(b"SUB abc 12\r", |_| panic!()), Ok(Parsed::Done));
         assert_eq!(p.buffered(), 11);
 
-        // default 1024: a 2000-byte PUB line fails, whole or as it arrives
-        let mut long = b"PUB ".to_vec();
-        long.extend(std::iter::repeat_n(b'a', 2000));
-        long.extend_from_slice(b" 1\r\nx\r\n");
+        // default 4096 (nats-server 2.x): a 5000-byte PUB line fails, whole or as it
+        // arrives; a 2000-byte one (over gnatsd 1.0's 1024) and one of exactly 4096 pass
+        assert_eq!(cfg().max_control_line, 4096);
+        let pub_line = |subject_len: usize| {
+            let mut v = b"PUB ".to_vec();
+            v.extend(std::iter::repeat_n(b'a', subject_len));
+            v.extend_from_slice(b" 1\r\nx\r\n");
+            v
+        };
+        let long = pub_line(5000);
         assert_eq!(check_splits(cfg(), &long), err(vec![], E::MaxControlLine));
         assert_eq!(
-            check_splits(cfg(), &long[..1100]),
+            check_splits(cfg(), &long[..4200]),
             err(vec![], E::MaxControlLine)
         );
-        let mut ok_line = b"PUB ".to_vec();
-        ok_line.extend(std::iter::repeat_n(b'a', 1018));
-        ok_line.extend_from_slice(b" 1\r\nx\r\n");
-        assert_eq!(ok_line.iter().position(|&b| b == b'\r'), Some(1024));
-        assert_eq!(check_splits(cfg(), &ok_line).1, None);
+        assert_eq!(check_splits(cfg(), &pub_line(2000)).1, None);
+        let at_limit = pub_line(4090);
+        assert_eq!(at_limit.iter().position(|&b| b == b'\r'), Some(4096));
+        assert_eq!(check_splits(cfg(), &at_limit).1, None);
+        assert_eq!(
+            check_splits(cfg(), &pub_line(4091)),
+            err(vec![], E::MaxControlLine)
+        );
+        // still configurable: 1024 rejects the 2000-byte line
+        let c1024 = ParserConfig {
+            max_control_line: 1024,
+            ..cfg()
+        };
+        assert_eq!(
+            check_splits(c1024, &pub_line(2000)),
+            err(vec![], E::MaxControlLine)
+        );
 
         // tiny limits stay consistent
         for mcl in 0..12 {
@@ -2362,6 +2599,12 @@ mod tests {
             b"PUB foo x\r\n",
             b"\r\n",
             b"PUB foo 2000000\r\n",
+            b"PUB foo 2\r\nokX\n",
+            b"PUB foo 2\r\nok\n\n",
+            b"SUB baz  RSID:3:7\r\n",
+            b"SUB baz q2 QRSID:3:8\r\n",
+            b"UNSUB RSID:3:7 5\r\n",
+            b"MSG foo QRSID:2:2 reply.x 2\r\nhi\r\n",
         ];
         let mut s = Vec::new();
         for _ in 0..rng.below(8) {
@@ -2380,6 +2623,17 @@ mod tests {
             s.truncate(rng.below(s.len()));
         }
         s
+    }
+
+    /// `wide` is the outcome of a configuration that only adds `route` and/or `headers` to
+    /// the one that gave `narrow`: the same outcome, except that where `narrow` refused an
+    /// op as unknown (a `MSG` or `HPUB`), `wide` may deliver it and go on.
+    fn assert_accepts_more(narrow: &Outcome, wide: &Outcome, s: &[u8]) {
+        let show = || String::from_utf8_lossy(s).into_owned();
+        match narrow.1 {
+            Some(E::UnknownOp) => assert!(wide.0.starts_with(&narrow.0), "{:?}", show()),
+            _ => assert_eq!(wide, narrow, "{:?}", show()),
+        }
     }
 
     #[test]
@@ -2405,6 +2659,12 @@ mod tests {
                 }
                 let bytes: Vec<&[u8]> = s.chunks(1).collect();
                 assert_eq!(run_chunks(c, &bytes), expect);
+                let wider = ParserConfig {
+                    route: true,
+                    headers: true,
+                    ..c
+                };
+                assert_accepts_more(&expect, &whole(wider, &s), &s);
                 let mut chunks = Vec::new();
                 let mut rest = &s[..];
                 while !rest.is_empty() {

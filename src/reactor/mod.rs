@@ -492,7 +492,7 @@ impl Reactor {
             },
         );
         crate::debug!("{peer} - cid:{cid} - Client connection created");
-        out.push(&server.client_info(cid));
+        out.push(&server.client_info(cid, Some(peer.ip())));
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
         if count > server.opts.max_connections {
             crate::error!("{peer} - cid:{cid} - Maximum Connections Exceeded");
