@@ -160,6 +160,9 @@ pub struct Cli {
     /// Routes to solicit and connect, comma-separated
     #[arg(long = "routes")]
     pub routes: Option<String>,
+    /// Cluster name a nats-server 2.x peer must match (default: take the peer's)
+    #[arg(long = "cluster_name")]
+    pub cluster_name: Option<String>,
     /// Do not advertise known cluster information to clients
     #[arg(long = "no_advertise", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set)]
@@ -240,6 +243,9 @@ pub struct ClusterOptions {
     pub connect_retries: u32,
     /// Route TLS (`cluster { tls {} }`): both sides present and verify certificates.
     pub tls: Option<TlsOptions>,
+    /// The cluster name 2.x routes carry (`--cluster_name`, `cluster { name }`); `None`:
+    /// each 2.x route takes its peer's.
+    pub name: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -254,6 +260,7 @@ impl Default for ClusterOptions {
             no_advertise: false,
             connect_retries: 0,
             tls: None,
+            name: None,
         }
     }
 }
@@ -441,6 +448,7 @@ const LONG_FLAGS: &[&str] = &[
     "cluster",
     "cluster_listen",
     "routes",
+    "cluster_name",
     "no_advertise",
     "connect_retries",
     "tls",
@@ -628,6 +636,11 @@ impl Cli {
             file_cluster,
             &mut warnings,
         )?;
+        if let Some(c) = o.cluster.as_mut() {
+            if let Some(name) = self.cluster_name.filter(|n| !n.is_empty()) {
+                c.name = Some(name);
+            }
+        }
         if let (Some(h), Some(s)) = (o.http_port, o.https_port) {
             return Err(format!(
                 "can't specify both HTTP ({h}) and HTTPs ({s}) ports"

@@ -444,6 +444,17 @@ impl WakeBatch {
         }
     }
 
+    /// Appends what is staged for `out` now, ahead of anything written to its queue
+    /// directly after this call.
+    pub fn flush_one(&mut self, out: &Arc<Outbound>) {
+        let key = Arc::as_ptr(out) as usize;
+        if let Some(&idx) = self.index.get(&key) {
+            if !self.staged[idx].bytes.is_empty() {
+                self.append(idx);
+            }
+        }
+    }
+
     /// Stages a copy of `bytes` for `out`.
     #[inline]
     pub fn stage_bytes(&mut self, out: &Arc<Outbound>, bytes: &[u8]) {

@@ -2370,7 +2370,7 @@ fn check_state(sim: &Sim, model: &Model) -> Result<(), String> {
                 .iter()
                 .position(|m| m.open && m.cid == cid)
                 .map(Dest::Client),
-            Origin::Route { cid } => {
+            Origin::Route { cid, .. } => {
                 (model.route.open && model.route.cid == cid).then_some(Dest::Route)
             }
         };

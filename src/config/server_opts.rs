@@ -349,6 +349,8 @@ fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error>
                     .collect::<Result<_, _>>()?;
             }
             "no_advertise" => c.no_advertise = boolean(e)?,
+            // nats-server 2.x's cluster name, for routes of its dialect (docs/routes-2x.md).
+            "name" => c.name = Some(string(e)?.to_string()).filter(|n| !n.is_empty()),
             "connect_retries" => {
                 let n = count(e)?.unwrap_or(0);
                 c.connect_retries =

@@ -422,8 +422,10 @@ impl Connection {
                 );
                 self.close_with(CloseReason::ClientError)
             }
-            // Only routes may send MSG; the client parser rejects it before we get here.
-            Op::Msg { .. } => self.fail(ProtoError::UnknownOp, env),
+            // Only routes may send these; the client parser rejects them before we get here.
+            Op::Msg { .. } | Op::RouteSub { .. } | Op::RouteUnsub { .. } | Op::Rmsg { .. } => {
+                self.fail(ProtoError::UnknownOp, env)
+            }
         }
     }
 
@@ -510,9 +512,12 @@ impl Connection {
         sid: &[u8],
         env: &mut Env<'_>,
     ) -> Option<Arc<Subscription>> {
-        let origin = match self.kind {
+        let origin = match &self.kind {
             Kind::Client => Origin::Client { cid: self.cid },
-            Kind::Route(_) => Origin::Route { cid: self.cid },
+            Kind::Route(r) => Origin::Route {
+                cid: self.cid,
+                dialect: r.dialect.unwrap_or(route::Dialect::V1),
+            },
         };
         let out = Arc::clone(&self.out);
         let sub = Arc::new(Subscription::new(subject, queue, sid, origin, out));
@@ -563,11 +568,9 @@ impl Connection {
         if remove_now {
             if let Some(sub) = self.subs.remove(sid) {
                 env.subs.sublist().remove(&sub);
-                if sub.is_local() {
-                    route::forward_unsub(&sub, None, env);
-                }
+                route::forward_unsub(&sub, None, env);
             }
-        } else if sub.is_local() {
+        } else {
             route::forward_unsub(sub, max, env);
         }
     }
@@ -684,6 +687,9 @@ impl Connection {
             return ControlFlow::Break(());
         }
         let now = env.now;
+        if self.is_route() {
+            route::on_tick(self, env);
+        }
         if let Some(deadline) = self.auth_deadline {
             if now >= deadline {
                 return self.fail(ProtoError::AuthTimeout, env);
@@ -700,20 +706,22 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    /// Removes every subscription from the index (the connection is going away); a
-    /// client's are withdrawn from the routes (without a pending limit: 1.0's leak is not
-    /// copied).
+    /// Removes every subscription from the index (the connection is going away) and
+    /// withdraws them from the routes they were advertised to (without a pending limit:
+    /// 1.0's leak is not copied).
     pub fn unsubscribe_all(&mut self, env: &mut Env<'_>) {
         let subs: Vec<_> = self.subs.drain().map(|(_, sub)| sub).collect();
         // One write lock for the whole connection, not one per subscription.
         env.subs.sublist().remove_batch(&subs);
         // Subscriptions past their limit were withdrawn when they reached it.
-        for sub in subs.iter().filter(|s| s.is_local() && !s.exhausted()) {
+        for sub in &subs {
             route::forward_unsub(sub, None, env);
         }
     }
 }
 
+#[cfg(test)]
+mod route2x_tests;
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]

@@ -190,6 +190,8 @@ pub struct ConnectOpts {
     pub headers: bool,
     pub no_responders: bool,
     pub tls_required: bool,
+    /// A route's cluster name (nats-server 2.x routes always send the key).
+    pub cluster: Option<String>,
 }
 
 impl ConnectOpts {
@@ -234,9 +236,19 @@ pub struct RemoteInfo {
     pub connect_urls: Vec<String>,
     pub proto: i64,
     pub headers: bool,
+    /// nats-server 2.x fields.
+    pub server_name: String,
+    pub cluster: Option<String>,
+    pub cluster_dynamic: bool,
 }
 
 impl RemoteInfo {
+    /// The peer speaks the nats-server 2.x route protocol: its INFO carries a cluster name
+    /// or a route protocol version of 2 or more (1.x never sends either).
+    pub fn is_v2(&self) -> bool {
+        self.cluster.is_some() || self.proto >= 2
+    }
+
     /// Decodes INFO JSON; anything 1.0 would refuse (bad JSON, wrong field types) is
     /// `ParserError`.
     pub fn from_json(json: &[u8]) -> Result<RemoteInfo, ProtoError> {
@@ -396,6 +408,11 @@ impl FieldSink for ConnectFields<'_> {
             set(map, &mut o.no_responders)
         } else if k("tls_required") {
             set(map, &mut o.tls_required)
+        } else if k("cluster") {
+            let mut name = o.cluster.clone().unwrap_or_default();
+            set(map, &mut name)?;
+            o.cluster = Some(name);
+            Ok(())
         } else if k("ssl_required") {
             // read (and type-checked) by 1.0, never used
             let mut unused = false;
@@ -444,6 +461,15 @@ impl FieldSink for InfoFields<'_> {
             set(map, &mut o.proto)
         } else if k("headers") {
             set(map, &mut o.headers)
+        } else if k("server_name") {
+            set(map, &mut o.server_name)
+        } else if k("cluster") {
+            let mut name = o.cluster.clone().unwrap_or_default();
+            set(map, &mut name)?;
+            o.cluster = Some(name);
+            Ok(())
+        } else if k("cluster_dynamic") {
+            set(map, &mut o.cluster_dynamic)
         } else {
             map.next_value::<IgnoredAny>().map(|_| ())
         }
@@ -576,6 +602,7 @@ mod tests {
                 headers: true,
                 no_responders: true,
                 tls_required: false,
+                cluster: None,
             }
         );
     }
