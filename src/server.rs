@@ -94,7 +94,7 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 /// released at once.
 ///
 /// A process killed a moment ago still holds its port for a few milliseconds while the
-/// kernel tears its io_uring down, so `EADDRINUSE` is retried for up to
+/// kernel tears its io_uring down (longer on a loaded machine), so `EADDRINUSE` is retried for up to
 /// [`PORT_RELEASE_WAIT`] before it is reported (a restart on the same port just works).
 fn check_port_free(addr: SocketAddr) -> io::Result<()> {
     if addr.port() == 0 {
@@ -114,7 +114,7 @@ fn check_port_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// How long start-up waits for a port held by a process that just died.
-const PORT_RELEASE_WAIT: Duration = Duration::from_millis(500);
+const PORT_RELEASE_WAIT: Duration = Duration::from_millis(1500);
 
 /// What a listener is for, to word start-up errors as gnatsd does.
 #[derive(Clone, Copy)]
