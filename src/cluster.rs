@@ -7,6 +7,7 @@
 //! §2.7 of the reference): duplicates by server id, gossip of newcomers, explicit routes
 //! dialled forever every second, implicit ones `connect_retries` more times.
 
+use crate::auth::{check_secret, Check, Secret, VerifiedCache};
 use crate::options::{ClusterOptions, RouteUrl};
 use crate::outbound::Outbound;
 use crate::proto::info::{ConnectOpts, RemoteInfo};
@@ -269,16 +270,18 @@ impl Cluster {
         self.opts.user.is_some()
     }
 
-    /// Checks an inbound route's CONNECT credentials (constant-time on the secrets).
-    pub fn check_auth(&self, c: &ConnectOpts) -> bool {
+    /// Checks an inbound route's CONNECT credentials (constant-time on plain secrets; a
+    /// bcrypt password is deferred to the pool unless `cache` knows it).
+    pub fn check_auth(&self, c: &ConnectOpts, cache: &VerifiedCache) -> Check {
         let Some(user) = &self.opts.user else {
-            return true;
+            return Check::Ok(None);
         };
         let pass = self.opts.pass.as_deref().unwrap_or("");
-        // Evaluate both comparisons: no early exit that tells which one failed.
-        let u = ct_eq(c.user.as_deref().unwrap_or("").as_bytes(), user.as_bytes());
-        let p = ct_eq(c.pass.as_deref().unwrap_or("").as_bytes(), pass.as_bytes());
-        u & p
+        let given = c.user.as_deref().unwrap_or("");
+        if !ct_eq(given.as_bytes(), user.as_bytes()) {
+            return Check::Fail;
+        }
+        check_secret(&Secret::new(pass), user, c.pass.as_deref(), cache, None)
     }
 
     /// Registers the route `cid` to `remote`. On success returns the other routes, to

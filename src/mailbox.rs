@@ -16,6 +16,8 @@ pub enum Mail {
     Flush(u64),
     /// Close the connection (a kill from another core, e.g. a replaced route).
     Close(u64),
+    /// The bcrypt verdict for the connection `token` that waits on it after its CONNECT.
+    AuthDone { token: u64, ok: bool },
 }
 
 /// Undelivered mail per reactor above which a post first coalesces duplicates, so the
@@ -112,6 +114,7 @@ fn mail_key(m: &Mail) -> (u8, u64) {
     match *m {
         Mail::Flush(t) => (0, t),
         Mail::Close(t) => (1, t),
+        Mail::AuthDone { token, ok } => (2 + ok as u8, token),
     }
 }
 

@@ -228,6 +228,8 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .collect::<io::Result<Vec<_>>>()?
         .into();
     let shared = Arc::new(Shared::new(opts, server_id, addr.port(), cluster));
+    // bcrypt never runs on a reactor: two threads verify hashes and mail the verdicts.
+    shared.auth_pool.start(Arc::clone(&handles));
 
     // Build every ring before reporting success, so a missing io_uring is a clean start-up
     // error rather than a dead thread.

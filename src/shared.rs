@@ -2,6 +2,7 @@
 //! options, the subscription index, the cluster state, the connection registry and the
 //! counters. Holds no sockets; the reactors' wake-up handles live in [`crate::mailbox`].
 
+use crate::auth::AuthPool;
 use crate::cluster::Cluster;
 use crate::conn::{ConnConfig, Subscription};
 use crate::options::Options;
@@ -37,6 +38,8 @@ pub struct Shared {
     registry: Mutex<AHashMap<u64, ConnRef>>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
+    /// bcrypt verifications off the reactors, and the cache of successful ones.
+    pub auth_pool: AuthPool,
 }
 
 impl Shared {
@@ -54,6 +57,7 @@ impl Shared {
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            auth_pool: AuthPool::default(),
             opts,
         }
     }

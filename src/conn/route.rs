@@ -8,6 +8,7 @@
 
 use super::deliver::{deliver, deliver_to_member, put_usize, Message, Source, Targets};
 use super::{CloseReason, ConnConfig, Connection, Env, Kind, Origin, Subscription};
+use crate::auth::Check;
 use crate::cluster::{ClosedRoute, Cluster, Dial, RegisterError};
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::{ConnectOpts, RemoteInfo};
@@ -203,25 +204,37 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
 }
 
 fn on_connect(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlFlow<()> {
-    conn.auth_deadline = None;
+    if crate::log::trace_enabled() {
+        crate::trace!(
+            "{}->> [CONNECT {}]",
+            conn.log_prefix,
+            super::redact_connect(json)
+        );
+    }
     if conn.opts.apply_json(json).is_err() {
+        conn.auth_deadline = None;
         return conn.fail(ProtoError::ParserError, env);
     }
     // A client library dialled the route port.
     if conn.opts.lang.as_deref().is_some_and(|l| !l.is_empty()) {
+        conn.auth_deadline = None;
         crate::error!("{}{}", conn.log_prefix, ProtoError::RouteConnect);
         return conn.fail(ProtoError::RouteConnect, env);
     }
-    let authorized = env
-        .shared
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.check_auth(&conn.opts));
-    if !authorized {
-        // gnatsd's log text for a rejected route (the -ERR says "Violation").
-        crate::error!("{}Authorization Error", conn.log_prefix);
-        return conn.fail(ProtoError::AuthViolation, env);
+    let check = match env.shared.cluster.as_ref() {
+        Some(c) => c.check_auth(&conn.opts, &env.shared.auth_pool.cache),
+        None => Check::Fail,
+    };
+    // A rejected route is logged as gnatsd does ("Authorization Error"; the -ERR says
+    // "Violation"); a bcrypt password is verified off the reactor first.
+    match conn.authorize(check, env) {
+        Some(_) => connect_authorized(conn),
+        None => ControlFlow::Break(()),
     }
+}
+
+/// The rest of a route's CONNECT once its credentials are accepted.
+pub(super) fn connect_authorized(conn: &mut Connection) -> ControlFlow<()> {
     let name = conn.opts.name.clone().filter(|n| !n.is_empty());
     let state = conn.route_state();
     if state.remote_id.is_none() {

@@ -191,7 +191,10 @@ impl Op<'_> {
 pub enum Parsed {
     /// All input was consumed (a trailing partial frame is buffered).
     Done,
-    /// The callback returned `Break`; the rest of the input was dropped.
+    /// The callback returned `Break`; the rest of the input was dropped. The bytes used
+    /// up to and including the op that stopped are [`Parser::stopped_at`]; the parser is
+    /// then between ops, so the caller may keep the rest and parse it later (a CONNECT
+    /// waiting for a bcrypt verdict).
     Stopped,
 }
 
@@ -204,6 +207,8 @@ pub struct Parser {
     buf: Vec<u8>,
     state: State,
     err: Option<ProtoError>,
+    /// Input bytes used by the last `parse` call that returned `Stopped`.
+    stopped_at: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -421,7 +426,7 @@ enum Resume {
     Used(usize),
     /// All input was used and the frame is still incomplete.
     NeedMore,
-    Stopped,
+    Stopped(usize),
 }
 
 impl Parser {
@@ -431,7 +436,14 @@ impl Parser {
             buf: Vec::new(),
             state: State::Idle,
             err: None,
+            stopped_at: 0,
         }
+    }
+
+    /// After `parse` returned `Parsed::Stopped`: how many bytes of that call's input were
+    /// used (up to the end of the op whose callback returned `Break`).
+    pub fn stopped_at(&self) -> usize {
+        self.stopped_at
     }
 
     pub fn config(&self) -> &ParserConfig {
@@ -495,7 +507,10 @@ impl Parser {
         let mut pos = match self.resume(input, on_op)? {
             Resume::Used(n) => n,
             Resume::NeedMore => return Ok(Parsed::Done),
-            Resume::Stopped => return Ok(Parsed::Stopped),
+            Resume::Stopped(used) => {
+                self.stopped_at = used;
+                return Ok(Parsed::Stopped);
+            }
         };
 
         while pos < input.len() {
@@ -520,6 +535,7 @@ impl Parser {
                 Line::Op(op) => {
                     pos += next;
                     if deliver(op, &mut self.cfg, on_op).is_break() {
+                        self.stopped_at = pos;
                         return Ok(Parsed::Stopped);
                     }
                 }
@@ -533,6 +549,7 @@ impl Parser {
                         pos += end;
                         let op = head.with_payload(&rest[start..start + size]);
                         if on_op(op, &mut self.cfg).is_break() {
+                            self.stopped_at = pos;
                             return Ok(Parsed::Stopped);
                         }
                     } else {
@@ -584,7 +601,7 @@ impl Parser {
                     let flow = deliver(op, &mut self.cfg, on_op);
                     self.buf.clear();
                     return Ok(if flow.is_break() {
-                        Resume::Stopped
+                        Resume::Stopped(used)
                     } else {
                         Resume::Used(used)
                     });
@@ -621,7 +638,7 @@ impl Parser {
                 self.buf = Vec::new();
             }
             if flow.is_break() {
-                return Ok(Resume::Stopped);
+                return Ok(Resume::Stopped(used));
             }
         }
         Ok(Resume::Used(used))

@@ -14,7 +14,7 @@ use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{mono_ns, Outbound, WakeBatch};
-use crate::proto::{Op, Parser, ParserConfig, ProtoError};
+use crate::proto::{Op, Parsed, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -663,8 +663,9 @@ impl Reactor {
                 conn.conn.close(CloseReason::ClientClosed);
             }
         } else if let Some(bid) = bid {
-            if conn.stalled_since.is_some() || !conn.held.is_empty() {
-                // Paused: data that was already in flight waits, in order, for the resume.
+            if conn.stalled_since.is_some() || !conn.held.is_empty() || conn.conn.auth_pending() {
+                // Paused (a backed-up subscriber, or a CONNECT waiting for its bcrypt
+                // verdict): data that was already in flight waits, in order, for the resume.
                 // It is copied out so the shared ring is not starved by paused publishers
                 // (bounded: only what was in flight when the recv was cancelled).
                 conn.held
@@ -712,8 +713,19 @@ impl Reactor {
                 }
                 flow
             });
-            if let Err(e) = parsed {
-                let _ = c.fail(e, &mut env);
+            match parsed {
+                Err(e) => {
+                    let _ = c.fail(e, &mut env);
+                }
+                Ok(Parsed::Stopped) if c.auth_pending() => {
+                    // The CONNECT waits for bcrypt: keep what follows it, in order, in
+                    // front of anything held already; it is parsed after the verdict.
+                    let rest = &data[conn.parser.stopped_at()..];
+                    if !rest.is_empty() {
+                        conn.held.push_front(rest.to_vec());
+                    }
+                }
+                Ok(_) => {}
             }
         }
         if let Input::Ring(bid, _) = input {
@@ -724,6 +736,14 @@ impl Reactor {
             // A route carries a whole server's traffic: a slow local subscriber never
             // pauses its reads (the subscriber is cut at max_pending instead).
             conn.stalled_on.clear();
+        }
+        if conn.conn.auth_pending() && conn.recv_armed {
+            // No reading until the verdict: what is in flight is held (bounded).
+            let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
+                .build()
+                .user_data(user_data(Kind::Cancel, token));
+            self.push_sqe(sqe);
+            return;
         }
         if !conn.stalled_on.is_empty() && conn.stalled_since.is_none() {
             // A subscriber is backed up: stop reading this publisher until it drains.
@@ -746,7 +766,7 @@ impl Reactor {
         if conn.conn.closing().is_some() {
             conn.held.clear();
             self.start_close(token);
-        } else if !conn.recv_armed && conn.stalled_since.is_none() {
+        } else if !conn.recv_armed && conn.stalled_since.is_none() && !conn.conn.auth_pending() {
             self.arm_recv(token);
         }
     }
@@ -782,7 +802,7 @@ impl Reactor {
             while let Some(data) = self
                 .conns
                 .get_mut(token)
-                .filter(|c| c.stalled_since.is_none())
+                .filter(|c| c.stalled_since.is_none() && !c.conn.auth_pending())
                 .and_then(|c| c.held.pop_front())
             {
                 self.feed(token, Input::Held(data));
@@ -873,8 +893,10 @@ impl Reactor {
 
     fn handle_mail(&mut self) {
         let mut mail = std::mem::take(&mut self.mail);
+        let mut verdicts = Vec::new();
         for m in mail.drain(..) {
             match m {
+                Mail::AuthDone { token, ok } => verdicts.push((token, ok)),
                 Mail::Flush(token) => self.dirty.push(token),
                 Mail::Close(token) => {
                     if let Some(slot) = self.conns.get_mut(token) {
@@ -887,6 +909,48 @@ impl Reactor {
         if self.mail.is_empty() {
             self.mail = mail;
         }
+        if !verdicts.is_empty() {
+            for (token, ok) in verdicts {
+                self.auth_done(token, ok);
+            }
+            // Output of the resumed connections (and of what their held input published)
+            // goes out this iteration.
+            self.hand_off();
+        }
+    }
+
+    /// A bcrypt verdict for a connection whose CONNECT waits: complete (or fail) it, then
+    /// parse the input held meanwhile, in order, and read again.
+    fn auth_done(&mut self, token: u64, ok: bool) {
+        let Reactor {
+            conns,
+            batch,
+            rng,
+            server,
+            now,
+            ..
+        } = self;
+        let Some(slot) = conns.get_mut(token) else {
+            return;
+        };
+        if !slot.conn.auth_pending() {
+            return;
+        }
+        let mut env = Env::new(server, batch, rng, *now);
+        let _ = slot.conn.on_auth_done(ok, &mut env);
+        drop(env);
+        batch.flush(&mut slot.stalled_on);
+        while let Some(data) = self
+            .conns
+            .get_mut(token)
+            .filter(|c| {
+                c.stalled_since.is_none() && !c.conn.auth_pending() && c.conn.closing().is_none()
+            })
+            .and_then(|c| c.held.pop_front())
+        {
+            self.feed(token, Input::Held(data));
+        }
+        self.after_input(token);
     }
 
     fn flush_dirty(&mut self) {
