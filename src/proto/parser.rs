@@ -2041,6 +2041,48 @@ mod tests {
         });
         assert_eq!(r, Ok(Parsed::Stopped));
         assert_eq!(seen, vec![pub_op("a", None, "hi")]);
+        assert_eq!(p.stopped_at(), 3);
+    }
+
+    /// A stop after CONNECT (waiting for bcrypt) reports how much input was used, and the
+    /// rest parses later as if it had never been interrupted, wherever the reads split.
+    #[test]
+    fn stopped_at_lets_the_caller_resume_after_connect() {
+        let input: &[u8] = b"CONNECT {\"user\":\"a\"}\r\nSUB foo 1\r\nPUB foo 2\r\nhi\r\nPING\r\n";
+        let mut a = cfg();
+        a.require_connect = true;
+        for split in 1..input.len() {
+            let mut p = Parser::new(a);
+            let mut ops = Vec::new();
+            let mut rest = Vec::new();
+            for chunk in [&input[..split], &input[split..]] {
+                if !rest.is_empty() {
+                    rest.extend_from_slice(chunk);
+                    continue;
+                }
+                let r = p.parse(chunk, |op| {
+                    let stop = matches!(op, Op::Connect(_));
+                    ops.push(op.to_owned_op());
+                    if stop {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                if r == Ok(Parsed::Stopped) {
+                    rest.extend_from_slice(&chunk[p.stopped_at()..]);
+                }
+            }
+            p.parse(&rest, |op| {
+                ops.push(op.to_owned_op());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert_eq!(ops.len(), 4, "split at {split}: {ops:?}");
+            assert_eq!(ops[1], sub_op("foo", None, "1"), "split at {split}");
+            assert_eq!(ops[2], pub_op("foo", None, "hi"), "split at {split}");
+            assert_eq!(ops[3], OwnedOp::Ping, "split at {split}");
+        }
     }
 
     #[test]
