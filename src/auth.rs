@@ -267,6 +267,9 @@ pub struct Job {
 #[derive(Default)]
 pub struct AuthPool {
     tx: OnceLock<SyncSender<Job>>,
+    /// The threads' end of the queue, kept here too so a pool without threads (tests) still
+    /// queues.
+    rx: OnceLock<Arc<Mutex<Receiver<Job>>>>,
     pub cache: Arc<VerifiedCache>,
 }
 
@@ -280,12 +283,18 @@ pub enum SubmitError {
 impl AuthPool {
     /// Starts the threads (once); they post verdicts through `handles`.
     pub fn start(&self, handles: Arc<[ReactorHandle]>) {
-        let (tx, rx) = sync_channel::<Job>(POOL_QUEUE);
+        self.start_with(handles, POOL_THREADS, POOL_QUEUE);
+    }
+
+    /// [`start`](Self::start) with other sizes (tests: no threads, a tiny queue).
+    pub fn start_with(&self, handles: Arc<[ReactorHandle]>, threads: usize, queue: usize) {
+        let (tx, rx) = sync_channel::<Job>(queue);
         if self.tx.set(tx).is_err() {
             return;
         }
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..POOL_THREADS {
+        let _ = self.rx.set(Arc::clone(&rx));
+        for i in 0..threads {
             let rx = Arc::clone(&rx);
             let handles = Arc::clone(&handles);
             let cache = Arc::clone(&self.cache);

@@ -462,3 +462,41 @@ fn bcrypt_without_the_pool_fails_closed() {
     assert_eq!(drain(&a), "-ERR 'Authorization Violation'\r\n");
     assert!(a.conn.closing().is_some() && !a.conn.auth_pending());
 }
+
+#[test]
+fn a_full_bcrypt_queue_fails_the_connect() {
+    use crate::mailbox::ReactorHandle;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let mut h = users_harness(&[("u", &hash, None)], None);
+    let handles: Arc<[ReactorHandle]> = vec![ReactorHandle::new().unwrap()].into();
+    // No threads and room for one job: the second CONNECT finds the queue full.
+    h.shared.auth_pool.start_with(handles, 0, 1);
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("u", "pw"));
+    assert!(a.conn.auth_pending() && a.conn.closing().is_none());
+    let mut b = h.peer(2);
+    h.feed(&mut b, &connect_line("u", "pw"));
+    assert_eq!(drain(&b), "-ERR 'Authorization Violation'\r\n");
+    assert!(b.conn.closing().is_some() && !b.conn.auth_pending());
+}
+
+#[test]
+fn auth_timeout_fires_while_bcrypt_is_pending() {
+    use crate::mailbox::ReactorHandle;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let mut h = users_harness(&[("u", &hash, None)], None);
+    let handles: Arc<[ReactorHandle]> = vec![ReactorHandle::new().unwrap()].into();
+    h.shared.auth_pool.start_with(handles, 0, 4);
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("u", "pw"));
+    assert!(a.conn.auth_pending());
+    h.now += h.shared.conn_cfg.auth_timeout;
+    h.tick(&mut a);
+    assert_eq!(drain(&a), "-ERR 'Authorization Timeout'\r\n");
+    // A verdict that arrives afterwards changes nothing.
+    let mut env = h.env();
+    assert!(a.conn.on_auth_done(true, &mut env).is_break());
+    drop(env);
+    h.batch.flush(&mut a.stalled);
+    assert_eq!(drain(&a), "");
+}
