@@ -636,6 +636,47 @@ mod tests {
     }
 
     #[test]
+    fn route_auth_plain_and_bcrypt() {
+        let with_pass = |pass: &str| {
+            let opts = ClusterOptions {
+                user: Some("ruser".into()),
+                pass: Some(pass.into()),
+                ..ClusterOptions::default()
+            };
+            Cluster::new(opts, "ME".into(), "1.0.0", 1 << 20, vec![], 1)
+        };
+        let creds = |user: &str, pass: &str| ConnectOpts {
+            user: Some(user.into()),
+            pass: Some(pass.into()),
+            ..ConnectOpts::default()
+        };
+        let cache = VerifiedCache::default();
+        let plain = with_pass("rpass");
+        assert!(matches!(
+            plain.check_auth(&creds("ruser", "rpass"), &cache),
+            Check::Ok(None)
+        ));
+        assert!(matches!(
+            plain.check_auth(&creds("ruser", "x"), &cache),
+            Check::Fail
+        ));
+        assert!(matches!(
+            plain.check_auth(&ConnectOpts::default(), &cache),
+            Check::Fail
+        ));
+        let hashed = with_pass(&bcrypt::hash("rpass", 4).unwrap());
+        // A hash is verified off the reactor; a wrong user fails at once.
+        assert!(matches!(
+            hashed.check_auth(&creds("ruser", "rpass"), &cache),
+            Check::Bcrypt { .. }
+        ));
+        assert!(matches!(
+            hashed.check_auth(&creds("other", "rpass"), &cache),
+            Check::Fail
+        ));
+    }
+
+    #[test]
     fn duplicates_self_and_takeover() {
         let c = cluster(&[]);
         let out = Arc::new(Outbound::new(1, 0, 1, 1024));

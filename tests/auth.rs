@@ -269,3 +269,50 @@ fn route_authorization_with_a_bcrypt_cluster_password() {
     let log = s.log();
     assert!(!log.contains("routepw"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_nats_bcrypt_user_requests_within_its_permissions() {
+    use futures::StreamExt;
+    let t = Duration::from_secs(10);
+    let hash = bcrypt::hash("carolpw", 6).unwrap();
+    let conf = format!(
+        "authorization {{\n  users = [\n    \
+         {{user: carol, password: \"{hash}\", permissions: {{publish: \"svc.*\", subscribe: \"_INBOX.>\"}}}}\n    \
+         {{user: bob, password: plainpw}}\n  ]\n}}\n"
+    );
+    let s = Server::start("asyncnats", &conf, &[]);
+    let url = format!("nats://127.0.0.1:{}", s.port);
+    let connect = |user: &'static str, pass: &'static str| {
+        let url = url.clone();
+        async move {
+            tokio::time::timeout(
+                t,
+                async_nats::ConnectOptions::with_user_and_password(user.into(), pass.into())
+                    .connect(url),
+            )
+            .await
+            .expect("connect in time")
+        }
+    };
+    let bob = connect("bob", "plainpw").await.expect("bob connects");
+    let mut svc = bob.subscribe("svc.echo").await.unwrap();
+    bob.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(reply) = m.reply {
+                bob.publish(reply, m.payload).await.unwrap();
+                bob.flush().await.unwrap();
+            }
+        }
+    });
+    let carol = connect("carol", "carolpw").await.expect("carol connects");
+    let answer = tokio::time::timeout(t, carol.request("svc.echo", "ping".into()))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    assert_eq!(&answer.payload[..], b"ping");
+    assert!(
+        connect("carol", "wrong").await.is_err(),
+        "a wrong password is refused"
+    );
+}
