@@ -137,11 +137,22 @@ pub fn is_bcrypt(s: &str) -> bool {
 }
 
 /// A user entry of `authorization { users = [...] }`, as configured.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserConfig {
     pub user: String,
     pub pass: String,
     pub permissions: Option<Permissions>,
+}
+
+/// The password is never printed.
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("user", &self.user)
+            .field("pass", &"[REDACTED]")
+            .field("permissions", &self.permissions)
+            .finish()
+    }
 }
 
 /// A user ready for checks.
@@ -426,6 +437,12 @@ mod tests {
         assert!(!is_bcrypt("$2c$04$abc"));
         assert!(!is_bcrypt("plain"));
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Plain([REDACTED])");
+        let u = UserConfig {
+            user: "a".into(),
+            pass: "hunter2".into(),
+            permissions: None,
+        };
+        assert!(!format!("{u:?}").contains("hunter2"));
         let cache = VerifiedCache::default();
         assert!(matches!(
             check_secret(&Secret::new("pw"), "u", Some("pw"), &cache, None),
