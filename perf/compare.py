@@ -69,6 +69,12 @@ CLUSTER_FLAVOUR = {
     "gnatsd": ("nats-route", []),
     "nats-server": ("nats", ["--cluster_name", "ringnats-bench"]),
 }
+# Mixed pairs for the routed cases (node A, node B): ringnats routed with nats-server 2.x
+# over the 2.x route protocol, in both orders. Only run for routed cases.
+MIXED = {
+    "ringnats>nats-server": ("ringnats", "nats-server"),
+    "nats-server>ringnats": ("nats-server", "ringnats"),
+}
 MIN_MSGS = 1000
 
 CSV_FIELDS = [
@@ -293,6 +299,10 @@ def pick_servers(cfg):
             log("GNATSD_BIN=%s is not an executable: skipping gnatsd 1.0" % cfg.gnatsd)
     else:
         log("GNATSD_BIN not set and no ../shared/peers/gnatsd-1.0.0: skipping gnatsd 1.0")
+    kinds = dict(servers)
+    if env("MIXED", "1") != "0" and "ringnats" in kinds and "nats-server" in kinds:
+        for name, (a, b) in MIXED.items():
+            servers.append((name, (kinds[a], kinds[b])))
     if cfg.servers_filter:
         servers = [s for s in servers if s[0] in cfg.servers_filter]
     return servers
@@ -471,9 +481,15 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
     try:
         if routed:
             port, port_b, cport_a, cport_b = free_ports(4)
-            plan = [("A", port, sargv + ["-a", "127.0.0.1", "-p", str(port)] + cluster_args(sname, cport_a)),
-                    ("B", port_b, sargv + ["-a", "127.0.0.1", "-p", str(port_b)]
-                     + cluster_args(sname, cport_b, cport_a))]
+            if sname in MIXED:
+                (ka, kb), (argv_a, argv_b) = MIXED[sname], sargv
+            else:
+                ka, kb, argv_a, argv_b = sname, sname, sargv, sargv
+            # node B solicits A with A's route URL scheme
+            route_b = cluster_args(kb, cport_b) + ["--routes", "%s://127.0.0.1:%d" % (
+                CLUSTER_FLAVOUR.get(ka, ("nats-route", []))[0], cport_a)]
+            plan = [("A", port, argv_a + ["-a", "127.0.0.1", "-p", str(port)] + cluster_args(ka, cport_a)),
+                    ("B", port_b, argv_b + ["-a", "127.0.0.1", "-p", str(port_b)] + route_b)]
         else:
             port = free_port()
             port_b = None
@@ -994,7 +1010,7 @@ def main():
             for gen in gens:
                 if case[5].get("idle") and not executable(cfg.bench):
                     continue
-                srvs = list(servers)
+                srvs = [s for s in servers if s[0] not in MIXED or case[0] in ROUTED]
                 if ceiling and case[0] in PUB_ONLY:
                     srvs.append(ceiling)
                 for s in srvs:

@@ -6,10 +6,16 @@
 //! [`Cluster::take_due`] and report failures back. The rules are gnatsd 1.0's (§2.3, §2.6,
 //! §2.7 of the reference): duplicates by server id, gossip of newcomers, explicit routes
 //! dialled forever every second, implicit ones `connect_retries` more times.
+//!
+//! Routes of the two dialects (gnatsd 1.0, nats-server 2.x) share the table; gossip stays
+//! within a dialect. The interest 2.x routes are told about is aggregated per subject and
+//! queue group ([`Cluster::interest_v2`]), so its `RS+`/`RS-` lines are written straight to
+//! each 2.x route's queue under one lock, in the order the counts changed.
 
 use crate::auth::{check_secret, Check, Secret, VerifiedCache};
+use crate::conn::route::Dialect;
 use crate::options::{ClusterOptions, RouteUrl};
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::{ConnectOpts, RemoteInfo};
 use ahash::AHashMap;
 use serde::Serialize;
@@ -77,6 +83,79 @@ impl RouteInfo {
     }
 }
 
+/// The route INFO of the 2.x dialect, fields in nats-server 2.9's order (no nonce: 2.x does
+/// not use it on routes; no `lnoc`: leaf-origin messages are not spoken here).
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfoV2 {
+    pub server_id: String,
+    pub server_name: String,
+    pub version: String,
+    pub proto: i64,
+    pub go: String,
+    pub host: String,
+    pub port: u16,
+    pub headers: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    pub max_payload: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub cluster: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+}
+
+impl RouteInfoV2 {
+    /// `INFO <json> \r\n` (2.9's first route INFO has the space before CRLF).
+    pub fn line(&self) -> Vec<u8> {
+        let mut out = b"INFO ".to_vec();
+        out.extend_from_slice(&crate::proto::info::go_json(self));
+        out.extend_from_slice(b" \r\n");
+        out
+    }
+
+    /// What we tell other 2.x routes about a 2.x newcomer: its INFO with `ip` set (2.9
+    /// forwards it without the space before CRLF).
+    pub fn gossip_of(remote: &RemoteInfo, peer_ip: &str) -> Vec<u8> {
+        let v1 = RouteInfo::gossip_of(remote, peer_ip);
+        let info = RouteInfoV2 {
+            server_id: remote.server_id.clone(),
+            server_name: remote.server_name.clone(),
+            version: remote.version.clone(),
+            proto: remote.proto,
+            go: remote.go.clone(),
+            host: remote.host.clone(),
+            port: v1.port,
+            headers: remote.headers,
+            auth_required: remote.auth_required,
+            max_payload: v1.max_payload,
+            ip: v1.ip,
+            cluster: remote.cluster.clone().unwrap_or_default(),
+            connect_urls: remote.connect_urls.clone(),
+        };
+        let mut out = b"INFO ".to_vec();
+        out.extend_from_slice(&crate::proto::info::go_json(&info));
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+/// The 2.x route CONNECT, fields in nats-server 2.9's order.
+#[derive(Serialize)]
+struct RouteConnectV2<'a> {
+    echo: bool,
+    verbose: bool,
+    pedantic: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<&'a str>,
+    tls_required: bool,
+    headers: bool,
+    name: &'a str,
+    cluster: &'a str,
+}
+
 /// The route CONNECT, fields in gnatsd 1.0's order.
 #[derive(Serialize)]
 struct RouteConnect<'a> {
@@ -116,6 +195,7 @@ struct Registered {
     /// Set when this side solicited the route (or took over a duplicate's record).
     url: Option<RouteUrl>,
     explicit: bool,
+    dialect: Dialect,
 }
 
 /// Why registration failed.
@@ -159,7 +239,22 @@ pub struct Cluster {
     /// Queue groups of local members that left recently, so a `QRSID` message already on
     /// its way to one still reaches its group (bounded, oldest forgotten first).
     gone: Mutex<GoneMembers>,
+    /// What 2.x routes are told: interest counted per subject and queue group.
+    v2: Mutex<InterestV2>,
 }
+
+/// The interest advertised to 2.x routes: every subscription of a local client or of a
+/// 1.0 route, counted per `subject[ queue]` (nats-server's route map). A plain subject is
+/// announced when its count leaves 0 and withdrawn when it returns to 0; a queue group is
+/// re-announced with its new weight on every change.
+#[derive(Default)]
+struct InterestV2 {
+    counts: AHashMap<Box<[u8]>, u32>,
+    routes: Vec<Arc<Outbound>>,
+}
+
+/// Bound on distinct subjects advertised to 2.x routes (each costs one map entry).
+const INTEREST_V2_MAX: usize = 1 << 20;
 
 /// `(cid, sid)` → queue name of recently removed local queue subscriptions.
 #[derive(Default)]
@@ -190,9 +285,9 @@ impl Cluster {
             host: opts.host.clone(),
             port: opts.port,
             auth_required: opts.user.is_some(),
-            ssl_required: false,
-            tls_required: false,
-            tls_verify: false,
+            ssl_required: opts.tls.is_some(),
+            tls_required: opts.tls.is_some(),
+            tls_verify: opts.tls.is_some(),
             max_payload,
             ip: None,
             connect_urls: own_urls,
@@ -210,6 +305,106 @@ impl Cluster {
             dials: Mutex::new(Vec::new()),
             next_reactor: AtomicUsize::new(0),
             gone: Mutex::new(GoneMembers::default()),
+            v2: Mutex::new(InterestV2::default()),
+        }
+    }
+
+    fn lock_v2(&self) -> MutexGuard<'_, InterestV2> {
+        self.v2.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cluster name configured for 2.x routes, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.opts.name.as_deref()
+    }
+
+    /// Our 2.x route INFO line, carrying `cluster` as the cluster name.
+    pub fn info_line_v2(&self, cluster: &str) -> Vec<u8> {
+        let i = &self.info;
+        RouteInfoV2 {
+            server_id: i.server_id.clone(),
+            server_name: i.server_id.clone(),
+            version: i.version.clone(),
+            proto: 2,
+            go: i.go.clone(),
+            host: i.host.clone(),
+            port: i.port,
+            headers: true,
+            auth_required: i.auth_required,
+            max_payload: i.max_payload,
+            ip: None,
+            cluster: cluster.to_string(),
+            connect_urls: i.connect_urls.clone(),
+        }
+        .line()
+    }
+
+    /// Our 2.x route CONNECT line for a route dialled at `url`.
+    pub fn connect_line_v2(&self, url: &RouteUrl, cluster: &str) -> Vec<u8> {
+        let c = RouteConnectV2 {
+            echo: true,
+            verbose: false,
+            pedantic: false,
+            user: url.user.as_deref(),
+            pass: url.pass.as_deref(),
+            tls_required: false,
+            headers: true,
+            name: &self.server_id,
+            cluster,
+        };
+        let mut out = b"CONNECT ".to_vec();
+        out.extend_from_slice(&crate::proto::info::go_json(&c));
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// A 2.x route registered: from now on it gets every interest change, starting with
+    /// all the interest there is (one append, under the same lock as the changes).
+    pub fn attach_v2(&self, out: &Arc<Outbound>, batch: &mut WakeBatch) {
+        let mut v2 = self.lock_v2();
+        let mut lines = Vec::new();
+        for (key, &n) in &v2.counts {
+            interest_line(&mut lines, key, n);
+        }
+        if !lines.is_empty() {
+            batch.note(out, out.push(&lines));
+        }
+        v2.routes.push(Arc::clone(out));
+    }
+
+    fn detach_v2(&self, out: &Arc<Outbound>) {
+        self.lock_v2().routes.retain(|o| !Arc::ptr_eq(o, out));
+    }
+
+    /// Interest under `key` (`subject` or `subject queue`) changed by `delta` subscriptions;
+    /// `queue` tells which kind of key it is. 2.x routes hear of it at once, in order.
+    pub fn interest_v2(&self, key: &[u8], queue: bool, delta: i32, batch: &mut WakeBatch) {
+        let mut v2 = self.lock_v2();
+        let before = v2.counts.get(key).copied().unwrap_or(0);
+        let after = (i64::from(before) + i64::from(delta)).clamp(0, i64::from(u32::MAX)) as u32;
+        if after == before {
+            return;
+        }
+        if after == 0 {
+            v2.counts.remove(key);
+        } else if before == 0 && v2.counts.len() >= INTEREST_V2_MAX {
+            crate::error!("Too many subjects to advertise to 2.x routes; dropping interest");
+            return;
+        } else {
+            v2.counts.insert(key.into(), after);
+        }
+        // A plain subject matters only when it appears or disappears; a queue group's
+        // weight is news on every change.
+        if !queue && before != 0 && after != 0 {
+            return;
+        }
+        if v2.routes.is_empty() {
+            return;
+        }
+        let mut line = Vec::with_capacity(key.len() + 24);
+        interest_line(&mut line, key, after);
+        for r in &v2.routes {
+            batch.note(r, r.push(&line));
         }
     }
 
@@ -257,7 +452,7 @@ impl Cluster {
             pedantic: false,
             user: url.user.as_deref(),
             pass: url.pass.as_deref(),
-            tls_required: false,
+            tls_required: self.opts.tls.is_some(),
             name: &self.server_id,
         };
         let mut out = b"CONNECT ".to_vec();
@@ -284,8 +479,9 @@ impl Cluster {
         check_secret(&Secret::new(pass), user, c.pass.as_deref(), cache, None)
     }
 
-    /// Registers the route `cid` to `remote`. On success returns the other routes, to
-    /// which the caller gossips the newcomer.
+    /// Registers the route `cid` to `remote`, speaking `dialect`. On success returns the
+    /// other routes of the same dialect, to which the caller gossips the newcomer.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         remote: &RemoteInfo,
@@ -294,6 +490,7 @@ impl Cluster {
         out: &Arc<Outbound>,
         url: Option<&RouteUrl>,
         explicit: bool,
+        dialect: Dialect,
     ) -> Result<Vec<Arc<Outbound>>, RegisterError> {
         if remote.server_id == self.server_id {
             return Err(RegisterError::SelfRoute);
@@ -310,15 +507,24 @@ impl Cluster {
             }
             return Err(RegisterError::Duplicate);
         }
-        let others: Vec<Arc<Outbound>> = table.values().map(|r| Arc::clone(&r.out)).collect();
+        let others: Vec<Arc<Outbound>> = table
+            .values()
+            .filter(|r| r.dialect == dialect)
+            .map(|r| Arc::clone(&r.out))
+            .collect();
+        let gossip = match dialect {
+            Dialect::V1 => RouteInfo::gossip_of(remote, peer_ip).line(),
+            Dialect::V2 => RouteInfoV2::gossip_of(remote, peer_ip),
+        };
         table.insert(
             remote.server_id.clone(),
             Registered {
                 cid,
                 out: Arc::clone(out),
-                gossip: RouteInfo::gossip_of(remote, peer_ip).line(),
+                gossip,
                 url: url.cloned(),
                 explicit,
+                dialect,
             },
         );
         self.publish_routes(&table);
@@ -332,12 +538,17 @@ impl Cluster {
         self.lock_table().get(remote_id).map(|r| r.gossip.clone())
     }
 
+    /// Publishes the 1.0 routes' queues (the ones `SUB`/`UNSUB` lines go to).
     fn publish_routes(&self, table: &AHashMap<String, Registered>) {
-        let outs: Vec<Arc<Outbound>> = table.values().map(|r| Arc::clone(&r.out)).collect();
+        let outs: Vec<Arc<Outbound>> = table
+            .values()
+            .filter(|r| r.dialect == Dialect::V1)
+            .map(|r| Arc::clone(&r.out))
+            .collect();
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::from(outs);
     }
 
-    /// The registered routes' queues.
+    /// The registered 1.0 routes' queues.
     pub fn routes(&self) -> Arc<[Arc<Outbound>]> {
         Arc::clone(&self.routes.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -365,6 +576,9 @@ impl Cluster {
             let mut table = self.lock_table();
             if table.get(id).is_some_and(|r| r.cid == closed.cid) {
                 let r = table.remove(id).expect("checked above");
+                if r.dialect == Dialect::V2 {
+                    self.detach_v2(&r.out);
+                }
                 if url.is_none() {
                     url = r.url;
                     explicit = r.explicit;
@@ -568,6 +782,17 @@ impl Cluster {
     }
 }
 
+/// `RS+ $G <key>[ <weight>]` (a queue key has a space), or `RS- $G <key>` when `n` is 0.
+fn interest_line(buf: &mut Vec<u8>, key: &[u8], n: u32) {
+    buf.extend_from_slice(if n == 0 { b"RS- $G " } else { b"RS+ $G " });
+    buf.extend_from_slice(key);
+    if n > 0 && key.contains(&b' ') {
+        buf.push(b' ');
+        buf.extend_from_slice(n.to_string().as_bytes());
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
 /// Compares two secrets in time that depends only on their lengths.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() != b.len()) as u8;
@@ -681,18 +906,34 @@ mod tests {
         let c = cluster(&[]);
         let out = Arc::new(Outbound::new(1, 0, 1, 1024));
         assert_eq!(
-            c.register(&remote("ME"), "127.0.0.1", 1, &out, None, false)
-                .err(),
+            c.register(
+                &remote("ME"),
+                "127.0.0.1",
+                1,
+                &out,
+                None,
+                false,
+                Dialect::V1
+            )
+            .err(),
             Some(RegisterError::SelfRoute)
         );
         assert!(c
-            .register(&remote("B"), "127.0.0.1", 1, &out, None, false)
+            .register(&remote("B"), "127.0.0.1", 1, &out, None, false, Dialect::V1)
             .unwrap()
             .is_empty());
         let url = RouteUrl::parse("nats-route://127.0.0.1:7000").unwrap();
         assert_eq!(
-            c.register(&remote("B"), "127.0.0.1", 2, &out, Some(&url), true)
-                .err(),
+            c.register(
+                &remote("B"),
+                "127.0.0.1",
+                2,
+                &out,
+                Some(&url),
+                true,
+                Dialect::V1
+            )
+            .err(),
             Some(RegisterError::Duplicate)
         );
         assert_eq!(c.routes().len(), 1);

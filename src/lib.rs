@@ -11,6 +11,8 @@
 //!   origin, and delivery with the cluster's one-hop and queue rules.
 //! - [`auth`]: users, permissions (2.x wildcard rules), bcrypt off the reactors.
 //! - [`cluster`]: the route table, client URLs learned from peers, the dial schedule.
+//! - [`tls`]: client TLS, sans-IO (rustls between the received bytes and the parser, and
+//!   between the outbound queue and the send), and the settings → rustls config.
 //! - [`outbound`]: a connection's bounded outbound queue, shared across reactors, and the
 //!   per-batch staging of output.
 //! - [`mailbox`]: typed cross-reactor messages and the wake-up handle.
@@ -29,10 +31,13 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod mailbox;
+pub mod monitor;
 pub mod options;
 pub mod outbound;
 pub mod proto;
 pub mod reactor;
 pub mod server;
 pub mod shared;
+pub mod stats;
 pub mod sublist;
+pub mod tls;

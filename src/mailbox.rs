@@ -3,7 +3,11 @@
 //! Any thread may post [`Mail`] to any reactor; the owner drains its inbox once per loop
 //! iteration. A poster writes the reactor's eventfd only if the reactor flagged itself as
 //! about to sleep, so a batch of mail costs at most one wake-up.
+//!
+//! Monitoring requests ([`SnapshotRequest`]) wait in a small bounded queue beside the inbox;
+//! a [`Mail::Snapshot`] tells the owner to answer them.
 
+use crate::stats::SnapshotRequest;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +22,8 @@ pub enum Mail {
     Close(u64),
     /// The bcrypt verdict for the connection `token` that waits on it after its CONNECT.
     AuthDone { token: u64, ok: bool },
+    /// Monitoring requests are waiting: answer them ([`ReactorHandle::take_snapshot_requests`]).
+    Snapshot,
 }
 
 /// Undelivered mail per reactor above which a post first coalesces duplicates, so the
@@ -25,11 +31,16 @@ pub enum Mail {
 /// behind cannot grow it without bound; no message is lost).
 const INBOX_MAX: usize = 1 << 20;
 
+/// Monitoring requests waiting for one reactor. Past this the request is refused (dropped
+/// unanswered), so a stuck reactor cannot make requests pile up.
+const SNAPSHOTS_MAX: usize = 64;
+
 /// The part of a reactor other threads may touch.
 pub struct ReactorHandle {
     inbox: Mutex<Vec<Mail>>,
     sleeping: AtomicBool,
     eventfd: OwnedFd,
+    snapshots: Mutex<Vec<SnapshotRequest>>,
 }
 
 impl ReactorHandle {
@@ -44,6 +55,7 @@ impl ReactorHandle {
             sleeping: AtomicBool::new(false),
             // SAFETY: fd is a fresh descriptor we own.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            snapshots: Mutex::new(Vec::new()),
         })
     }
 
@@ -93,6 +105,25 @@ impl ReactorHandle {
         }
     }
 
+    /// Queues a monitoring request and tells the reactor. Returns false (the request is
+    /// dropped unanswered) when too many are already waiting.
+    pub fn request_snapshot(&self, req: SnapshotRequest) -> bool {
+        {
+            let mut q = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() >= SNAPSHOTS_MAX {
+                return false;
+            }
+            q.push(req);
+        }
+        self.post(&mut vec![Mail::Snapshot]);
+        true
+    }
+
+    /// Owner only: the monitoring requests waiting.
+    pub fn take_snapshot_requests(&self) -> Vec<SnapshotRequest> {
+        std::mem::take(&mut *self.snapshots.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Owner only: flags the reactor as about to sleep. Returns false (and clears the flag)
     /// if mail is already waiting, in which case the owner must not sleep.
     pub fn prepare_sleep(&self) -> bool {
@@ -115,6 +146,7 @@ fn mail_key(m: &Mail) -> (u8, u64) {
         Mail::Flush(t) => (0, t),
         Mail::Close(t) => (1, t),
         Mail::AuthDone { token, ok } => (2 + ok as u8, token),
+        Mail::Snapshot => (4, 0),
     }
 }
 
@@ -139,5 +171,31 @@ mod tests {
         h.post(&mut vec![Mail::Close(2)]);
         assert_eq!(read(&mut buf), 8, "sleeping reactor is woken");
         assert!(!h.prepare_sleep(), "mail waiting: do not sleep");
+    }
+
+    #[test]
+    fn snapshot_requests_are_bounded() {
+        use crate::stats::{SnapshotKind, SnapshotQuery, SortKey};
+        let h = ReactorHandle::new().unwrap();
+        let query = SnapshotQuery {
+            kind: SnapshotKind::Clients,
+            sort: SortKey::Cid,
+            keep: 1,
+            subs: false,
+            cid: None,
+        };
+        let req = || SnapshotRequest {
+            query,
+            reply: Box::new(|_| {}),
+        };
+        for _ in 0..SNAPSHOTS_MAX {
+            assert!(h.request_snapshot(req()));
+        }
+        assert!(!h.request_snapshot(req()), "refused past the bound");
+        let mut got = Vec::new();
+        h.drain(&mut got);
+        assert!(got.iter().all(|m| *m == Mail::Snapshot));
+        assert_eq!(h.take_snapshot_requests().len(), SNAPSHOTS_MAX);
+        assert!(h.take_snapshot_requests().is_empty());
     }
 }

@@ -29,17 +29,16 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 
 /// Says which accepted settings do nothing yet.
 fn log_unimplemented(opts: &ringnats::options::Options) {
-    if opts.http_port.is_some() || opts.https_port.is_some() {
-        info!("Monitoring (-m, -ms, http, https) is not served yet; ignoring it");
+    if let Some(port) = opts.https_port {
+        info!(
+            "HTTPS monitoring (-ms {port}) needs TLS, which is not supported yet; not serving it"
+        );
     }
     if opts.prof_port.is_some() {
         info!("Profiling (prof_port) is not served yet; ignoring it");
     }
     if opts.syslog || opts.remote_syslog.is_some() {
         info!("Syslog is not supported yet; logging as without it");
-    }
-    if opts.tls_ignored || opts.cluster.as_ref().is_some_and(|c| c.tls_ignored) {
-        info!("TLS is not supported yet; ignoring the tls block, connections are not encrypted");
     }
 }
 
@@ -63,6 +62,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Certificate and key errors are gnatsd's texts, printed alone (PrintAndDie).
+    if let Some(tls) = &opts.tls {
+        if let Err(msg) = ringnats::tls::server_config(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(tls) = opts.cluster.as_ref().and_then(|c| c.tls.as_ref()) {
+        if let Err(msg) = ringnats::tls::RouteTls::new(tls) {
+            eprintln!("{msg}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = ringnats::log::init(
         opts.debug,
         opts.trace,
@@ -89,6 +101,9 @@ fn main() -> ExitCode {
         }
     };
     info!("Listening for client connections on {}", running.addr);
+    if running.server.tls.is_some() {
+        info!("TLS required for client connections");
+    }
     ringnats::debug!("Server id is {}", running.server.server_id);
     ringnats::debug!("{} reactor threads", running.handles.len());
     if let Some(path) = &pid_file {

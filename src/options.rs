@@ -26,6 +26,38 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
 pub const DEFAULT_PING_MAX: u32 = 2;
 pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// gnatsd 1.0's `TLS_TIMEOUT` (2.x raised it to 2 s).
+pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Client TLS settings, as written (the files are read by [`crate::tls::server_config`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsOptions {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate, verified against `ca_file` (or the system roots).
+    pub verify: bool,
+    /// Handshake timeout, from the accept (INFO) to the handshake's end.
+    pub timeout: Duration,
+    /// Go cipher-suite names, in the server's order of preference; empty: the defaults.
+    pub cipher_suites: Vec<String>,
+    /// Go curve names (`CurveP256`, `CurveP384`, `CurveP521`, `X25519`); empty: the defaults.
+    pub curve_preferences: Vec<String>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        TlsOptions {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            verify: false,
+            timeout: DEFAULT_TLS_TIMEOUT,
+            cipher_suites: Vec::new(),
+            curve_preferences: Vec::new(),
+        }
+    }
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -41,12 +73,12 @@ pub struct Cli {
     /// Use port for clients (-1 for a random port)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT as i32, allow_negative_numbers = true)]
     pub port: i32,
-    /// HTTP port for monitoring (reserved: not served yet)
-    #[arg(short = 'm', long = "http_port")]
+    /// HTTP port for monitoring (-1 for a random port)
+    #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
     /// HTTPS port for monitoring, also -ms (reserved: not served yet; ignored with -c, as
     /// in gnatsd)
-    #[arg(long = "https_port", alias = "ms")]
+    #[arg(long = "https_port", alias = "ms", allow_negative_numbers = true)]
     pub https_port: Option<i32>,
     /// Configuration file (flags given on the command line win over it)
     #[arg(short = 'c', long = "config")]
@@ -107,12 +139,30 @@ pub struct Cli {
     /// Seconds to wait for CONNECT when authorization is required
     #[arg(long = "auth_timeout", default_value_t = 1.0)]
     pub auth_timeout_secs: f64,
+    /// Enable TLS, do not verify clients (needs --tlscert and --tlskey)
+    #[arg(long = "tls", action = ArgAction::SetTrue)]
+    pub tls: bool,
+    /// Enable TLS, verify client certificates (against --tlscacert)
+    #[arg(long = "tlsverify", action = ArgAction::SetTrue)]
+    pub tlsverify: bool,
+    /// Server certificate file (PEM)
+    #[arg(long = "tlscert")]
+    pub tlscert: Option<PathBuf>,
+    /// Private key for the server certificate (PEM)
+    #[arg(long = "tlskey")]
+    pub tlskey: Option<PathBuf>,
+    /// Client certificate CA for verification (PEM)
+    #[arg(long = "tlscacert")]
+    pub tlscacert: Option<PathBuf>,
     /// Cluster URL for solicited routes (nats-route://[user:pass@]host:port)
     #[arg(long = "cluster", visible_alias = "cluster_listen")]
     pub cluster: Option<String>,
     /// Routes to solicit and connect, comma-separated
     #[arg(long = "routes")]
     pub routes: Option<String>,
+    /// Cluster name a nats-server 2.x peer must match (default: take the peer's)
+    #[arg(long = "cluster_name")]
+    pub cluster_name: Option<String>,
     /// Do not advertise known cluster information to clients
     #[arg(long = "no_advertise", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set)]
@@ -120,6 +170,9 @@ pub struct Cli {
     /// Number of connect retries for implicit routes
     #[arg(long = "connect_retries")]
     pub connect_retries: Option<u32>,
+    /// Server name (default: the server id), sent to clients as INFO server_name
+    #[arg(short = 'n', long = "name", visible_alias = "server_name")]
+    pub server_name: Option<String>,
     /// Number of io_uring reactor threads (default: available cores)
     #[arg(long = "workers")]
     pub workers: Option<usize>,
@@ -142,9 +195,10 @@ pub struct Options {
     pub logtime: bool,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
-    /// Monitoring: accepted, not served yet.
-    pub http_port: Option<i32>,
-    pub https_port: Option<i32>,
+    /// Monitoring port (`-m`, `http_port`): `Some(0)` for a random port, `None` when off.
+    pub http_port: Option<u16>,
+    /// HTTPS monitoring port (`-ms`, `https_port`): accepted, not served yet (needs TLS).
+    pub https_port: Option<u16>,
     /// The monitoring host of the config file's `http`/`https` (default: `host`).
     pub http_host: Option<String>,
     /// The config file's `prof_port`: accepted, not served.
@@ -152,9 +206,8 @@ pub struct Options {
     /// Syslog (`-s`, `-r`, `syslog`, `remote_syslog`): accepted, not implemented yet.
     pub syslog: bool,
     pub remote_syslog: Option<String>,
-    /// The config file has a `tls {}` block. TLS is not implemented: the block is accepted
-    /// and ignored, and `main` says so.
-    pub tls_ignored: bool,
+    /// Client TLS (the config file's `tls {}` or `--tls`/`--tlsverify`); `None`: plain text.
+    pub tls: Option<TlsOptions>,
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
@@ -171,6 +224,8 @@ pub struct Options {
     pub write_deadline: Duration,
     pub auth_timeout: Duration,
     pub workers: usize,
+    /// The name clients see in INFO (`server_name`); `None`: the server id.
+    pub server_name: Option<String>,
     /// Routing: `None` when no cluster port is configured.
     pub cluster: Option<ClusterOptions>,
 }
@@ -190,8 +245,11 @@ pub struct ClusterOptions {
     pub no_advertise: bool,
     /// Extra dial attempts for implicit (gossiped) routes.
     pub connect_retries: u32,
-    /// The `cluster {}` block has a `tls {}` block: accepted and ignored (not implemented).
-    pub tls_ignored: bool,
+    /// Route TLS (`cluster { tls {} }`): both sides present and verify certificates.
+    pub tls: Option<TlsOptions>,
+    /// The cluster name 2.x routes carry (`--cluster_name`, `cluster { name }`); `None`:
+    /// each 2.x route takes its peer's.
+    pub name: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -205,7 +263,8 @@ impl Default for ClusterOptions {
             routes: Vec::new(),
             no_advertise: false,
             connect_retries: 0,
-            tls_ignored: false,
+            tls: None,
+            name: None,
         }
     }
 }
@@ -299,7 +358,7 @@ impl Default for Options {
             prof_port: None,
             syslog: false,
             remote_syslog: None,
-            tls_ignored: false,
+            tls: None,
             user: None,
             pass: None,
             token: None,
@@ -314,6 +373,7 @@ impl Default for Options {
             write_deadline: DEFAULT_WRITE_DEADLINE,
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             workers: default_workers(),
+            server_name: None,
             cluster: None,
         }
     }
@@ -389,11 +449,19 @@ const LONG_FLAGS: &[&str] = &[
     "write_deadline",
     "auth_timeout",
     "workers",
+    "name",
+    "server_name",
     "cluster",
     "cluster_listen",
     "routes",
+    "cluster_name",
     "no_advertise",
     "connect_retries",
+    "tls",
+    "tlsverify",
+    "tlscert",
+    "tlskey",
+    "tlscacert",
     "version",
     "help",
     // gnatsd's -sl/--signal is not supported. Rewritten to `--sl` so that clap rejects it,
@@ -406,6 +474,10 @@ const LONG_FLAGS: &[&str] = &[
 pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .map(|a| {
+            // `-ms` is a two-letter flag in gnatsd; clap would read it as `-m s`.
+            if a == "-ms" || a.starts_with("-ms=") {
+                return a.replacen("-ms", "--https_port", 1);
+            }
             if a.starts_with('-') && !a.starts_with("--") && a.len() > 2 {
                 let body = &a[1..];
                 let name = body.split('=').next().unwrap_or(body);
@@ -476,7 +548,7 @@ impl Cli {
             };
         }
         if set("http_port") {
-            o.http_port = self.http_port;
+            o.http_port = monitor_port(self.http_port, "http_port")?;
         }
         if set("pid_file") {
             o.pid_file = self.pid_file;
@@ -535,15 +607,30 @@ impl Cli {
         if set("auth_timeout_secs") {
             o.auth_timeout = secs(self.auth_timeout_secs, "auth_timeout")?;
         }
+        if self.server_name.is_some() {
+            o.server_name = self.server_name.clone();
+        }
         if let Some(n) = self.workers {
             if n == 0 {
                 return Err("--workers must be at least 1".into());
             }
             o.workers = n;
         }
+        // gnatsd's configureTLS: --tls or --tlsverify replaces the file's client TLS (its
+        // timeout is kept); without one of them the other TLS flags are ignored.
+        if self.tls || self.tlsverify {
+            o.tls = Some(TlsOptions {
+                cert_file: self.tlscert,
+                key_file: self.tlskey,
+                ca_file: self.tlscacert,
+                verify: self.tlsverify,
+                timeout: o.tls.as_ref().map_or(DEFAULT_TLS_TIMEOUT, |t| t.timeout),
+                ..TlsOptions::default()
+            });
+        }
         // gnatsd's MergeOptions does not copy these three: with -c they are ignored.
         if !from_file {
-            o.https_port = self.https_port;
+            o.https_port = monitor_port(self.https_port, "https_port")?;
             o.syslog = self.syslog;
             o.remote_syslog = self.remote_syslog;
         }
@@ -555,6 +642,16 @@ impl Cli {
             file_cluster,
             &mut warnings,
         )?;
+        if let Some(c) = o.cluster.as_mut() {
+            if let Some(name) = self.cluster_name.filter(|n| !n.is_empty()) {
+                c.name = Some(name);
+            }
+        }
+        if let (Some(h), Some(s)) = (o.http_port, o.https_port) {
+            return Err(format!(
+                "can't specify both HTTP ({h}) and HTTPs ({s}) ports"
+            ));
+        }
         Ok((o, warnings))
     }
 }
@@ -562,6 +659,16 @@ impl Cli {
 /// Builds the cluster settings from the config file's `cluster {}` block and the flags
 /// `--cluster`, `--routes`, `--no_advertise` and `--connect_retries` (each `None` when not
 /// given), with gnatsd 1.0's rules and error texts.
+/// A monitoring port flag: 0 (or absent) is off, -1 a random port (gnatsd's meaning).
+pub fn monitor_port(v: Option<i32>, flag: &str) -> Result<Option<u16>, String> {
+    match v {
+        None | Some(0) => Ok(None),
+        Some(-1) => Ok(Some(0)),
+        Some(p) if (1..=65535).contains(&p) => Ok(Some(p as u16)),
+        Some(p) => Err(format!("invalid value for {flag}: {p}")),
+    }
+}
+
 fn cluster_options(
     listen: Option<&str>,
     routes: Option<&str>,
@@ -638,7 +745,7 @@ pub fn read_config(path: &Path) -> Result<FileOptions, String> {
 }
 
 /// Rust's `No such file or directory (os error 2)` as Go prints it: `no such file or directory`.
-fn go_io_reason(reason: &str) -> String {
+pub(crate) fn go_io_reason(reason: &str) -> String {
     let reason = match reason.rfind(" (os error ") {
         Some(i) if reason.ends_with(')') => &reason[..i],
         _ => reason,
@@ -687,6 +794,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
     if let Some(cmd) = cli.version_command().map_err(invalid)? {
         return Ok(cmd);
     }
+    // gnatsd's texts, printed alone (PrintAndDie), before the config file is read.
+    if cli.tls || cli.tlsverify {
+        if cli.tlscert.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server certificate must be present and valid.".into(),
+            ));
+        }
+        if cli.tlskey.is_none() {
+            return Err(ArgsError::Config(
+                "TLS Server private key must be present and valid.".into(),
+            ));
+        }
+    }
     let file = match &cli.config {
         Some(path) => Some(read_config(path).map_err(ArgsError::Config)?),
         None => None,
@@ -710,6 +830,77 @@ mod tests {
             Command::Run { opts, .. } => *opts,
             Command::Version => panic!("expected run"),
         }
+    }
+
+    #[test]
+    fn tls_flags_are_triggered_by_tls_or_tlsverify() {
+        assert!(run(&[]).tls.is_none());
+        // Without --tls/--tlsverify the other TLS flags are ignored, as in gnatsd.
+        assert!(run(&["--tlscert", "c.pem", "--tlskey", "k.pem"])
+            .tls
+            .is_none());
+        let t = run(&["-tls", "-tlscert", "c.pem", "-tlskey", "k.pem"])
+            .tls
+            .unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert_eq!(t.key_file.unwrap(), PathBuf::from("k.pem"));
+        assert!(!t.verify && t.ca_file.is_none());
+        assert_eq!(t.timeout, DEFAULT_TLS_TIMEOUT);
+        let t = run(&[
+            "--tlsverify",
+            "--tlscert",
+            "c",
+            "--tlskey",
+            "k",
+            "--tlscacert",
+            "ca",
+        ])
+        .tls
+        .unwrap();
+        assert!(t.verify);
+        assert_eq!(t.ca_file.unwrap(), PathBuf::from("ca"));
+        let argv = ["ringnats", "--tls"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server certificate must be present and valid."
+        );
+        let argv = ["ringnats", "--tls", "--tlscert", "c"].map(String::from);
+        assert_eq!(
+            parse_args(argv).err().unwrap().to_string(),
+            "TLS Server private key must be present and valid."
+        );
+    }
+
+    #[test]
+    fn tls_flags_replace_the_files_tls_but_keep_its_timeout() {
+        let file = config::server_options(
+            &config::parse(
+                "tls { cert_file: f.pem, key_file: fk.pem, verify: true, timeout: 2 }",
+                "gnatsd.conf",
+                &config::MemResolver::new(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let cli = |args: &[&str]| {
+            let argv: Vec<String> = std::iter::once("ringnats")
+                .chain(args.iter().copied())
+                .map(String::from)
+                .collect();
+            let m = Cli::command()
+                .try_get_matches_from(normalize_args(argv))
+                .unwrap();
+            (Given::from_matches(&m), Cli::from_arg_matches(&m).unwrap())
+        };
+        let (given, c) = cli(&["--tls", "--tlscert", "c.pem", "--tlskey", "k.pem"]);
+        let t = c.merge(&given, Some(file.clone())).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("c.pem"));
+        assert!(!t.verify, "the file's verify is replaced too");
+        assert_eq!(t.timeout, Duration::from_secs(2));
+        let (given, c) = cli(&[]);
+        let t = c.merge(&given, Some(file)).unwrap().0.tls.unwrap();
+        assert_eq!(t.cert_file.unwrap(), PathBuf::from("f.pem"));
+        assert!(t.verify);
     }
 
     #[test]
@@ -792,6 +983,26 @@ mod tests {
             let err = parse_args(args.map(String::from)).err().unwrap();
             assert!(matches!(err, ArgsError::Clap(_)), "{err}");
         }
+    }
+
+    #[test]
+    fn monitor_port_flags() {
+        assert_eq!(run(&["-m", "8222"]).http_port, Some(8222));
+        assert_eq!(run(&["--http_port=-1"]).http_port, Some(0), "random");
+        assert_eq!(run(&["-m", "0"]).http_port, None, "0 is off");
+        assert_eq!(run(&[]).http_port, None);
+        let o = run(&["-ms", "8443"]);
+        assert_eq!((o.http_port, o.https_port), (None, Some(8443)));
+        assert_eq!(run(&["-ms=8444"]).https_port, Some(8444));
+        assert_eq!(run(&["-https_port", "8445"]).https_port, Some(8445));
+        let argv = ["ringnats", "-m", "8222", "-ms", "8443"].map(String::from);
+        let err = parse_args(argv).err().unwrap().to_string();
+        assert!(
+            err.contains("can't specify both HTTP (8222) and HTTPs (8443) ports"),
+            "{err}"
+        );
+        let argv = ["ringnats", "-m", "70000"].map(String::from);
+        assert!(parse_args(argv).is_err());
     }
 
     #[test]

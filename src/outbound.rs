@@ -64,10 +64,22 @@ pub struct Outbound {
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
+    /// Messages in `buf` and their payload bytes (for the monitoring counters).
+    msgs: u64,
+    payload_bytes: u64,
     /// The owner has been told about this connection and has not yet taken the bytes.
     scheduled: bool,
     closed: bool,
     slow: bool,
+}
+
+/// What [`Outbound::take_counted`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taken {
+    pub bytes: usize,
+    /// Messages among those bytes, and their payload size.
+    pub msgs: u64,
+    pub payload_bytes: u64,
 }
 
 /// Result of an append.
@@ -131,6 +143,19 @@ impl Outbound {
     /// appends; it is used for the `max_pending` check before anything is written.
     #[inline]
     pub fn push_with(&self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Pushed {
+        self.push_counted(len, 0, 0, write)
+    }
+
+    /// As [`push_with`](Self::push_with), for bytes that hold `msgs` messages carrying
+    /// `payload_bytes` of payload (counted when the owner takes them).
+    #[inline]
+    fn push_counted(
+        &self,
+        len: usize,
+        msgs: u64,
+        payload_bytes: u64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Pushed {
         let mut q = self.lock();
         if q.closed {
             return Pushed::Dropped { notify: false };
@@ -146,6 +171,8 @@ impl Outbound {
             return Pushed::Dropped { notify };
         }
         write(&mut q.buf);
+        q.msgs += msgs;
+        q.payload_bytes += payload_bytes;
         let n = q.buf.len();
         self.pending.store(n, Ordering::Relaxed);
         if q.scheduled {
@@ -164,8 +191,13 @@ impl Outbound {
     /// Appends a whole staged buffer. When nothing is pending the buffers are swapped, so
     /// the bytes are not copied; `bytes` comes back empty either way (keeping a capacity).
     pub fn push_vec(&self, bytes: &mut Vec<u8>) -> Pushed {
+        self.push_vec_counted(bytes, 0, 0)
+    }
+
+    /// [`push_vec`](Self::push_vec) of bytes holding `msgs` messages of `payload_bytes`.
+    pub fn push_vec_counted(&self, bytes: &mut Vec<u8>, msgs: u64, payload_bytes: u64) -> Pushed {
         let len = bytes.len();
-        let pushed = self.push_with(len, |b| {
+        let pushed = self.push_counted(len, msgs, payload_bytes, |b| {
             if b.is_empty() {
                 std::mem::swap(b, bytes);
             } else {
@@ -179,12 +211,21 @@ impl Outbound {
     /// Owner only: swaps the pending bytes into `into` (which must be empty) and clears the
     /// scheduled mark. Returns the number of bytes taken.
     pub fn take(&self, into: &mut Vec<u8>) -> usize {
+        self.take_counted(into).bytes
+    }
+
+    /// [`take`](Self::take), also returning (and resetting) the message counts.
+    pub fn take_counted(&self, into: &mut Vec<u8>) -> Taken {
         debug_assert!(into.is_empty());
         let mut q = self.lock();
         q.scheduled = false;
         std::mem::swap(&mut q.buf, into);
         self.pending.store(0, Ordering::Relaxed);
-        into.len()
+        Taken {
+            bytes: into.len(),
+            msgs: std::mem::take(&mut q.msgs),
+            payload_bytes: std::mem::take(&mut q.payload_bytes),
+        }
     }
 
     /// Owner only: a send of this connection's bytes was submitted at `now`.
@@ -278,6 +319,8 @@ pub struct WakeBatch {
 struct Staged {
     out: Arc<Outbound>,
     bytes: Vec<u8>,
+    msgs: u64,
+    payload_bytes: u64,
 }
 
 /// Staging buffers above this capacity are dropped rather than reused, and the pool of
@@ -321,6 +364,38 @@ impl WakeBatch {
     /// Stages `len` bytes for `out`, written by `write` (which must write exactly `len`).
     #[inline]
     pub fn stage(&mut self, out: &Arc<Outbound>, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let idx = self.staged_idx(out);
+        let bytes = &mut self.staged[idx].bytes;
+        bytes.reserve(len);
+        write(bytes);
+        if bytes.len() >= STAGE_MAX {
+            self.append(idx);
+        }
+    }
+
+    /// Stages one message (`len` bytes on the wire, `payload` bytes of payload) for `out`;
+    /// it is counted in the monitoring figures when the owner takes it.
+    #[inline]
+    pub fn stage_msg(
+        &mut self,
+        out: &Arc<Outbound>,
+        len: usize,
+        payload: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let idx = self.staged_idx(out);
+        let staged = &mut self.staged[idx];
+        staged.msgs += 1;
+        staged.payload_bytes += payload as u64;
+        staged.bytes.reserve(len);
+        write(&mut staged.bytes);
+        if staged.bytes.len() >= STAGE_MAX {
+            self.append(idx);
+        }
+    }
+
+    #[inline]
+    fn staged_idx(&mut self, out: &Arc<Outbound>) -> usize {
         let key = Arc::as_ptr(out) as usize;
         // The last destination is the likeliest next one (1:1 traffic, a reply after a PUB).
         let idx = match self.staged.last() {
@@ -339,25 +414,26 @@ impl WakeBatch {
                     self.staged.push(Staged {
                         out: Arc::clone(out),
                         bytes,
+                        msgs: 0,
+                        payload_bytes: 0,
                     });
                     self.index.insert(key, i);
                     i
                 }
             },
         };
-        let bytes = &mut self.staged[idx].bytes;
-        bytes.reserve(len);
-        write(bytes);
-        if bytes.len() >= STAGE_MAX {
-            self.append(idx);
-        }
+        idx
     }
 
     /// Appends destination `idx`'s staged bytes to its queue now; a destination left past
     /// its stall threshold and still draining (not stuck) is remembered for the flush.
     fn append(&mut self, idx: usize) {
         let s = &mut self.staged[idx];
-        let pushed = s.out.push_vec(&mut s.bytes);
+        let (msgs, payload) = (
+            std::mem::take(&mut s.msgs),
+            std::mem::take(&mut s.payload_bytes),
+        );
+        let pushed = s.out.push_vec_counted(&mut s.bytes, msgs, payload);
         let out = Arc::clone(&s.out);
         self.note(&out, pushed);
         if pushed.pending() > out.stall_bytes()
@@ -365,6 +441,17 @@ impl WakeBatch {
             && !self.over.iter().any(|o| Arc::ptr_eq(o, &out))
         {
             self.over.push(out);
+        }
+    }
+
+    /// Appends what is staged for `out` now, ahead of anything written to its queue
+    /// directly after this call.
+    pub fn flush_one(&mut self, out: &Arc<Outbound>) {
+        let key = Arc::as_ptr(out) as usize;
+        if let Some(&idx) = self.index.get(&key) {
+            if !self.staged[idx].bytes.is_empty() {
+                self.append(idx);
+            }
         }
     }
 
@@ -379,7 +466,8 @@ impl WakeBatch {
     /// that are still draining are added to `stalled_on` (stuck ones pause nobody).
     pub fn flush(&mut self, stalled_on: &mut Vec<Arc<Outbound>>) {
         for idx in 0..self.staged.len() {
-            if !self.staged[idx].bytes.is_empty() {
+            let s = &self.staged[idx];
+            if !s.bytes.is_empty() || s.msgs > 0 {
                 self.append(idx);
             }
         }
@@ -531,6 +619,33 @@ mod tests {
         );
         a.send_done();
         assert!(!a.is_stuck(mono_ns(t0 + Duration::from_secs(9))));
+    }
+
+    #[test]
+    fn message_counts_travel_with_the_bytes() {
+        let a = Arc::new(Outbound::new(1, 0, 10, 1024));
+        let mut batch = WakeBatch::new(1);
+        batch.stage_bytes(&a, b"+OK\r\n");
+        batch.stage_msg(&a, 13, 2, |b| b.extend_from_slice(b"MSG x 1 2\r\nhi\r\n"));
+        batch.stage_msg(&a, 12, 1, |b| b.extend_from_slice(b"MSG x 1 1\r\nh\r\n"));
+        batch.flush(&mut Vec::new());
+        batch.stage_msg(&a, 0, 5, |_| {});
+        batch.flush(&mut Vec::new());
+        let mut v = Vec::new();
+        let taken = a.take_counted(&mut v);
+        assert_eq!((taken.msgs, taken.payload_bytes), (3, 8));
+        assert_eq!(taken.bytes, v.len());
+        v.clear();
+        assert_eq!(
+            a.take_counted(&mut v),
+            Taken::default(),
+            "counts reset on take"
+        );
+        // Dropped messages (closed queue) are never counted.
+        a.close();
+        batch.stage_msg(&a, 1, 1, |b| b.push(b'x'));
+        batch.flush(&mut Vec::new());
+        assert_eq!(a.take_counted(&mut v), Taken::default());
     }
 
     #[test]

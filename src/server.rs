@@ -1,14 +1,16 @@
 //! Start-up and shutdown: listeners (client port, route port), one reactor thread per
-//! core, the cluster's first dials.
+//! core, the cluster's first dials, the monitoring port's thread.
 //!
 //! [`Running`] keeps the shared state and the reactor handles; it owns no sockets once the
 //! listeners have been handed to the reactors.
 
 use crate::cluster::Cluster;
 use crate::mailbox::ReactorHandle;
+use crate::monitor::Monitor;
 use crate::options::Options;
 use crate::reactor::{Listeners, Reactor};
 use crate::shared::{new_server_id, Shared};
+use crate::tls::{ClientTls, RouteTls};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
@@ -24,7 +26,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The route listener's address, when clustering is on.
     pub route_addr: Option<SocketAddr>,
+    /// The monitoring port's address, when `-m` is set.
+    pub http_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    monitor: Option<Monitor>,
 }
 
 impl Running {
@@ -34,7 +39,9 @@ impl Running {
     }
 
     /// Waits for every reactor to stop. Returns the first reactor error, if any.
-    pub fn join(self) -> io::Result<()> {
+    pub fn join(mut self) -> io::Result<()> {
+        // The monitor goes first: it only reads what the reactors publish.
+        drop(self.monitor.take());
         let mut first = Ok(());
         for t in self.threads {
             let r = t
@@ -200,6 +207,19 @@ fn interface_ips() -> Vec<IpAddr> {
 /// Binds the client port (and the route port) once per reactor and starts the reactors.
 pub fn start(mut opts: Options) -> io::Result<Running> {
     let workers = opts.workers.max(1);
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(ClientTls::new)
+        .transpose()
+        .map_err(io::Error::other)?;
+    let route_tls = opts
+        .cluster
+        .as_ref()
+        .and_then(|c| c.tls.as_ref())
+        .map(RouteTls::new)
+        .transpose()
+        .map_err(io::Error::other)?;
     let (clients, addr) = bind_all(Port::Client, resolve(&opts.host, opts.port)?, workers)?;
     let mut route_addr = None;
     let mut routes: Vec<Option<TcpListener>> = (0..workers).map(|_| None).collect();
@@ -227,7 +247,10 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .map(|_| ReactorHandle::new())
         .collect::<io::Result<Vec<_>>>()?
         .into();
-    let shared = Arc::new(Shared::new(opts, server_id, addr.port(), cluster));
+    let mut shared = Shared::new(opts, server_id, addr.port(), cluster);
+    shared.tls = tls;
+    shared.route_tls = route_tls;
+    let shared = Arc::new(shared);
     // bcrypt never runs on a reactor: two threads verify hashes and mail the verdicts.
     shared.auth_pool.start(Arc::clone(&handles));
 
@@ -273,6 +296,23 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
             Err(_) => return Err(io::Error::other("reactor thread exited during start-up")),
         }
     }
+    let monitor = match shared.opts.http_port {
+        Some(port) => {
+            let started = resolve(&shared.opts.host, port)
+                .and_then(|a| Monitor::start(Arc::clone(&shared), Arc::clone(&handles), a));
+            match started {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    begin_shutdown(&shared, &handles);
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     if let Some(c) = &shared.cluster {
         c.start(Instant::now());
     }
@@ -281,6 +321,8 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         handles,
         addr,
         route_addr,
+        http_addr: monitor.as_ref().map(Monitor::addr),
         threads,
+        monitor,
     })
 }

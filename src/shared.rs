@@ -7,11 +7,14 @@ use crate::cluster::Cluster;
 use crate::conn::{ConnConfig, Subscription};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
+use crate::stats::{LocalStats, ReactorStats};
 use crate::sublist::Sublist;
+use crate::tls::{ClientTls, RouteTls};
 use ahash::AHashMap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
 
 /// Where a connection lives: its owning reactor and its token there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +39,19 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// cid → owning reactor, for `QRSID` lookups, monitoring and kills across cores.
     registry: Mutex<AHashMap<u64, ConnRef>>,
+    /// Client TLS; `None`: plain text.
+    pub tls: Option<ClientTls>,
+    /// Route TLS; `None`: plain text.
+    pub route_tls: Option<RouteTls>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
     /// bcrypt verifications off the reactors, and the cache of successful ones.
     pub auth_pool: AuthPool,
+    /// One counter block per reactor, each written only by its reactor.
+    pub stats: Box<[ReactorStats]>,
+    /// When the server started, by the monotonic clock and by the wall clock.
+    pub started: Instant,
+    pub started_wall: SystemTime,
 }
 
 impl Shared {
@@ -54,11 +66,35 @@ impl Shared {
             next_cid: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
+            tls: None,
+            route_tls: None,
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
             auth_pool: AuthPool::default(),
+            stats: (0..opts.workers.max(1))
+                .map(|_| ReactorStats::default())
+                .collect(),
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
             opts,
+        }
+    }
+
+    /// Every reactor's last published counters, summed.
+    pub fn total_stats(&self) -> LocalStats {
+        let mut sum = LocalStats::default();
+        for s in self.stats.iter() {
+            sum.add(&s.load());
+        }
+        sum
+    }
+
+    /// The wall-clock time of a monotonic instant (for monitoring output).
+    pub fn wall_time(&self, t: Instant) -> SystemTime {
+        match t.checked_duration_since(self.started) {
+            Some(d) => self.started_wall + d,
+            None => self.started_wall - self.started.duration_since(t),
         }
     }
 
@@ -97,18 +133,18 @@ impl Shared {
             .copied()
     }
 
-    /// The INFO line sent to a client (with the cluster's client URLs, §1.14).
-    pub fn client_info(&self, cid: u64) -> Vec<u8> {
+    /// The INFO line sent to a client at `ip` (with the cluster's client URLs, §1.14).
+    pub fn client_info(&self, cid: u64, ip: Option<std::net::IpAddr>) -> Vec<u8> {
         ServerInfo {
             server_id: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            go: format!("rust-{}", rustc_version()),
+            go: runtime_version(),
             host: self.opts.host.clone(),
             port: self.port,
             auth_required: self.opts.auth_required(),
-            ssl_required: false,
-            tls_required: false,
-            tls_verify: false,
+            ssl_required: self.tls.is_some(),
+            tls_required: self.tls.is_some(),
+            tls_verify: self.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: self.opts.max_payload,
             ip: None,
             connect_urls: self
@@ -119,6 +155,12 @@ impl Shared {
             proto: 1,
             headers: true,
             client_id: cid,
+            server_name: self
+                .opts
+                .server_name
+                .clone()
+                .unwrap_or_else(|| self.server_id.clone()),
+            client_ip: ip.map(|ip| ip.to_string()),
         }
         .client_line()
     }
@@ -126,6 +168,11 @@ impl Shared {
 
 fn rustc_version() -> &'static str {
     option_env!("RINGNATS_RUSTC").unwrap_or("stable")
+}
+
+/// What INFO and `/varz` show in gnatsd's `go` field.
+pub fn runtime_version() -> String {
+    format!("rust-{}", rustc_version())
 }
 
 /// A 22-character random id, like gnatsd's NUID-based server id.

@@ -558,3 +558,29 @@ fn slow_consumer_is_cut_off_without_hurting_others() {
     }
     drop(slow);
 }
+
+/// INFO carries what modern clients read: `server_name` (the id unless named) and the
+/// client's own address, beside every 1.0 field.
+#[test]
+fn info_has_server_name_and_client_ip() {
+    let srv = start();
+    let c = Raw::connect(srv.addr);
+    let json: serde_json::Value =
+        serde_json::from_str(c.info.trim_start_matches("INFO ").trim_end()).unwrap();
+    assert_eq!(json["server_name"], json["server_id"]);
+    assert_eq!(json["client_ip"], "127.0.0.1");
+    for k in [
+        "server_id",
+        "version",
+        "go",
+        "host",
+        "port",
+        "auth_required",
+        "max_payload",
+    ] {
+        assert!(json.get(k).is_some(), "{k} missing: {json}");
+    }
+    let named = start_with(|o| o.server_name = Some("edge-1".into()));
+    let c = Raw::connect(named.addr);
+    assert!(c.info.contains("\"server_name\":\"edge-1\""), "{}", c.info);
+}

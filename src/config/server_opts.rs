@@ -11,8 +11,8 @@
 //! - Keys are applied in file order, so of two keys that set the same thing (`listen` and
 //!   `port`) the later one wins. 1.0 walks a Go map, whose order is random from run to run.
 //! - Unknown keys are accepted, as in 1.0, but each one gives a warning (`unknown field "x"`),
-//!   except keys used as `$variables` (2.x errors on them instead). Inside `tls {}` blocks,
-//!   which are accepted and not implemented, nothing is checked.
+//!   except keys used as `$variables` (2.x errors on them instead). The client `tls {}` block
+//!   is checked as 1.0 does (an unknown key in it is an error), the cluster's too.
 //! - 2.x spellings are accepted: duration strings (`"2s"`) for `ping_interval`,
 //!   `write_deadline` and the authorization `timeout`, size strings (`"1MB"`) for the sizes.
 //! - `authorization` with a password and no user is an error (1.0 silently turns
@@ -31,9 +31,10 @@ use super::error::{Error, ErrorKind};
 use super::{Entry, Map, Pos, Value, ValueKind};
 use crate::auth::{Permissions, Rules, UserConfig};
 use crate::options::{
-    ClusterOptions, Options, RouteUrl, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING, DEFAULT_PING_INTERVAL,
-    DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_WRITE_DEADLINE,
+    ClusterOptions, Options, RouteUrl, TlsOptions, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING,
+    DEFAULT_PING_INTERVAL, DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_TLS_TIMEOUT,
+    DEFAULT_WRITE_DEADLINE,
 };
 use crate::proto::subject::is_valid_subject;
 
@@ -94,6 +95,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.port = client_port(port);
             }
             "port" => o.port = client_port(port(e, &e.value)?),
+            "server_name" => o.server_name = non_empty(string(e)?).map(str::to_owned),
             "host" | "net" => o.host = non_empty(string(e)?).unwrap_or(DEFAULT_HOST).to_owned(),
             "http" => {
                 let (host, port) = listen(e)?;
@@ -107,7 +109,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
             }
             "http_port" | "monitor_port" => o.http_port = monitor_port(port(e, &e.value)?),
             "https_port" => o.https_port = monitor_port(port(e, &e.value)?),
-            "prof_port" => o.prof_port = monitor_port(port(e, &e.value)?),
+            "prof_port" => o.prof_port = monitor_port(port(e, &e.value)?).map(i32::from),
             "debug" => o.debug = boolean(e)?,
             "trace" => o.trace = boolean(e)?,
             "logtime" => o.logtime = boolean(e)?,
@@ -176,11 +178,7 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.auth_timeout = auth.timeout;
             }
             "cluster" => fo.cluster = Some(cluster(e, &mut fo.warnings)?),
-            // TLS is not implemented: the block is accepted and ignored (main says so).
-            "tls" => {
-                block(e)?;
-                o.tls_ignored = true;
-            }
+            "tls" => o.tls = Some(tls(e)?),
             _ => unknown(e, &mut fo.warnings),
         }
     }
@@ -352,6 +350,78 @@ fn subjects(e: &Entry, v: &Value) -> Result<Vec<String>, Error> {
     }
 }
 
+/// The client `tls {}` block (1.0's `parseTLS`, with its texts). The files are read later
+/// ([`crate::tls::server_config`]); cipher and curve names are checked here.
+fn tls(e: &Entry) -> Result<TlsOptions, Error> {
+    let mut t = TlsOptions::default();
+    let tls_error = |e: &Entry, reason: String| {
+        Error::new(e.value.pos.clone(), ErrorKind::Rejected { reason }).with_key(&e.key)
+    };
+    let names = |e: &Entry, what: &str| -> Result<Vec<String>, Error> {
+        let items = list(e)?;
+        if items.is_empty() {
+            return Err(tls_error(
+                e,
+                format!("error parsing tls config, '{what}' cannot be empty"),
+            ));
+        }
+        items
+            .iter()
+            .map(|v| keyed(e, v.as_str()).map(|s| s.trim().to_owned()))
+            .collect()
+    };
+    for e in block(e)? {
+        match e.key.to_ascii_lowercase().as_str() {
+            k @ ("cert_file" | "key_file" | "ca_file") => {
+                let ValueKind::String(path) = &e.value.kind else {
+                    return Err(tls_error(
+                        e,
+                        format!("error parsing tls config, expected '{k}' to be filename"),
+                    ));
+                };
+                let path = Some(PathBuf::from(path));
+                match k {
+                    "cert_file" => t.cert_file = path,
+                    "key_file" => t.key_file = path,
+                    _ => t.ca_file = path,
+                }
+            }
+            "verify" => {
+                let ValueKind::Bool(v) = e.value.kind else {
+                    return Err(tls_error(
+                        e,
+                        "error parsing tls config, expected 'verify' to be a boolean".into(),
+                    ));
+                };
+                t.verify = v;
+            }
+            "timeout" => t.timeout = duration(e)?.unwrap_or(DEFAULT_TLS_TIMEOUT),
+            "cipher_suites" => {
+                t.cipher_suites = names(e, "cipher_suites")?;
+                for name in &t.cipher_suites {
+                    crate::tls::cipher_suite(name).map_err(|why| tls_error(e, why))?;
+                }
+            }
+            "curve_preferences" => {
+                t.curve_preferences = names(e, "curve_preferences")?;
+                for name in &t.curve_preferences {
+                    crate::tls::curve(name).map_err(|why| tls_error(e, why))?;
+                }
+            }
+            _ => {
+                return Err(Error::new(
+                    e.key_pos.clone(),
+                    ErrorKind::Rejected {
+                        reason: format!("error parsing tls config, unknown field [{:?}]", e.key),
+                    },
+                )
+                .with_key(&e.key))
+            }
+        }
+    }
+    Ok(t)
+}
+
 fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error> {
     let mut c = ClusterOptions::default();
     // gnatsd's "no port": the cluster does not listen and solicits nothing.
@@ -403,14 +473,19 @@ fn cluster(e: &Entry, warnings: &mut Vec<Warning>) -> Result<FileCluster, Error>
                     .collect::<Result<_, _>>()?;
             }
             "no_advertise" => c.no_advertise = boolean(e)?,
+            // nats-server 2.x's cluster name, for routes of its dialect (docs/routes-2x.md).
+            "name" => c.name = Some(string(e)?.to_string()).filter(|n| !n.is_empty()),
             "connect_retries" => {
                 let n = count(e)?.unwrap_or(0);
                 c.connect_retries =
                     u32::try_from(n).map_err(|_| invalid(e, "a smaller count", n))?;
             }
+            // 1.0 always verifies route certificates, whatever `verify` says.
             "tls" => {
-                block(e)?;
-                c.tls_ignored = true;
+                c.tls = Some(TlsOptions {
+                    verify: true,
+                    ..tls(e)?
+                })
             }
             _ => unknown(e, warnings),
         }
@@ -527,8 +602,13 @@ fn client_port(n: i64) -> u16 {
 }
 
 /// A monitoring/profiling port: `None` (off) for 0.
-fn monitor_port(n: i64) -> Option<i32> {
-    (n != 0).then_some(n as i32)
+/// A monitoring port from the file: 0 is off, -1 a random port (`Some(0)`).
+fn monitor_port(n: i64) -> Option<u16> {
+    match n {
+        0 => None,
+        -1 => Some(0),
+        n => u16::try_from(n).ok(),
+    }
 }
 
 /// `listen` (and `http`, `https`): a port, or `"host:port"` as Go's `net.SplitHostPort` reads

@@ -260,15 +260,76 @@ fn authorization_users_errors() {
 }
 
 #[test]
-fn tls_blocks_are_accepted_and_ignored() {
+fn client_tls_block() {
     let text = "tls {\n  cert_file: \"./certs/server.pem\"\n  key_file: \"./certs/key.pem\"\n  \
-                timeout: 2\n  anything: [1, 2]\n}\n";
+                ca_file: ./certs/ca.pem\n  verify: true\n  timeout: 2\n  \
+                cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n  \
+                curve_preferences: [X25519, CurveP521]\n}\n";
     let fo = read(text);
-    assert!(fo.options.tls_ignored);
     assert!(fo.warnings.is_empty());
-    assert!(!opts("").tls_ignored);
-    let c = cluster("cluster { port: 6222, tls { ca_file: ca.pem, verify: true } }");
-    assert!(c.options.tls_ignored);
+    let t = fo.options.tls.expect("tls set");
+    assert_eq!(t.cert_file.unwrap().to_str(), Some("./certs/server.pem"));
+    assert_eq!(t.key_file.unwrap().to_str(), Some("./certs/key.pem"));
+    assert_eq!(t.ca_file.unwrap().to_str(), Some("./certs/ca.pem"));
+    assert!(t.verify);
+    assert_eq!(t.timeout, Duration::from_secs(2));
+    assert_eq!(t.cipher_suites, ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]);
+    assert_eq!(t.curve_preferences, ["X25519", "CurveP521"]);
+    let t = opts("tls { cert_file: a.pem, key_file: b.pem }")
+        .tls
+        .unwrap();
+    assert_eq!(t.timeout, Duration::from_millis(500), "1.0's default");
+    assert!(!t.verify);
+    assert!(opts("").tls.is_none());
+    // Route TLS: always verified (1.0 forces it).
+    let c = cluster("cluster { port: 6222, tls { ca_file: ca.pem, verify: false } }");
+    let t = c.options.tls.unwrap();
+    assert!(t.verify);
+    assert_eq!(t.ca_file.unwrap().to_str(), Some("ca.pem"));
+}
+
+#[test]
+fn client_tls_block_errors_are_gnatsd_texts() {
+    for (text, want) in [
+        (
+            "tls { cert_file: a.pem, bogus: 1 }",
+            "error parsing tls config, unknown field [\"bogus\"]",
+        ),
+        (
+            "tls { cert_file: 1 }",
+            "error parsing tls config, expected 'cert_file' to be filename",
+        ),
+        (
+            "tls { verify: \"yes\" }",
+            "error parsing tls config, expected 'verify' to be a boolean",
+        ),
+        (
+            "tls { cipher_suites: [] }",
+            "error parsing tls config, 'cipher_suites' cannot be empty",
+        ),
+        (
+            "tls { curve_preferences: [] }",
+            "error parsing tls config, 'curve_preferences' cannot be empty",
+        ),
+        (
+            "tls { cipher_suites: [TLS_NOPE] }",
+            "Unrecognized cipher TLS_NOPE",
+        ),
+        (
+            "tls { curve_preferences: [CurveP999] }",
+            "Unrecognized curve preference CurveP999",
+        ),
+        (
+            "tls { cipher_suites: [TLS_RSA_WITH_RC4_128_SHA] }",
+            "cipher suite TLS_RSA_WITH_RC4_128_SHA is not supported",
+        ),
+    ] {
+        let err = error(text);
+        assert!(
+            err.starts_with("gnatsd.conf:1:") && err.contains(want),
+            "{text}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -296,7 +357,7 @@ fn cluster_block() {
     );
     assert!(o.no_advertise);
     assert_eq!(o.connect_retries, 5);
-    assert!(!o.tls_ignored);
+    assert!(o.tls.is_none());
 
     let c = cluster("cluster { host: 127.0.0.1, port: 6222 }");
     assert!(c.listens);

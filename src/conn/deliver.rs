@@ -1,22 +1,28 @@
 //! Subscriptions and message delivery, shared by every connection kind.
 //!
 //! A [`Subscription`] knows where it leads ([`Origin`]): a local client, or a route (the
-//! interest of a remote server, held under the route's sid `RSID:cid:sid`). Delivery
-//! applies gnatsd 1.0's cluster rules in one place:
+//! interest of a remote server, held by the route connection). Delivery applies the
+//! cluster rules in one place, whatever wire the route speaks:
 //! - a message from a **client** goes to every local plain subscriber, to each route at
-//!   most once (the first matching route subscription's sid), and to one member of each
-//!   queue group chosen among local and remote members;
-//! - a message from a **route** goes to local client subscribers only (one hop: never back
-//!   out to a route) and skips queue groups (the origin server already chose), except a
-//!   `QRSID` message, which goes to exactly the member it names.
+//!   most once, and to one member of each queue group chosen among local and remote
+//!   members (a remote member counts as many members as its weight);
+//! - a message from a **route** goes to local clients and to routes of the *other* dialect
+//!   only (one hop per cluster: never back into the cluster it came from). Queue groups are
+//!   served only when the sender names them (a 2.x route's queue list, a 1.0 `QRSID`), by
+//!   a member that is not in the sender's cluster.
+//!
+//! What goes to one route for one message is collected first ([`RouteTarget`]: its plain
+//! subscription and the queue members chosen behind it); `conn::route` writes it in the
+//! route's dialect.
 
+use super::route::{self, Dialect};
 use crate::cluster::Cluster;
 use crate::outbound::{Outbound, WakeBatch};
 use crate::sublist::{MatchResult, SubEntry, Sublist};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Where a subscription's messages go.
@@ -24,8 +30,26 @@ use std::sync::Arc;
 pub enum Origin {
     /// A client of this server, by connection id.
     Client { cid: u64 },
-    /// A remote server's interest, held by the route connection `cid`.
-    Route { cid: u64 },
+    /// A remote server's interest, held by the route connection `cid`, which speaks
+    /// `dialect`.
+    Route { cid: u64, dialect: Dialect },
+}
+
+impl Origin {
+    /// The id of the connection that holds the subscription.
+    pub fn cid(self) -> u64 {
+        match self {
+            Origin::Client { cid } | Origin::Route { cid, .. } => cid,
+        }
+    }
+
+    /// The route dialect, for a route's subscription.
+    pub fn dialect(self) -> Option<Dialect> {
+        match self {
+            Origin::Client { .. } => None,
+            Origin::Route { dialect, .. } => Some(dialect),
+        }
+    }
 }
 
 /// One subscription. `max == 0` means no auto-unsubscribe limit.
@@ -38,6 +62,10 @@ pub struct Subscription {
     pub out: Arc<Outbound>,
     pub(crate) max: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    /// Queue members this entry stands for (a 2.x route's queue weight; 1 otherwise).
+    pub(crate) weight: AtomicU32,
+    /// The interest has been withdrawn from the routes (exactly once per subscription).
+    pub(crate) withdrawn: AtomicBool,
 }
 
 impl SubEntry for Subscription {
@@ -65,7 +93,14 @@ impl Subscription {
             out,
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            weight: AtomicU32::new(1),
+            withdrawn: AtomicBool::new(false),
         }
+    }
+
+    /// Queue members this entry stands for.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     pub fn sid(&self) -> &[u8] {
@@ -93,7 +128,7 @@ impl Subscription {
     }
 
     /// Delivery would be refused: the holder is closing or the limit was reached.
-    fn unavailable(&self) -> bool {
+    pub(crate) fn unavailable(&self) -> bool {
         self.out.is_dead() || self.exhausted()
     }
 }
@@ -172,25 +207,54 @@ pub struct Targets<'a> {
 pub enum Source<'a> {
     /// From a local client; `skip` is its own queue when it asked for no echo.
     Client { skip: Option<&'a Arc<Outbound>> },
-    /// From a route (plain `RSID` or any non-`QRSID` sid).
-    Route,
+    /// From a route speaking `dialect`. `queues` names the queue groups the sender asks this
+    /// server to serve, separated by blanks (a 2.x queue list; empty: none).
+    Route { dialect: Dialect, queues: &'a [u8] },
 }
 
-/// Delivers `msg` by the rules in the module doc. Returns how many subscriptions got it.
+/// What one route gets for one message: its first plain subscription that matched, and the
+/// queue members chosen behind it.
+pub struct RouteTarget<'r> {
+    pub out: &'r Arc<Outbound>,
+    pub plain: Option<&'r Arc<Subscription>>,
+    pub queues: SmallVec<[&'r Arc<Subscription>; 2]>,
+}
+
+type RouteTargets<'r> = SmallVec<[RouteTarget<'r>; 4]>;
+
+fn target_for<'t, 'r>(
+    routes: &'t mut RouteTargets<'r>,
+    sub: &'r Arc<Subscription>,
+) -> &'t mut RouteTarget<'r> {
+    let i = match routes.iter().position(|t| Arc::ptr_eq(t.out, &sub.out)) {
+        Some(i) => i,
+        None => {
+            routes.push(RouteTarget {
+                out: &sub.out,
+                plain: None,
+                queues: SmallVec::new(),
+            });
+            routes.len() - 1
+        }
+    };
+    &mut routes[i]
+}
+
+/// Delivers `msg` by the rules in the module doc. Returns how many subscriptions (a route
+/// counting once) got it.
 pub fn deliver(
     msg: &Message<'_>,
     result: &MatchResult<Subscription>,
     source: Source<'_>,
     env: &mut Targets<'_>,
 ) -> usize {
-    let (skip, from_route) = match source {
-        Source::Client { skip } => (skip, false),
-        Source::Route => (None, true),
+    let (skip, from, queues) = match source {
+        Source::Client { skip } => (skip, None, None),
+        Source::Route { dialect, queues } => (None, Some(dialect), Some(queues)),
     };
     let is_skipped = |sub: &Subscription| skip.is_some_and(|s| Arc::ptr_eq(s, &sub.out));
     let mut n = 0;
-    // Routes already sent to for this message: one MSG per remote server.
-    let mut routes_done: SmallVec<[*const Outbound; 4]> = SmallVec::new();
+    let mut routes: RouteTargets<'_> = SmallVec::new();
     for sub in &result.plain {
         match sub.origin {
             Origin::Client { .. } => {
@@ -198,74 +262,163 @@ pub fn deliver(
                     n += 1;
                 }
             }
-            Origin::Route { .. } => {
-                if from_route {
+            Origin::Route { dialect, .. } => {
+                // One hop per cluster; one plain subscription per route.
+                if from == Some(dialect) || sub.unavailable() {
                     continue;
                 }
-                let key = Arc::as_ptr(&sub.out);
-                if !routes_done.contains(&key) && deliver_one(msg, sub, env) {
-                    routes_done.push(key);
-                    n += 1;
+                let t = target_for(&mut routes, sub);
+                if t.plain.is_none() {
+                    t.plain = Some(sub);
                 }
             }
         }
     }
-    if from_route {
-        return n;
-    }
     for group in &result.queues {
-        if deliver_to_group(msg, &group.members, |s| !is_skipped(s), env) {
+        let eligible = |s: &Subscription| match from {
+            None => !is_skipped(s),
+            Some(d) => s.origin.dialect() != Some(d),
+        };
+        if let Some(list) = queues {
+            // From a route: only the groups it names (none for a 1.0 plain MSG).
+            if !list
+                .split(|&b| b == b' ' || b == b'\t')
+                .any(|q| q == &*group.name)
+            {
+                continue;
+            }
+        }
+        if deliver_to_group(msg, &group.members, eligible, env, &mut routes) {
+            n += 1;
+        }
+    }
+    for t in &routes {
+        if route::send_to_route(msg, t, env) {
             n += 1;
         }
     }
     n
 }
 
-/// Gives `msg` to one member of a queue group accepted by `eligible`: a random one, or, if
-/// that one cannot take it (closing, past its limit), the next, so the group does not lose
-/// it. Returns whether a member got it.
-pub fn deliver_to_group(
+/// Gives `msg` to one member of a queue group accepted by `eligible`: one picked at random
+/// (weighted by [`Subscription::weight`]), or, if that one cannot take it (closing, past its
+/// limit), the next, so the group does not lose it. A member behind a route is added to
+/// `routes`. Returns whether a member got it.
+fn deliver_to_group<'r>(
     msg: &Message<'_>,
-    members: &[Arc<Subscription>],
+    members: &'r [Arc<Subscription>],
     eligible: impl Fn(&Subscription) -> bool,
     env: &mut Targets<'_>,
+    routes: &mut RouteTargets<'r>,
 ) -> bool {
     if members.is_empty() {
         return false;
     }
-    let start = env.rng.gen_range(0..members.len());
+    let start = pick_weighted(members, &eligible, env.rng);
     (0..members.len()).any(|i| {
         let sub = &members[(start + i) % members.len()];
-        eligible(sub) && deliver_one(msg, sub, env)
+        if !eligible(sub) {
+            return false;
+        }
+        match sub.origin {
+            Origin::Client { .. } => deliver_one(msg, sub, env),
+            Origin::Route { .. } => {
+                if sub.unavailable() {
+                    return false;
+                }
+                target_for(routes, sub).queues.push(sub);
+                true
+            }
+        }
     })
 }
 
-/// A `QRSID` message from a route: exactly the named local member, or, when it is gone or
-/// cannot take it, another local member of the same group (`group`, when the member is
-/// already gone from the index). Returns whether a member got it.
+/// A random index into `members`, each eligible member weighted by its weight (uniform when
+/// all weigh 1).
+fn pick_weighted(
+    members: &[Arc<Subscription>],
+    eligible: &impl Fn(&Subscription) -> bool,
+    rng: &mut SmallRng,
+) -> usize {
+    let n = members.len();
+    if n == 1 {
+        return 0;
+    }
+    let total: u64 = members
+        .iter()
+        .filter(|m| eligible(m))
+        .map(|m| u64::from(m.weight()))
+        .sum();
+    if total == 0 {
+        return rng.gen_range(0..n);
+    }
+    let mut r = rng.gen_range(0..total);
+    for (i, m) in members.iter().enumerate() {
+        if !eligible(m) {
+            continue;
+        }
+        let w = u64::from(m.weight());
+        if r < w {
+            return i;
+        }
+        r -= w;
+    }
+    n - 1
+}
+
+/// A `QRSID` message from a 1.0 route: exactly the named member (a local client's, or one
+/// held for a route of the other dialect), or, when it is gone or cannot take it, another
+/// member of the same group outside the 1.0 cluster (`group`, when the member is already
+/// gone from the index). Returns whether a member got it.
 pub fn deliver_to_member(
     msg: &Message<'_>,
     result: &MatchResult<Subscription>,
     cid: u64,
     sid: &[u8],
-    group: Option<&[u8]>,
+    gone_group: Option<&[u8]>,
     env: &mut Targets<'_>,
 ) -> bool {
-    let named = |s: &Subscription| s.origin == (Origin::Client { cid }) && &*s.sid == sid;
+    let outside = |s: &Subscription| s.origin.dialect() != Some(Dialect::V1);
+    let named = |s: &Subscription| outside(s) && s.origin.cid() == cid && &*s.sid == sid;
     let found = result
         .queues
         .iter()
         .find_map(|g| g.members.iter().find(|s| named(s)).map(|s| (g, s)));
+    let mut routes: RouteTargets<'_> = SmallVec::new();
     let group = match found {
-        Some((_, sub)) if !sub.unavailable() && deliver_one(msg, sub, env) => return true,
-        Some((g, _)) => Some(g),
-        None => group.and_then(|name| result.queues.iter().find(|g| &*g.name == name)),
+        Some((g, sub)) => {
+            if !sub.unavailable() {
+                if sub.is_local() {
+                    if deliver_one(msg, sub, env) {
+                        return true;
+                    }
+                } else {
+                    target_for(&mut routes, sub).queues.push(sub);
+                    return route::send_to_route(msg, &routes[0], env);
+                }
+            }
+            Some(g)
+        }
+        None => gone_group.and_then(|name| result.queues.iter().find(|g| &*g.name == name)),
     };
-    group.is_some_and(|g| deliver_to_group(msg, &g.members, Subscription::is_local, env))
+    let Some(g) = group else {
+        return false;
+    };
+    if !deliver_to_group(msg, &g.members, outside, env, &mut routes) {
+        return false;
+    }
+    for t in &routes {
+        route::send_to_route(msg, t, env);
+    }
+    true
 }
 
 #[inline]
-fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
+pub(super) fn deliver_one(
+    msg: &Message<'_>,
+    sub: &Arc<Subscription>,
+    env: &mut Targets<'_>,
+) -> bool {
     if sub.out.is_dead() {
         return false;
     }
@@ -288,12 +441,14 @@ fn deliver_one(msg: &Message<'_>, sub: &Arc<Subscription>, env: &mut Targets<'_>
         return false;
     }
     env.batch
-        .stage(&sub.out, msg.encoded_len(sub), |b| msg.encode(sub, b));
-    if max > 0 && count == max && env.sublist.remove(sub) && sub.is_local() {
+        .stage_msg(&sub.out, msg.encoded_len(sub), msg.payload.len(), |b| {
+            msg.encode(sub, b)
+        });
+    if max > 0 && count == max && env.sublist.remove(sub) {
         // The limit is reached here: withdraw the interest from the routes at once, as
         // 1.0 does, rather than leaving them to count it down.
         if let Some(cluster) = env.cluster {
-            super::route::withdraw(cluster, env.batch, sub, None);
+            route::withdraw(cluster, env.batch, sub, None);
         }
     }
     true

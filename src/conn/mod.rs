@@ -21,6 +21,7 @@ use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
 use crate::shared::Shared;
+use crate::stats::{ConnSnapshot, ConnStats, RouteSnapshot};
 use crate::sublist::Reader;
 use ahash::AHashMap;
 use rand::rngs::SmallRng;
@@ -269,6 +270,10 @@ pub struct Connection {
     pub opts: ConnectOpts,
     /// `ip:port - cid:N - ` (or `rid:N`), gnatsd's per-connection log prefix.
     pub log_prefix: Box<str>,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Monitoring counters. Input is counted here; output by the owner when it sends.
+    pub stats: ConnStats,
     pub kind: Kind,
     subs: AHashMap<Box<[u8]>, Arc<Subscription>>,
     auth_deadline: Option<Instant>,
@@ -293,20 +298,29 @@ const PING: &[u8] = b"PING\r\n";
 
 impl Connection {
     /// The state shared by every kind; `first_ping` is when the first keepalive PING is due.
+    #[allow(clippy::too_many_arguments)]
     fn with_kind(
         cid: u64,
         out: Arc<Outbound>,
-        log_prefix: String,
+        peer: SocketAddr,
         kind: Kind,
         opts: ConnectOpts,
         auth_deadline: Option<Instant>,
+        now: Instant,
         first_ping: Instant,
     ) -> Self {
+        let tag = if matches!(kind, Kind::Route(_)) {
+            "rid"
+        } else {
+            "cid"
+        };
         Connection {
             cid,
             out,
             opts,
-            log_prefix: log_prefix.into_boxed_str(),
+            log_prefix: format!("{peer} - {tag}:{cid} - ").into_boxed_str(),
+            peer,
+            stats: ConnStats::new(now),
             kind,
             subs: AHashMap::new(),
             auth_deadline,
@@ -333,10 +347,11 @@ impl Connection {
         Connection::with_kind(
             cid,
             out,
-            format!("{peer} - cid:{cid} - "),
+            peer,
             Kind::Client,
             ConnectOpts::client_default(),
             deadline,
+            now,
             now + cfg.ping_interval,
         )
     }
@@ -345,6 +360,13 @@ impl Connection {
     /// stopped until [`on_auth_done`](Self::on_auth_done).
     pub fn auth_pending(&self) -> bool {
         self.auth_wait.is_some()
+    }
+
+    /// The TLS handshake is over: the authorization timer starts now, as in 1.0 (spec §1.12).
+    pub fn tls_handshake_done(&mut self, now: Instant, cfg: &ConnConfig) {
+        if self.auth_deadline.is_some() && matches!(self.kind, Kind::Client) {
+            self.auth_deadline = Some(now + cfg.auth_timeout);
+        }
     }
 
     pub fn is_route(&self) -> bool {
@@ -358,6 +380,54 @@ impl Connection {
     /// Number of subscriptions this connection holds.
     pub fn sub_count(&self) -> usize {
         self.subs.len()
+    }
+
+    /// This connection as the monitor shows it. `unsent` is what the owner took from the
+    /// queue and has not written yet; `user_auth` says the server authenticates by user
+    /// name (so the name is worth showing).
+    pub fn snapshot(
+        &self,
+        token: u64,
+        unsent: usize,
+        with_subs: bool,
+        user_auth: bool,
+    ) -> ConnSnapshot {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let subscriptions_list = with_subs.then(|| {
+            let mut list: Vec<String> = self
+                .subs
+                .values()
+                .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+                .collect();
+            list.sort_unstable();
+            list
+        });
+        let route = match &self.kind {
+            Kind::Client => None,
+            Kind::Route(r) => Some(RouteSnapshot {
+                remote_id: r.remote_id.clone().unwrap_or_default(),
+                did_solicit: r.dial.is_some(),
+                is_configured: r.dial.as_ref().is_some_and(|d| d.explicit),
+            }),
+        };
+        ConnSnapshot {
+            cid: self.cid,
+            token,
+            peer: self.peer,
+            stats: self.stats,
+            pending_bytes: self.out.pending_len() + unsent,
+            subscriptions: self.subs.len(),
+            name: nonempty(&self.opts.name),
+            lang: nonempty(&self.opts.lang),
+            version: nonempty(&self.opts.version),
+            authorized_user: if user_auth && route.is_none() {
+                nonempty(&self.opts.user)
+            } else {
+                None
+            },
+            subscriptions_list,
+            route,
+        }
     }
 
     fn send(&self, env: &mut Env<'_>, bytes: &[u8]) {
@@ -429,7 +499,7 @@ impl Connection {
                 self.send(env, PONG);
                 self.ponged = true;
                 if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
-                    let info = env.shared.client_info(self.cid);
+                    let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
                     self.send(env, &info);
                 }
                 ControlFlow::Continue(())
@@ -454,8 +524,10 @@ impl Connection {
                 );
                 self.close_with(CloseReason::ClientError)
             }
-            // Only routes may send MSG; the client parser rejects it before we get here.
-            Op::Msg { .. } => self.fail(ProtoError::UnknownOp, env),
+            // Only routes may send these; the client parser rejects them before we get here.
+            Op::Msg { .. } | Op::RouteSub { .. } | Op::RouteUnsub { .. } | Op::Rmsg { .. } => {
+                self.fail(ProtoError::UnknownOp, env)
+            }
         }
     }
 
@@ -468,7 +540,7 @@ impl Connection {
         if !self.ponged {
             self.info_owed = true;
         } else if self.opts.protocol >= 1 {
-            let info = env.shared.client_info(self.cid);
+            let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
             self.send(env, &info);
         }
     }
@@ -534,6 +606,9 @@ impl Connection {
                             SubmitError::NotRunning => "bcrypt verification not running",
                         };
                         crate::error!("{}Authorization Error - {why}", self.log_prefix);
+                        if self.is_route() {
+                            route::auth_failed(self, env);
+                        }
                         let _ = self.fail(ProtoError::AuthViolation, env);
                     }
                 }
@@ -545,7 +620,10 @@ impl Connection {
     /// Logs a rejected CONNECT as gnatsd does and fails the connection.
     fn auth_failed(&mut self, env: &mut Env<'_>) {
         self.auth_deadline = None;
-        if self.is_route() || env.cfg().auth.users.is_empty() {
+        if self.is_route() {
+            crate::error!("{}Authorization Error", self.log_prefix);
+            route::auth_failed(self, env);
+        } else if env.cfg().auth.users.is_empty() {
             crate::error!("{}Authorization Error", self.log_prefix);
         } else {
             crate::error!(
@@ -572,7 +650,7 @@ impl Connection {
         }
         self.auth_deadline = None;
         if self.is_route() {
-            return route::connect_authorized(self);
+            return route::connect_authorized(self, env);
         }
         self.connect_authorized(wait.permissions, env)
     }
@@ -671,9 +749,12 @@ impl Connection {
         sid: &[u8],
         env: &mut Env<'_>,
     ) -> Option<Arc<Subscription>> {
-        let origin = match self.kind {
+        let origin = match &self.kind {
             Kind::Client => Origin::Client { cid: self.cid },
-            Kind::Route(_) => Origin::Route { cid: self.cid },
+            Kind::Route(r) => Origin::Route {
+                cid: self.cid,
+                dialect: r.dialect.unwrap_or(route::Dialect::V1),
+            },
         };
         let out = Arc::clone(&self.out);
         let sub = Arc::new(Subscription::new(subject, queue, sid, origin, out));
@@ -702,6 +783,18 @@ impl Connection {
         let Some(sub) = self.subs.get(sid) else {
             return;
         };
+        if sub.exhausted() {
+            // Gone at its limit: the delivery that hit it took it out of the index and
+            // withdrew it from the routes. As in gnatsd the sid is free again and this
+            // UNSUB changes nothing (a larger limit must not revive it). Only if no
+            // delivery has removed it yet is that done here.
+            if let Some(sub) = self.subs.remove(sid) {
+                if env.subs.sublist().remove(&sub) && sub.is_local() {
+                    route::forward_unsub(&sub, None, env);
+                }
+            }
+            return;
+        }
         let remove_now = match max {
             Some(max) if max > 0 => {
                 sub.max.store(max, Ordering::Relaxed);
@@ -712,11 +805,9 @@ impl Connection {
         if remove_now {
             if let Some(sub) = self.subs.remove(sid) {
                 env.subs.sublist().remove(&sub);
-                if sub.is_local() {
-                    route::forward_unsub(&sub, None, env);
-                }
+                route::forward_unsub(&sub, None, env);
             }
-        } else if sub.is_local() {
+        } else {
             route::forward_unsub(sub, max, env);
         }
     }
@@ -742,6 +833,8 @@ impl Connection {
             self.send(env, &err);
             return ControlFlow::Continue(());
         }
+        self.stats.in_msgs += 1;
+        self.stats.in_bytes += payload.len() as u64;
         if !self.can_publish(subject) {
             crate::error!(
                 "{}Publish Violation - User {:?}, Subject {:?}",
@@ -831,7 +924,9 @@ impl Connection {
             payload: &header,
         };
         env.batch
-            .stage(&sub.out, status.encoded_len(sub), |b| status.encode(sub, b));
+            .stage_msg(&sub.out, status.encoded_len(sub), header.len(), |b| {
+                status.encode(sub, b)
+            });
     }
 
     /// Timers: authorization timeout and keepalive PINGs. Call at least every few hundred ms.
@@ -840,6 +935,9 @@ impl Connection {
             return ControlFlow::Break(());
         }
         let now = env.now;
+        if self.is_route() {
+            route::on_tick(self, env);
+        }
         if let Some(deadline) = self.auth_deadline {
             if now >= deadline {
                 return self.fail(ProtoError::AuthTimeout, env);
@@ -856,20 +954,22 @@ impl Connection {
         ControlFlow::Continue(())
     }
 
-    /// Removes every subscription from the index (the connection is going away); a
-    /// client's are withdrawn from the routes (without a pending limit: 1.0's leak is not
-    /// copied).
+    /// Removes every subscription from the index (the connection is going away) and
+    /// withdraws them from the routes they were advertised to (without a pending limit:
+    /// 1.0's leak is not copied).
     pub fn unsubscribe_all(&mut self, env: &mut Env<'_>) {
         let subs: Vec<_> = self.subs.drain().map(|(_, sub)| sub).collect();
         // One write lock for the whole connection, not one per subscription.
         env.subs.sublist().remove_batch(&subs);
         // Subscriptions past their limit were withdrawn when they reached it.
-        for sub in subs.iter().filter(|s| s.is_local() && !s.exhausted()) {
+        for sub in &subs {
             route::forward_unsub(sub, None, env);
         }
     }
 }
 
+#[cfg(test)]
+mod route2x_tests;
 #[cfg(test)]
 mod route_tests;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Sans-IO tests of the route connection kind: the §2.10 two-server transcript replayed
 //! byte for byte against one server, plus auth, duplicates and the queue rules.
 
+use super::route::Dialect;
 use super::tests::{drain, Harness, Peer};
 use super::*;
 use crate::cluster::{Cluster, Dial};
@@ -48,10 +49,11 @@ fn registered_fake(h: &mut Harness) -> Peer {
     let mut fake = h.route_peer(1, None);
     assert_eq!(
         drain(&fake),
-        INFO_A,
-        "the accepting side sends its INFO at once"
+        "",
+        "the accepting side holds its INFO until the CONNECT says which dialect"
     );
     h.feed(&mut fake, FAKE_CONNECT);
+    assert_eq!(drain(&fake), INFO_A, "a 1.0 CONNECT: gnatsd 1.0's INFO");
     h.feed(&mut fake, FAKE_INFO);
     assert!(fake.conn.closing().is_none(), "{:?}", fake.conn.closing());
     fake
@@ -70,7 +72,7 @@ fn transcript_2_10_replayed() {
     assert_eq!(drain(&fake), "", "no local subscriptions to send yet");
 
     // The client INFO now carries FAKE's client URL, not our own.
-    let info = String::from_utf8(h.shared.client_info(3)).unwrap();
+    let info = String::from_utf8(h.shared.client_info(3, None)).unwrap();
     assert!(
         info.contains("\"connect_urls\":[\"127.0.0.1:35399\"]"),
         "{info}"
@@ -164,8 +166,8 @@ fn new_route_gets_every_local_subscription_and_is_gossiped() {
     let mut client = quiet_client(&mut h, 3);
     h.feed(&mut client, b"SUB a 1\r\nSUB b.* q 2\r\n");
     let mut fake = h.route_peer(1, None);
-    drain(&fake);
     h.feed(&mut fake, FAKE_CONNECT);
+    assert_eq!(drain(&fake), INFO_A);
     h.feed(&mut fake, FAKE_INFO);
     assert_eq!(
         lines(&drain(&fake)),
@@ -199,7 +201,10 @@ fn route_auth_and_client_on_route_port() {
         &mut bad,
         b"CONNECT {\"user\":\"ruser\",\"pass\":\"nope\",\"name\":\"X\"}\r\n",
     );
-    assert_eq!(drain(&bad), "-ERR 'Authorization Violation'\r\n");
+    assert_eq!(
+        drain(&bad),
+        format!("{INFO_A}-ERR 'Authorization Violation'\r\n")
+    );
     assert!(bad.conn.closing().is_some());
 
     let mut early = h.route_peer(2, None);
@@ -215,13 +220,18 @@ fn route_auth_and_client_on_route_port() {
     );
     assert_eq!(
         drain(&client),
-        "-ERR 'Attempted To Connect To Route Port'\r\n"
+        format!("{INFO_A}-ERR 'Attempted To Connect To Route Port'\r\n")
     );
 
+    // A peer that says nothing gets gnatsd 1.0's INFO after the grace period, then the
+    // auth timeout.
     let mut slow = h.route_peer(4, None);
+    h.now += super::route::ACCEPT_INFO_GRACE;
+    h.tick(&mut slow);
+    assert_eq!(drain(&slow), INFO_A);
     h.now += std::time::Duration::from_secs(1);
     h.tick(&mut slow);
-    assert!(drain(&slow).ends_with("-ERR 'Authorization Timeout'\r\n"));
+    assert_eq!(drain(&slow), "-ERR 'Authorization Timeout'\r\n");
 }
 
 #[test]
@@ -255,12 +265,25 @@ fn solicited_route_sends_connect_then_info() {
         reactor: 0,
         addr: None,
     };
-    let out = h.route_peer(1, Some(dial));
-    let sent = drain(&out);
-    assert_eq!(
-        sent,
-        format!("CONNECT {{\"verbose\":false,\"pedantic\":false,\"user\":\"u\",\"pass\":\"p\",\"tls_required\":false,\"name\":\"A_ID\"}}\r\n{INFO_A}")
+    let mut out = h.route_peer(1, Some(dial.clone()));
+    assert_eq!(drain(&out), "", "the dialler waits for the acceptor's INFO");
+    // gnatsd 1.0 sends its INFO at once: CONNECT, then our INFO, in its dialect.
+    h.feed(&mut out, FAKE_INFO);
+    let connect = "CONNECT {\"verbose\":false,\"pedantic\":false,\"user\":\"u\",\"pass\":\"p\",\"tls_required\":false,\"name\":\"A_ID\"}\r\n";
+    assert_eq!(drain(&out), format!("{connect}{INFO_A}"));
+    assert_eq!(out.conn.route_dialect(), Some(Dialect::V1));
+
+    // A peer that says nothing (a ringnats acceptor waiting for our CONNECT) gets the 1.0
+    // CONNECT after the grace period; our INFO follows its INFO.
+    let mut quiet = h.route_peer(2, Some(dial));
+    h.now += super::route::DIAL_CONNECT_GRACE;
+    h.tick(&mut quiet);
+    assert_eq!(drain(&quiet), connect);
+    h.feed(
+        &mut quiet,
+        b"INFO {\"server_id\":\"QUIET\",\"host\":\"127.0.0.1\",\"port\":36398}\r\n",
     );
+    assert_eq!(drain(&quiet), INFO_A);
 }
 
 #[test]
@@ -335,4 +358,22 @@ fn a_local_limit_reached_withdraws_the_interest_from_routes() {
         "withdrawn when the limit is hit"
     );
     assert_eq!(h.shared.sublist.count(), 0);
+}
+
+#[test]
+fn unsub_after_the_limit_is_not_sent_to_routes_again() {
+    // Found by the conn_ops fuzz target: the sid was withdrawn when its limit was hit, and
+    // a later UNSUB for it sent a second UNSUB to every route.
+    let mut h = server_a();
+    let fake = registered_fake(&mut h);
+    let mut client = quiet_client(&mut h, 3);
+    h.feed(&mut client, b"SUB a q 1\r\nUNSUB 1 1\r\nPUB a 1\r\nx\r\n");
+    assert_eq!(
+        drain(&fake),
+        "SUB a q QRSID:3:1\r\nUNSUB QRSID:3:1 1\r\nUNSUB QRSID:3:1\r\n"
+    );
+    h.feed(&mut client, b"UNSUB 1\r\nUNSUB 1 4\r\n");
+    assert_eq!(drain(&fake), "", "the sid is already gone");
+    h.close(&mut client);
+    assert_eq!(drain(&fake), "");
 }

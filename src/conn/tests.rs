@@ -410,13 +410,14 @@ fn bcrypt_connect_waits_for_the_verdict_then_goes_on_in_order() {
         let connect = connect_line("alice", pass);
         let mut input = connect.clone();
         input.extend_from_slice(b"PUB ok 0\r\n\r\nPUB no 0\r\n\r\nPING\r\n");
-        h.feed(&mut a, &input);
-        if pass == "s3cret"
+        // Asked before the CONNECT: the pool may cache this verification while the test runs.
+        let cached = pass == "s3cret"
             && h.shared
                 .auth_pool
                 .cache
-                .contains(&crate::auth::cache_key("alice", &hash, "s3cret"))
-        {
+                .contains(&crate::auth::cache_key("alice", &hash, "s3cret"));
+        h.feed(&mut a, &input);
+        if cached {
             // Verified before: the cache answers at once, nothing is queued.
             assert!(!a.conn.auth_pending());
             assert_eq!(
@@ -499,4 +500,23 @@ fn auth_timeout_fires_while_bcrypt_is_pending() {
     drop(env);
     h.batch.flush(&mut a.stalled);
     assert_eq!(drain(&a), "");
+}
+
+#[test]
+fn unsub_with_a_larger_limit_after_the_limit_does_not_revive_the_sid() {
+    // Found by the conn_ops fuzz target: `UNSUB 1 5` after sid 1 reached its limit of 1
+    // made the connection hold it as live again although the index no longer did, so the
+    // next `SUB .. 1` was ignored as a duplicate and the client got nothing. In gnatsd the
+    // sid is gone at its limit: the UNSUB is a no-op and the SUB subscribes afresh.
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\nUNSUB 1 1\r\nPUB s 1\r\na\r\n",
+    );
+    assert_eq!(drain(&a), "MSG s 1 1\r\na\r\n");
+    h.feed(&mut a, b"UNSUB 1 5\r\nSUB s 1\r\nPUB s 1\r\nb\r\n");
+    assert_eq!(drain(&a), "MSG s 1 1\r\nb\r\n");
+    assert_eq!(h.shared.sublist.count(), 1);
+    assert_eq!(a.conn.sub_count(), 1);
 }

@@ -34,6 +34,12 @@ pub struct ServerInfo {
     pub headers: bool,
     #[serde(skip_serializing_if = "is_zero")]
     pub client_id: u64,
+    /// 2.x: the server's name (the id unless `--name`/`server_name` is set).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
+    /// 2.x: the address the client connected from, as the server sees it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -58,6 +64,8 @@ impl Default for ServerInfo {
             proto: 1,
             headers: true,
             client_id: 0,
+            server_name: String::new(),
+            client_ip: None,
         }
     }
 }
@@ -105,7 +113,8 @@ pub fn go_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// serde_json formatter producing Go's string escaping.
-struct GoFormatter;
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GoFormatter;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -181,6 +190,8 @@ pub struct ConnectOpts {
     pub headers: bool,
     pub no_responders: bool,
     pub tls_required: bool,
+    /// A route's cluster name (nats-server 2.x routes always send the key).
+    pub cluster: Option<String>,
 }
 
 impl ConnectOpts {
@@ -225,9 +236,19 @@ pub struct RemoteInfo {
     pub connect_urls: Vec<String>,
     pub proto: i64,
     pub headers: bool,
+    /// nats-server 2.x fields.
+    pub server_name: String,
+    pub cluster: Option<String>,
+    pub cluster_dynamic: bool,
 }
 
 impl RemoteInfo {
+    /// The peer speaks the nats-server 2.x route protocol: its INFO carries a cluster name
+    /// or a route protocol version of 2 or more (1.x never sends either).
+    pub fn is_v2(&self) -> bool {
+        self.cluster.is_some() || self.proto >= 2
+    }
+
     /// Decodes INFO JSON; anything 1.0 would refuse (bad JSON, wrong field types) is
     /// `ParserError`.
     pub fn from_json(json: &[u8]) -> Result<RemoteInfo, ProtoError> {
@@ -387,6 +408,11 @@ impl FieldSink for ConnectFields<'_> {
             set(map, &mut o.no_responders)
         } else if k("tls_required") {
             set(map, &mut o.tls_required)
+        } else if k("cluster") {
+            let mut name = o.cluster.clone().unwrap_or_default();
+            set(map, &mut name)?;
+            o.cluster = Some(name);
+            Ok(())
         } else if k("ssl_required") {
             // read (and type-checked) by 1.0, never used
             let mut unused = false;
@@ -435,6 +461,15 @@ impl FieldSink for InfoFields<'_> {
             set(map, &mut o.proto)
         } else if k("headers") {
             set(map, &mut o.headers)
+        } else if k("server_name") {
+            set(map, &mut o.server_name)
+        } else if k("cluster") {
+            let mut name = o.cluster.clone().unwrap_or_default();
+            set(map, &mut name)?;
+            o.cluster = Some(name);
+            Ok(())
+        } else if k("cluster_dynamic") {
+            set(map, &mut o.cluster_dynamic)
         } else {
             map.next_value::<IgnoredAny>().map(|_| ())
         }
@@ -567,6 +602,7 @@ mod tests {
                 headers: true,
                 no_responders: true,
                 tls_required: false,
+                cluster: None,
             }
         );
     }

@@ -28,7 +28,8 @@ pub struct ParserConfig {
     pub max_payload: usize,
     /// `HPUB` is accepted (the peer negotiated headers).
     pub headers: bool,
-    /// `MSG` is accepted (route connections).
+    /// Route ops are accepted: `MSG` (1.0 routes) and the 2.x route ops `RS+`, `RS-`,
+    /// `RMSG` and `HMSG <account> ...` (route connections).
     pub route: bool,
     /// Authorization is pending: the first byte of every op must be `c`/`C`, else
     /// `AuthViolation`. Cleared by the parser itself when it delivers a CONNECT.
@@ -85,6 +86,32 @@ pub enum Op<'a> {
         reply: Option<&'a [u8]>,
         payload: &'a [u8],
     },
+    /// `RS+ <account> <subject> [<queue> <weight>]` (2.x routes; only parsed when
+    /// `ParserConfig::route` is set).
+    RouteSub {
+        account: &'a [u8],
+        subject: &'a [u8],
+        /// The queue group and its weight (members behind the route).
+        queue: Option<(&'a [u8], u32)>,
+    },
+    /// `RS- <account> <subject> [<queue>]` (2.x routes).
+    RouteUnsub {
+        account: &'a [u8],
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+    },
+    /// `RMSG <account> <subject> [+ <reply> <queue>... | <queue>... | <reply>] <size>`, or
+    /// `HMSG` with `<hdr_size> <size>` (2.x routes).
+    Rmsg {
+        account: &'a [u8],
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        /// The queue groups the receiver must serve, separated by blanks (empty: none).
+        queues: &'a [u8],
+        /// `HMSG`: length of the header block at the start of `payload`.
+        header_len: Option<usize>,
+        payload: &'a [u8],
+    },
     Ping,
     Pong,
     Ok,
@@ -121,6 +148,24 @@ pub enum OwnedOp {
         subject: Vec<u8>,
         sid: Vec<u8>,
         reply: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    },
+    RouteSub {
+        account: Vec<u8>,
+        subject: Vec<u8>,
+        queue: Option<(Vec<u8>, u32)>,
+    },
+    RouteUnsub {
+        account: Vec<u8>,
+        subject: Vec<u8>,
+        queue: Option<Vec<u8>>,
+    },
+    Rmsg {
+        account: Vec<u8>,
+        subject: Vec<u8>,
+        reply: Option<Vec<u8>>,
+        queues: Vec<u8>,
+        header_len: Option<usize>,
         payload: Vec<u8>,
     },
     Ping,
@@ -176,6 +221,39 @@ impl Op<'_> {
                 subject: v(subject),
                 sid: v(sid),
                 reply: o(reply),
+                payload: v(payload),
+            },
+            Op::RouteSub {
+                account,
+                subject,
+                queue,
+            } => OwnedOp::RouteSub {
+                account: v(account),
+                subject: v(subject),
+                queue: queue.map(|(q, w)| (v(q), w)),
+            },
+            Op::RouteUnsub {
+                account,
+                subject,
+                queue,
+            } => OwnedOp::RouteUnsub {
+                account: v(account),
+                subject: v(subject),
+                queue: o(queue),
+            },
+            Op::Rmsg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+                payload,
+            } => OwnedOp::Rmsg {
+                account: v(account),
+                subject: v(subject),
+                reply: o(reply),
+                queues: v(queues),
+                header_len,
                 payload: v(payload),
             },
             Op::Ping => OwnedOp::Ping,
@@ -245,6 +323,10 @@ enum Kind {
     Pong,
     Ok,
     Err,
+    RouteSub,
+    RouteUnsub,
+    Rmsg,
+    Hmsg,
 }
 
 #[derive(Clone, Copy)]
@@ -273,6 +355,13 @@ enum Head<'a> {
         subject: &'a [u8],
         sid: &'a [u8],
         reply: Option<&'a [u8]>,
+    },
+    Rmsg {
+        account: &'a [u8],
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        queues: &'a [u8],
+        header_len: Option<usize>,
     },
 }
 
@@ -305,6 +394,20 @@ impl<'a> Head<'a> {
                 reply,
                 payload,
             },
+            Head::Rmsg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+            } => Op::Rmsg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+                payload,
+            },
         }
     }
 
@@ -333,6 +436,19 @@ impl<'a> Head<'a> {
                 subject: s(subject),
                 sid: s(sid),
                 reply: o(reply),
+            },
+            Head::Rmsg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+            } => HeadSpans::Rmsg {
+                account: s(account),
+                subject: s(subject),
+                reply: o(reply),
+                queues: (!queues.is_empty()).then(|| s(queues)),
+                header_len,
             },
         }
     }
@@ -379,6 +495,13 @@ enum HeadSpans {
         sid: Span,
         reply: Option<Span>,
     },
+    Rmsg {
+        account: Span,
+        subject: Span,
+        reply: Option<Span>,
+        queues: Option<Span>,
+        header_len: Option<usize>,
+    },
 }
 
 impl HeadSpans {
@@ -407,6 +530,19 @@ impl HeadSpans {
                 subject: subject.get(buf),
                 sid: sid.get(buf),
                 reply: reply.map(|r| r.get(buf)),
+            },
+            HeadSpans::Rmsg {
+                account,
+                subject,
+                reply,
+                queues,
+                header_len,
+            } => Head::Rmsg {
+                account: account.get(buf),
+                subject: subject.get(buf),
+                reply: reply.map(|r| r.get(buf)),
+                queues: queues.map_or(&[][..], |q| q.get(buf)),
+                header_len,
             },
         }
     }
@@ -875,7 +1011,19 @@ fn classify(
         b'+' => (b"+ok", Kind::Ok, After::Ignore),
         b'-' => (b"-err", Kind::Err, After::Space),
         b'm' if cfg.route => (b"msg", Kind::Msg, After::Space),
-        b'h' if cfg.headers => (b"hpub", Kind::Hpub, After::Space),
+        b'h' if cfg.route || cfg.headers => match line.get(1).map(u8::to_ascii_lowercase) {
+            Some(b'p') if cfg.headers => (b"hpub", Kind::Hpub, After::Space),
+            Some(b'm') if cfg.route => (b"hmsg", Kind::Hmsg, After::Space),
+            Some(_) => return Err(ProtoError::UnknownOp),
+            None => return undecided(),
+        },
+        b'r' if cfg.route => match (line.get(1), line.get(2)) {
+            (Some(b'm' | b'M'), _) => (b"rmsg", Kind::Rmsg, After::Space),
+            (Some(b's' | b'S'), Some(b'+')) => (b"rs+", Kind::RouteSub, After::Space),
+            (Some(b's' | b'S'), Some(b'-')) => (b"rs-", Kind::RouteUnsub, After::Space),
+            (Some(b's' | b'S'), None) | (None, _) => return undecided(),
+            _ => return Err(ProtoError::UnknownOp),
+        },
         _ => return Err(ProtoError::UnknownOp),
     };
     let n = name.len();
@@ -989,6 +1137,43 @@ fn parse_line<'a>(raw: &'a [u8], cfg: &ParserConfig) -> Result<Line<'a>, ProtoEr
                 size,
             )
         }
+        Kind::Rmsg | Kind::Hmsg => {
+            let (head, size) = parse_rmsg(rest, kind == Kind::Hmsg)?;
+            if size > cfg.max_payload {
+                return Err(ProtoError::MaxPayload);
+            }
+            Line::Head(head, size)
+        }
+        Kind::RouteSub => {
+            let mut a = [&[][..]; 4];
+            match split_args(rest, &mut a) {
+                2 => Line::Op(Op::RouteSub {
+                    account: a[0],
+                    subject: a[1],
+                    queue: None,
+                }),
+                4 => {
+                    let w = parse_u64(a[3]).ok_or(ProtoError::ParserError)?;
+                    Line::Op(Op::RouteSub {
+                        account: a[0],
+                        subject: a[1],
+                        queue: Some((a[2], w.min(u32::MAX as u64) as u32)),
+                    })
+                }
+                _ => return Err(ProtoError::ParserError),
+            }
+        }
+        Kind::RouteUnsub => {
+            let mut a = [&[][..]; 3];
+            match split_args(rest, &mut a) {
+                2 | 3 => Line::Op(Op::RouteUnsub {
+                    account: a[0],
+                    subject: a[1],
+                    queue: (!a[2].is_empty()).then_some(a[2]),
+                }),
+                _ => return Err(ProtoError::ParserError),
+            }
+        }
         Kind::Sub => {
             let mut a = [&[][..]; 3];
             match split_args(rest, &mut a) {
@@ -1020,6 +1205,61 @@ fn parse_line<'a>(raw: &'a [u8], cfg: &ParserConfig) -> Result<Line<'a>, ProtoEr
             }
         }
     })
+}
+
+/// The arguments of `RMSG`/`HMSG` on a 2.x route: `<account> <subject>`, then nothing, a
+/// reply, `+ <reply> <queue>...` or `| <queue>...`, then (`HMSG`) the header size and the
+/// size. The queue names come back as one slice of the line, blanks between them.
+fn parse_rmsg(rest: &[u8], headers: bool) -> Result<(Head<'_>, usize), ProtoError> {
+    let mut t: smallvec::SmallVec<[&[u8]; 8]> = smallvec::SmallVec::new();
+    let mut i = 0;
+    while i < rest.len() {
+        if is_arg_sep(rest[i]) {
+            i += 1;
+            continue;
+        }
+        let end = find_sep(rest, i + 1);
+        t.push(&rest[i..end]);
+        i = end;
+    }
+    let tail = if headers { 2 } else { 1 };
+    if t.len() < 2 + tail {
+        return Err(ProtoError::ParserError);
+    }
+    let size = parse_size(t[t.len() - 1]).ok_or(ProtoError::ParserError)?;
+    let header_len = if headers {
+        let h = parse_size(t[t.len() - 2]).ok_or(ProtoError::ParserError)?;
+        if h > size {
+            return Err(ProtoError::ParserError);
+        }
+        Some(h)
+    } else {
+        None
+    };
+    let middle = &t[2..t.len() - tail];
+    let (reply, queues): (Option<&[u8]>, &[&[u8]]) = match middle {
+        [] => (None, &[]),
+        [reply] => (Some(reply), &[]),
+        [b"+", reply, queues @ ..] => (Some(reply), queues),
+        [b"|", queues @ ..] => (None, queues),
+        _ => return Err(ProtoError::ParserError),
+    };
+    let queues = match (queues.first(), queues.last()) {
+        (Some(first), Some(last)) => {
+            let start = first.as_ptr() as usize - rest.as_ptr() as usize;
+            let end = last.as_ptr() as usize - rest.as_ptr() as usize + last.len();
+            &rest[start..end]
+        }
+        _ => &[][..],
+    };
+    let head = Head::Rmsg {
+        account: t[0],
+        subject: t[1],
+        reply,
+        queues,
+        header_len,
+    };
+    Ok((head, size))
 }
 
 /// Splits on runs of spaces, tabs and stray `\r` (as Go's `splitArg`). Fills `out` and
@@ -1781,6 +2021,113 @@ mod tests {
                 String::from_utf8_lossy(s)
             );
         }
+    }
+
+    #[test]
+    fn route_2x_ops() {
+        let r = route();
+        let rmsg = |subject: &str,
+                    reply: Option<&str>,
+                    queues: &str,
+                    hdr: Option<usize>,
+                    payload: &str| {
+            OwnedOp::Rmsg {
+                account: b"$G".to_vec(),
+                subject: subject.into(),
+                reply: reply.map(Into::into),
+                queues: queues.into(),
+                header_len: hdr,
+                payload: payload.into(),
+            }
+        };
+        assert_eq!(
+            check_splits(
+                r,
+                b"RS+ $G foo\r\nRS+ $G foo q 2\r\nrs- $G foo\r\nRS- $G foo q\r\n"
+            ),
+            ok(vec![
+                OwnedOp::RouteSub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: None
+                },
+                OwnedOp::RouteSub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: Some((b"q".to_vec(), 2))
+                },
+                OwnedOp::RouteUnsub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: None
+                },
+                OwnedOp::RouteUnsub {
+                    account: b"$G".to_vec(),
+                    subject: b"foo".to_vec(),
+                    queue: Some(b"q".to_vec())
+                },
+            ])
+        );
+        // The shapes nats-server 2.9.10 sends (tests/transcripts).
+        assert_eq!(
+            check_splits(
+                r,
+                b"RMSG $G rq 2\r\nhi\r\nRMSG $G rq _R.1 2\r\nhi\r\nRMSG $G rq | workers 2\r\nhi\r\nRMSG $G rq + _INBOX.1 a b 2\r\nhi\r\nHMSG $G rq + _INBOX.2 workers 12 14\r\nNATS/1.0\r\n\r\nhi\r\nHMSG $G rq 12 14\r\nNATS/1.0\r\n\r\nhi\r\n"
+            ),
+            ok(vec![
+                rmsg("rq", None, "", None, "hi"),
+                rmsg("rq", Some("_R.1"), "", None, "hi"),
+                rmsg("rq", None, "workers", None, "hi"),
+                rmsg("rq", Some("_INBOX.1"), "a b", None, "hi"),
+                rmsg("rq", Some("_INBOX.2"), "workers", Some(12), "NATS/1.0\r\n\r\nhi"),
+                rmsg("rq", None, "", Some(12), "NATS/1.0\r\n\r\nhi"),
+            ])
+        );
+        for bad in [
+            &b"RS+ $G a b\r\n"[..],
+            b"RS+ $G\r\n",
+            b"RS+ $G a q x\r\n",
+            b"RS- $G\r\n",
+            b"RS- $G a b c\r\n",
+            b"RMSG $G 2\r\nhi\r\n",
+            b"RMSG $G a x y 2\r\nhi\r\n",
+            b"RMSG $G a b x\r\n",
+            b"HMSG $G a 3 2\r\nhi\r\n",
+        ] {
+            assert_eq!(
+                check_splits(r, bad),
+                err(vec![], E::ParserError),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for bad in [
+            &b"RSX $G a\r\n"[..],
+            b"RS $G a\r\n",
+            b"RMSGX\r\n",
+            b"HMX a\r\n",
+        ] {
+            assert_eq!(check_splits(r, bad), err(vec![], E::UnknownOp));
+        }
+        assert_eq!(
+            check_splits(r, b"RMSG $G a 2000000\r\n"),
+            err(vec![], E::MaxPayload)
+        );
+        // Client connections know none of them; HPUB and HMSG are told apart by name.
+        for op in [
+            &b"RS+ $G a\r\n"[..],
+            b"RMSG $G a 0\r\n\r\n",
+            b"HMSG $G a 0 0\r\n\r\n",
+        ] {
+            assert_eq!(check_splits(headers(), op), err(vec![], E::UnknownOp));
+        }
+        let both = ParserConfig { headers: true, ..r };
+        assert_eq!(
+            whole(both, b"HPUB a 0 0\r\n\r\nHMSG $G a 0 0\r\n\r\n")
+                .0
+                .len(),
+            2
+        );
     }
 
     #[test]

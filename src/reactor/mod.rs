@@ -13,18 +13,22 @@ mod slab;
 use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
-use crate::outbound::{mono_ns, Outbound, WakeBatch};
+use crate::outbound::{mono_ns, Outbound, Taken, WakeBatch};
 use crate::proto::{Op, Parsed, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
+use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
+use crate::tls::{Phase, ReadError, TlsSession};
 use bufring::BufRing;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use rustls::pki_types::ServerName;
 use slab::Slab;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,15 +98,23 @@ struct Slot {
     stalled_since: Option<Instant>,
     /// Buffers received while paused, parsed on resume (bounded by what was in flight).
     held: VecDeque<Vec<u8>>,
+    /// Parser input that followed a CONNECT waiting for its bcrypt verdict (plaintext,
+    /// also for TLS), parsed before `held` once the verdict arrives.
+    held_plain: Vec<u8>,
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
+    /// Client TLS: received bytes are decrypted before the parser, the queue encrypted
+    /// before the send. `None` (plain text) keeps the zero-copy path.
+    tls: Option<Box<TlsSession>>,
 }
 
 /// Received bytes to parse: a buffer of the shared ring, or a copy held while paused.
 enum Input {
     Ring(u16, usize),
     Held(Vec<u8>),
+    /// Already decrypted (TLS) or plain text: straight to the parser.
+    Plain(Vec<u8>),
 }
 
 /// The listening sockets one reactor accepts on.
@@ -148,6 +160,50 @@ pub struct Reactor {
     /// Accept back-off per listener (client, route) after running out of descriptors.
     accept_backoff: [Duration; 2],
     accept_resume: [Option<Instant>; 2],
+    /// Counters for the monitoring port, published once per loop iteration.
+    stats: LocalStats,
+}
+
+/// Drops what a TLS connection queued before its handshake failed (a route's INFO and
+/// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
+fn discard_queued(out: &Outbound) {
+    let mut queued = Vec::new();
+    out.take(&mut queued);
+}
+
+/// Parses `data` for connection `c`; a parser error fails the connection. While `c`'s
+/// CONNECT waits for a bcrypt verdict, `data` (or what follows that CONNECT in it) is kept,
+/// in order, in `held_plain`, to be parsed after the verdict.
+fn parse(
+    parser: &mut Parser,
+    c: &mut Connection,
+    data: &[u8],
+    env: &mut Env<'_>,
+    held_plain: &mut Vec<u8>,
+) {
+    if c.auth_pending() {
+        held_plain.extend_from_slice(data);
+        return;
+    }
+    let is_route = c.is_route();
+    let parsed = parser.parse_with_config(data, |op, cfg| {
+        let is_connect = matches!(op, Op::Connect(_));
+        let flow = c.on_op(op, env);
+        if is_connect && !is_route {
+            // HPUB is an op only for clients that asked for headers.
+            cfg.headers = c.opts.headers;
+        }
+        flow
+    });
+    match parsed {
+        Err(e) => {
+            let _ = c.fail(e, env);
+        }
+        Ok(Parsed::Stopped) if c.auth_pending() => {
+            held_plain.extend_from_slice(&data[parser.stopped_at()..]);
+        }
+        Ok(_) => {}
+    }
 }
 
 /// Resolves a route's host name off the reactor thread, then queues the dial again.
@@ -253,6 +309,7 @@ impl Reactor {
             shutting_down: None,
             accept_backoff: [Duration::ZERO; 2],
             accept_resume: [None; 2],
+            stats: LocalStats::default(),
             server,
         })
     }
@@ -272,6 +329,7 @@ impl Reactor {
             if pushed {
                 return;
             }
+            self.stats.submits += 1;
             if let Err(e) = self.ring.submit() {
                 crate::error!("io_uring submit: {e}");
             }
@@ -343,12 +401,23 @@ impl Reactor {
                 self.tick();
             }
             self.finish_closing();
+            self.publish_stats();
         }
+    }
+
+    /// Copies this iteration's counters where the monitor reads them (plain stores).
+    fn publish_stats(&mut self) {
+        let s = &mut self.stats;
+        s.iterations += 1;
+        s.paused_publishers = self.stalled.len() as u64;
+        s.connections = self.conns.len() as u64;
+        s.publish(&self.server.stats[self.id]);
     }
 
     /// Submits queued SQEs and sleeps in the kernel until a completion, the next tick, or
     /// a wake-up — unless completions or handed-off work are already waiting.
     fn wait(&mut self) -> io::Result<()> {
+        self.stats.submits += 1;
         if !self.ring.completion().is_empty() {
             return self.ring.submit().map(|_| ());
         }
@@ -388,13 +457,17 @@ impl Reactor {
             };
             let (kind, token) = split_user_data(cqe.user_data());
             let (res, flags) = (cqe.result(), cqe.flags());
+            self.stats.completions += 1;
             match kind {
                 k if k == Kind::Recv as u8 => self.on_recv(token, res, flags),
                 k if k == Kind::Send as u8 => self.on_send(token, res),
                 k if k == Kind::Accept as u8 => self.on_accept(Kind::Accept, res, flags),
                 k if k == Kind::RouteAccept as u8 => self.on_accept(Kind::RouteAccept, res, flags),
                 k if k == Kind::Connect as u8 => self.on_connect(token, res),
-                k if k == Kind::Wake as u8 && self.shutting_down.is_none() => self.arm_wake(),
+                k if k == Kind::Wake as u8 && self.shutting_down.is_none() => {
+                    self.stats.wakeups += 1;
+                    self.arm_wake()
+                }
                 _ => {}
             }
         }
@@ -432,6 +505,7 @@ impl Reactor {
             return;
         }
         self.accept_backoff[is_route as usize] = Duration::ZERO;
+        self.stats.clients_accepted += u64::from(!is_route);
         // SAFETY: a successful accept returns a new descriptor that nothing else owns.
         let stream = unsafe { TcpStream::from_raw_fd(res) };
         if self.shutting_down.is_some() {
@@ -460,8 +534,10 @@ impl Reactor {
             stalled_on: Vec::new(),
             stalled_since: None,
             held: VecDeque::new(),
+            held_plain: Vec::new(),
             close_deadline: None,
             shut: false,
+            tls: None,
         });
         self.dirty.push(token);
         token
@@ -481,6 +557,16 @@ impl Reactor {
             route: false,
             require_connect: server.conn_cfg.auth.required(),
         });
+        let tls = match &server.tls {
+            None => None,
+            Some(t) => match TlsSession::new(Arc::clone(&t.config), self.now + t.timeout) {
+                Ok(s) => Some(Box::new(s)),
+                Err(e) => {
+                    crate::error!("{peer} - cid:{cid} - TLS session error: {e}");
+                    return;
+                }
+            },
+        };
         let token = self.add_slot(stream, conn, parser);
         debug_assert_eq!(token, out.token);
         server.register_conn(
@@ -492,7 +578,17 @@ impl Reactor {
             },
         );
         crate::debug!("{peer} - cid:{cid} - Client connection created");
-        out.push(&server.client_info(cid));
+        match (tls, self.conns.get_mut(token)) {
+            // INFO goes out in clear before the handshake, ahead of anything queued.
+            (Some(tls), Some(slot)) => {
+                crate::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
+                slot.sending = server.client_info(cid, Some(peer.ip()));
+                slot.tls = Some(tls);
+            }
+            _ => {
+                out.push(&server.client_info(cid, Some(peer.ip())));
+            }
+        }
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
         if count > server.opts.max_connections {
             crate::error!("{peer} - cid:{cid} - Maximum Connections Exceeded");
@@ -515,6 +611,29 @@ impl Reactor {
         let out = Arc::new(Outbound::for_route(cid, self.id, token, limit));
         let solicited = dial.is_some();
         let auth = cluster.auth_required();
+        // Route TLS starts at once (no clear INFO): the dialling side is the TLS client.
+        let tls = match &server.route_tls {
+            None => None,
+            Some(t) => {
+                let deadline = self.now + t.timeout;
+                let session = match &dial {
+                    Some(d) => ServerName::try_from(d.url.host.clone())
+                        .map_err(|e| rustls::Error::General(e.to_string()))
+                        .and_then(|name| TlsSession::client(Arc::clone(&t.client), name, deadline)),
+                    None => TlsSession::new(Arc::clone(&t.server), deadline),
+                };
+                match session {
+                    Ok(s) => Some(Box::new(s)),
+                    Err(e) => {
+                        crate::error!("{peer} - rid:{cid} - TLS session error: {e}");
+                        if let Some(d) = dial {
+                            cluster.dial_failed(d, self.now);
+                        }
+                        return;
+                    }
+                }
+            }
+        };
         let conn = Connection::route(
             cid,
             Arc::clone(&out),
@@ -541,6 +660,13 @@ impl Reactor {
             },
         );
         crate::info!("{peer} - rid:{cid} - Route connection created");
+        if let Some(slot) = self.conns.get_mut(token) {
+            if tls.is_some() {
+                let side = if solicited { "client" } else { "server" };
+                crate::debug!("{peer} - rid:{cid} - Starting TLS route {side} handshake");
+            }
+            slot.tls = tls;
+        }
         let Reactor {
             conns,
             batch,
@@ -656,6 +782,7 @@ impl Reactor {
             if let Some(bid) = bid {
                 self.bufs.recycle(bid);
             }
+            self.stats.enobufs += u64::from(-res == libc::ENOBUFS);
             // ENOBUFS: the buffer ring ran dry; buffers are recycled this iteration, so the
             // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
             // Anything else (EOF, a socket error): the peer is gone.
@@ -678,7 +805,8 @@ impl Reactor {
         self.after_input(token);
     }
 
-    /// Parses one received buffer for `token` (giving a ring buffer back afterwards).
+    /// Parses one received buffer for `token` (giving a ring buffer back afterwards); a TLS
+    /// connection's is decrypted first.
     fn feed(&mut self, token: u64, input: Input) {
         let Reactor {
             conns,
@@ -688,6 +816,8 @@ impl Reactor {
             server,
             now,
             stalled,
+            stats,
+            dirty,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -697,36 +827,55 @@ impl Reactor {
             return;
         };
         if conn.conn.closing().is_none() {
+            let (msgs_before, bytes_before) = (conn.conn.stats.in_msgs, conn.conn.stats.in_bytes);
+            conn.conn.stats.last_activity = *now;
             let data = match &input {
                 Input::Ring(bid, len) => bufs.get(*bid, *len),
-                Input::Held(v) => v.as_slice(),
+                Input::Held(v) | Input::Plain(v) => v.as_slice(),
             };
             let mut env = Env::new(server, batch, rng, *now);
             let c = &mut conn.conn;
-            let is_route = c.is_route();
-            let parsed = conn.parser.parse_with_config(data, |op, cfg| {
-                let is_connect = matches!(op, Op::Connect(_));
-                let flow = c.on_op(op, &mut env);
-                if is_connect && !is_route {
-                    // HPUB is an op only for clients that asked for headers.
-                    cfg.headers = c.opts.headers;
-                }
-                flow
-            });
-            match parsed {
-                Err(e) => {
-                    let _ = c.fail(e, &mut env);
-                }
-                Ok(Parsed::Stopped) if c.auth_pending() => {
-                    // The CONNECT waits for bcrypt: keep what follows it, in order, in
-                    // front of anything held already; it is parsed after the verdict.
-                    let rest = &data[conn.parser.stopped_at()..];
-                    if !rest.is_empty() {
-                        conn.held.push_front(rest.to_vec());
+            match conn.tls.as_deref_mut() {
+                Some(tls) if !matches!(input, Input::Plain(_)) => {
+                    let (parser, held_plain) = (&mut conn.parser, &mut conn.held_plain);
+                    let read = tls.read(data, |plain| {
+                        parse(parser, c, plain, &mut env, held_plain);
+                        if c.closing().is_some() {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    });
+                    match read {
+                        Ok(true) => {
+                            // What was queued meanwhile (a route's INFO) goes out now; the
+                            // queue's wake mark may be stale, as nothing was taken before.
+                            dirty.push(token);
+                            crate::debug!("{}TLS handshake complete", c.log_prefix);
+                            crate::debug!("{}{}", c.log_prefix, tls.describe());
+                            c.tls_handshake_done(*now, &server.conn_cfg);
+                        }
+                        Ok(false) => {}
+                        Err(e @ (ReadError::NotTls | ReadError::Handshake(_))) => {
+                            crate::debug!("{}TLS handshake error: {e}", c.log_prefix);
+                            discard_queued(&c.out);
+                            let _ = c.fail(ProtoError::TlsRequired, &mut env);
+                        }
+                        Err(e @ ReadError::Session(_)) => {
+                            crate::debug!("{}TLS error: {e}", c.log_prefix);
+                            c.close(CloseReason::ClientClosed);
+                        }
+                    }
+                    if tls.wants_write() {
+                        dirty.push(token);
                     }
                 }
-                Ok(_) => {}
+                // Plain text, or plaintext a TLS session decrypted before a CONNECT that
+                // waited for bcrypt.
+                _ => parse(&mut conn.parser, c, data, &mut env, &mut conn.held_plain),
             }
+            stats.in_msgs += c.stats.in_msgs - msgs_before;
+            stats.in_bytes += c.stats.in_bytes - bytes_before;
         }
         if let Input::Ring(bid, _) = input {
             bufs.recycle(bid);
@@ -749,6 +898,7 @@ impl Reactor {
             // A subscriber is backed up: stop reading this publisher until it drains.
             conn.stalled_since = Some(*now);
             stalled.push(token);
+            stats.publisher_pauses += 1;
             if conn.recv_armed {
                 let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
                     .build()
@@ -765,6 +915,7 @@ impl Reactor {
         };
         if conn.conn.closing().is_some() {
             conn.held.clear();
+            conn.held_plain.clear();
             self.start_close(token);
         } else if !conn.recv_armed && conn.stalled_since.is_none() && !conn.conn.auth_pending() {
             self.arm_recv(token);
@@ -854,8 +1005,35 @@ impl Reactor {
         }
         if conn.sending.is_empty() {
             conn.send_off = 0;
-            if conn.conn.out.take(&mut conn.sending) == 0 {
+            let taken = match conn.tls.as_deref_mut() {
+                None => conn.conn.out.take_counted(&mut conn.sending),
+                Some(tls) => {
+                    let out = &conn.conn.out;
+                    let closing = conn.conn.closing().is_some();
+                    let mut counted = Taken::default();
+                    let bytes = tls.write(
+                        |buf| {
+                            let t = out.take_counted(buf);
+                            counted.msgs += t.msgs;
+                            counted.payload_bytes += t.payload_bytes;
+                            t.bytes
+                        },
+                        &mut conn.sending,
+                        closing,
+                    );
+                    Taken { bytes, ..counted }
+                }
+            };
+            if taken.bytes == 0 {
                 return;
+            }
+            if taken.msgs > 0 {
+                let c = &mut conn.conn.stats;
+                c.out_msgs += taken.msgs;
+                c.out_bytes += taken.payload_bytes;
+                c.last_activity = now;
+                self.stats.out_msgs += taken.msgs;
+                self.stats.out_bytes += taken.payload_bytes;
             }
         }
         let rest = &conn.sending[conn.send_off..];
@@ -867,6 +1045,7 @@ impl Reactor {
         conn.send_inflight = true;
         conn.send_started = now;
         conn.conn.out.send_started(now);
+        self.stats.sends += 1;
         self.push_sqe(sqe);
     }
 
@@ -904,6 +1083,7 @@ impl Reactor {
                         self.start_close(token);
                     }
                 }
+                Mail::Snapshot => self.answer_snapshots(),
             }
         }
         if self.mail.is_empty() {
@@ -940,6 +1120,12 @@ impl Reactor {
         let _ = slot.conn.on_auth_done(ok, &mut env);
         drop(env);
         batch.flush(&mut slot.stalled_on);
+        if !slot.conn.auth_pending() && slot.conn.closing().is_none() && !slot.held_plain.is_empty()
+        {
+            // What followed the CONNECT in its buffer (decrypted, for TLS) comes first.
+            let plain = std::mem::take(&mut slot.held_plain);
+            self.feed(token, Input::Plain(plain));
+        }
         while let Some(data) = self
             .conns
             .get_mut(token)
@@ -951,6 +1137,54 @@ impl Reactor {
             self.feed(token, Input::Held(data));
         }
         self.after_input(token);
+    }
+
+    /// Answers the monitor's snapshot requests (between two iterations: a few µs per
+    /// connection, only when asked).
+    fn answer_snapshots(&mut self) {
+        for req in self.handles[self.id].take_snapshot_requests() {
+            let started = Instant::now();
+            let snap = self.snapshot(&req.query);
+            (req.reply)(snap);
+            self.stats.snapshots += 1;
+            self.stats.snapshot_ns += started.elapsed().as_nanos() as u64;
+        }
+    }
+
+    fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
+        let auth = &self.server.conn_cfg.auth;
+        let user_auth = auth.user.is_some() || !auth.users.is_empty();
+        let wanted = |slot: &Slot| {
+            let c = &slot.conn;
+            slot.close_deadline.is_none()
+                && q.cid.is_none_or(|cid| cid == c.cid)
+                && match (&c.kind, q.kind) {
+                    (crate::conn::Kind::Client, SnapshotKind::Clients) => true,
+                    (crate::conn::Kind::Route(r), SnapshotKind::Routes) => r.registered,
+                    _ => false,
+                }
+        };
+        let unsent = |slot: &Slot| slot.sending.len().saturating_sub(slot.send_off);
+        let mut conns = Vec::new();
+        for (token, slot) in self.conns.iter() {
+            if wanted(slot) {
+                conns.push(slot.conn.snapshot(token, unsent(slot), false, user_auth));
+            }
+        }
+        let total = conns.len();
+        stats::select(&mut conns, q.sort, q.keep);
+        if q.subs {
+            for c in &mut conns {
+                if let Some(slot) = self.conns.get_mut(c.token) {
+                    *c = slot.conn.snapshot(c.token, unsent(slot), true, user_auth);
+                }
+            }
+        }
+        ReactorSnapshot {
+            reactor: self.id,
+            total,
+            conns,
+        }
     }
 
     fn flush_dirty(&mut self) {
@@ -970,6 +1204,7 @@ impl Reactor {
         let deadline = self.server.opts.write_deadline;
         let tokens = self.conns.tokens();
         let mut closing = Vec::new();
+        let mut tls_timeouts = Vec::new();
         for token in tokens {
             let Reactor {
                 conns,
@@ -988,10 +1223,24 @@ impl Reactor {
                 self.slow_consumer(token, SlowConsumer::WriteDeadline);
                 continue;
             }
+            if let Some(tls) = conn.tls.as_deref().filter(|t| t.phase() != Phase::Open) {
+                // No keepalive or authorization timer before the handshake is over.
+                if now >= tls.deadline {
+                    tls_timeouts.push(token);
+                }
+                continue;
+            }
             let mut env = Env::new(server, batch, rng, now);
             if conn.conn.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
+        }
+        for token in tls_timeouts {
+            if let Some(slot) = self.conns.get(token) {
+                crate::debug!("{}TLS handshake timeout", slot.conn.log_prefix);
+                discard_queued(&slot.conn.out);
+            }
+            self.fail_conn(token, ProtoError::TlsRequired);
         }
         self.announce_client_urls();
         self.enforce_pending_budget();
@@ -1024,7 +1273,8 @@ impl Reactor {
             let Some(slot) = self.conns.get(token) else {
                 continue;
             };
-            let pending = slot.conn.out.pending_hint() + slot.sending.len() - slot.send_off;
+            let pending = slot.conn.out.pending_hint() + slot.sending.len() - slot.send_off
+                + slot.tls.as_ref().map_or(0, |t| t.pending_plain());
             mine += pending;
             if slot.close_deadline.is_none()
                 && pending >= BUDGET_CUT_MIN
@@ -1089,6 +1339,7 @@ impl Reactor {
             }
         };
         crate::info!("{}Slow Consumer Detected: {detail}", conn.conn.log_prefix);
+        self.stats.slow_consumers += 1;
         conn.conn.close(CloseReason::SlowConsumer(what));
         self.start_close(token);
         // A slow consumer is not reading: do not wait to flush.
@@ -1175,8 +1426,13 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(token) else {
                 return false;
             };
-            let flushed =
-                !conn.send_inflight && conn.sending.is_empty() && conn.conn.out.pending_len() == 0;
+            let flushed = !conn.send_inflight
+                && conn.sending.is_empty()
+                && conn.conn.out.pending_len() == 0
+                && conn
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.is_idle() || !t.is_open());
             let expired = conn.close_deadline.is_some_and(|d| now >= d);
             if !conn.shut && (flushed || expired) {
                 // Wakes the armed recv (it completes with 0) and fails a stuck send.

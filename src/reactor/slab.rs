@@ -40,6 +40,18 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Occupied slots with their tokens.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.val.as_ref().map(|v| (token(i as u32, e.gen), v)))
+    }
+
     /// The token the next `insert` will return.
     pub fn vacant_token(&self) -> u64 {
         match self.free.last() {
@@ -127,6 +139,11 @@ mod tests {
         assert!(s.get_mut(a).is_none());
         assert_eq!(s.get_mut(b), Some(&mut "b"));
         assert_eq!(s.tokens(), vec![b]);
+        assert_eq!(
+            s.iter().map(|(t, v)| (t, *v)).collect::<Vec<_>>(),
+            vec![(b, "b")]
+        );
+        assert_eq!(s.len(), 1);
         assert!(b < (1 << 56));
     }
 }

@@ -6,7 +6,7 @@
 //! when a test panics; a failing test prints the log of every node it started.
 #![allow(dead_code)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -75,6 +75,55 @@ pub fn skip_beyond_1_0(test: &str, reason: &str) -> bool {
     false
 }
 
+/// The real nats-server 2.x: `$NATS_SERVER_BIN`, else `nats-server` on the PATH or in
+/// /usr/sbin (Debian's package). When it is missing, `apt-get install -y nats-server` is tried
+/// once. `None` when it still is not there.
+pub fn nats_server_bin() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let find = || -> Option<PathBuf> {
+            if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+                let p = PathBuf::from(p);
+                return p.is_file().then_some(p);
+            }
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+                .map(|d| d.join("nats-server"))
+                .find(|p| p.is_file())
+        };
+        if let Some(p) = find() {
+            return Some(p);
+        }
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "nats-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed {
+            find()
+        } else {
+            None
+        }
+    })
+    .clone()
+}
+
+/// For tests that need a real nats-server 2.x peer: `None` (after printing why) when it is
+/// absent and could not be installed.
+pub fn nats_server_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = nats_server_bin();
+    if bin.is_none() {
+        println!(
+            "SKIP {test}: no nats-server 2.x binary (apt-get install -y nats-server failed; set NATS_SERVER_BIN)"
+        );
+    }
+    bin
+}
+
 /// For tests that need a real gnatsd 1.0 peer: `None` (after printing why) when it is absent.
 pub fn gnatsd_or_skip(test: &str) -> Option<PathBuf> {
     let bin = gnatsd_bin();
@@ -125,6 +174,8 @@ pub enum Kind {
     Ringnats,
     /// The real gnatsd 1.0 at this path.
     Gnatsd(PathBuf),
+    /// The real nats-server 2.x at this path.
+    NatsServer(PathBuf),
 }
 
 /// How to run one node. Ports are chosen when the config is made, so that peers can name each
@@ -141,19 +192,28 @@ pub struct NodeConfig {
     pub routes: Vec<String>,
     pub connect_retries: Option<u32>,
     pub debug: bool,
+    /// More flags, appended as given (e.g. `-m <port>`).
+    pub extra_args: Vec<String>,
+    /// `--cluster_name` (ringnats and nats-server; gnatsd 1.0 has none).
+    pub cluster_name: Option<String>,
 }
 
 impl NodeConfig {
     pub fn new(name: &str, kind: Kind) -> NodeConfig {
         NodeConfig {
             name: name.to_string(),
-            kind,
+            kind: kind.clone(),
             client_port: free_port(),
             route_port: free_port(),
             cluster_auth: None,
             routes: Vec::new(),
             connect_retries: None,
             debug: true,
+            extra_args: Vec::new(),
+            cluster_name: match kind {
+                Kind::NatsServer(_) => Some(CLUSTER_NAME.to_string()),
+                _ => None,
+            },
         }
     }
 
@@ -176,10 +236,13 @@ impl NodeConfig {
     }
 
     pub fn args(&self) -> Vec<String> {
-        let cluster = match &self.cluster_auth {
+        let mut cluster = match &self.cluster_auth {
             Some((u, p)) => self.route_url_as(u, p),
             None => self.route_url(),
         };
+        if matches!(self.kind, Kind::NatsServer(_)) {
+            cluster = cluster.replacen("nats-route://", "nats://", 1);
+        }
         let mut a = vec![
             "-a".to_string(),
             "127.0.0.1".to_string(),
@@ -196,16 +259,21 @@ impl NodeConfig {
             a.push("--connect_retries".to_string());
             a.push(n.to_string());
         }
+        if let Some(n) = &self.cluster_name {
+            a.push("--cluster_name".to_string());
+            a.push(n.clone());
+        }
         if self.debug {
             a.push("-D".to_string());
         }
+        a.extend(self.extra_args.iter().cloned());
         a
     }
 
     fn bin(&self) -> PathBuf {
         match &self.kind {
             Kind::Ringnats => ringnats_bin(),
-            Kind::Gnatsd(p) => p.clone(),
+            Kind::Gnatsd(p) | Kind::NatsServer(p) => p.clone(),
         }
     }
 }
@@ -392,6 +460,9 @@ impl Drop for Node {
 
 // ---------------------------------------------------------------------------------------------
 // Clusters
+
+/// The cluster name nats-server nodes are given (2.9 refuses routes from another cluster).
+pub const CLUSTER_NAME: &str = "ringnats-test";
 
 /// Node names used by the cluster builders.
 pub const NAMES: [&str; 8] = ["A", "B", "C", "D", "E", "F", "G", "H"];
@@ -969,4 +1040,117 @@ impl FakeRoute {
         self.next_line()
             .unwrap_or_else(|| panic!("fake route got nothing within {WAIT:?}"))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared checks
+
+pub fn refs(nodes: &[Node]) -> Vec<&Node> {
+    nodes.iter().collect()
+}
+
+/// Parses a `<origin>:<n>` payload.
+pub fn origin_and_id(m: &Msg) -> (String, usize) {
+    let t = m.text();
+    let (o, i) = t
+        .split_once(':')
+        .unwrap_or_else(|| panic!("payload {t:?} is not origin:id"));
+    (o.to_string(), i.parse().expect("numeric id"))
+}
+
+/// One subscriber per node on its own subject; every node publishes `m` messages to every
+/// node's subject (including its own). Each subscriber must get each (origin, id) exactly once,
+/// in publish order per origin, and nothing more after a PING/PONG.
+pub fn assert_exactly_once_all_pairs(nodes: &[&Node], m: usize) {
+    let tag = unique("eo");
+    let subject = |n: &Node| format!("{tag}.{}", n.name());
+    let mut subs = Vec::new();
+    for y in nodes {
+        let mut c = y.client();
+        c.sub(&subject(y), "1");
+        c.flush();
+        subs.push(c);
+    }
+    let mut pubs: Vec<Client> = nodes.iter().map(|x| x.client()).collect();
+    wait_paths(&mut pubs, &mut subs);
+    let n = nodes.len();
+    let results = gather(subs, n * n * m, || {
+        for (x, p) in nodes.iter().zip(pubs.iter_mut()) {
+            for y in nodes {
+                p.publish_ids(&subject(y), &format!("{}:", x.name()), 0..m);
+            }
+            p.flush();
+        }
+    });
+    for ((mut c, got), y) in results.into_iter().zip(nodes) {
+        let mut next: HashMap<String, usize> = HashMap::new();
+        for msg in &got {
+            assert_eq!(msg.subject, subject(y));
+            assert_eq!(msg.sid, "1");
+            let (origin, id) = origin_and_id(msg);
+            let want = next.entry(origin.clone()).or_insert(0);
+            assert_eq!(
+                id,
+                *want,
+                "{origin} -> {}: in order, no loss, no duplicate",
+                y.name()
+            );
+            *want += 1;
+        }
+        for x in nodes {
+            assert_eq!(
+                next.get(x.name()).copied().unwrap_or(0),
+                m,
+                "{} -> {}: every message exactly once",
+                x.name(),
+                y.name()
+            );
+        }
+        c.expect_no_more();
+    }
+}
+
+/// A queue group with `per_node` members on every node; every node publishes
+/// `m` distinct ids. Every id is delivered exactly once cluster-wide, every member gets some,
+/// and each member gets messages published on every node.
+pub fn assert_queue_exactly_once(nodes: &[&Node], per_node: usize, m: usize) {
+    let subject = unique("q");
+    let mut members = Vec::new();
+    for y in nodes {
+        for _ in 0..per_node {
+            let mut c = y.client();
+            c.qsub(&subject, "workers", "1");
+            c.flush();
+            members.push(c);
+        }
+    }
+    let mut pubs: Vec<Client> = nodes.iter().map(|x| x.client()).collect();
+    wait_paths(&mut pubs, &mut members);
+    let n = nodes.len();
+    let results = gather(members, n * m, || {
+        for (x, p) in nodes.iter().zip(pubs.iter_mut()) {
+            p.publish_ids(&subject, &format!("{}:", x.name()), 0..m);
+            p.flush();
+        }
+    });
+    let mut seen: HashMap<(String, usize), usize> = HashMap::new();
+    for (i, (mut c, got)) in results.into_iter().enumerate() {
+        let home = nodes[i / per_node].name();
+        let origins: HashSet<String> = got.iter().map(|m| origin_and_id(m).0).collect();
+        for x in nodes {
+            assert!(
+                origins.contains(x.name()),
+                "member {i} on {home} got nothing published on {} ({} msgs in all)",
+                x.name(),
+                got.len()
+            );
+        }
+        for msg in &got {
+            *seen.entry(origin_and_id(msg)).or_insert(0) += 1;
+        }
+        c.expect_no_more();
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, &c)| c > 1).take(5).collect();
+    assert!(dups.is_empty(), "delivered more than once: {dups:?}");
+    assert_eq!(seen.len(), n * m, "every message delivered once");
 }
