@@ -12,6 +12,7 @@
 //! queue group ([`Cluster::interest_v2`]), so its `RS+`/`RS-` lines are written straight to
 //! each 2.x route's queue under one lock, in the order the counts changed.
 
+use crate::auth::{check_secret, Check, Secret, VerifiedCache};
 use crate::conn::route::Dialect;
 use crate::options::{ClusterOptions, RouteUrl};
 use crate::outbound::{Outbound, WakeBatch};
@@ -464,16 +465,18 @@ impl Cluster {
         self.opts.user.is_some()
     }
 
-    /// Checks an inbound route's CONNECT credentials (constant-time on the secrets).
-    pub fn check_auth(&self, c: &ConnectOpts) -> bool {
+    /// Checks an inbound route's CONNECT credentials (constant-time on plain secrets; a
+    /// bcrypt password is deferred to the pool unless `cache` knows it).
+    pub fn check_auth(&self, c: &ConnectOpts, cache: &VerifiedCache) -> Check {
         let Some(user) = &self.opts.user else {
-            return true;
+            return Check::Ok(None);
         };
         let pass = self.opts.pass.as_deref().unwrap_or("");
-        // Evaluate both comparisons: no early exit that tells which one failed.
-        let u = ct_eq(c.user.as_deref().unwrap_or("").as_bytes(), user.as_bytes());
-        let p = ct_eq(c.pass.as_deref().unwrap_or("").as_bytes(), pass.as_bytes());
-        u & p
+        let given = c.user.as_deref().unwrap_or("");
+        if !ct_eq(given.as_bytes(), user.as_bytes()) {
+            return Check::Fail;
+        }
+        check_secret(&Secret::new(pass), user, c.pass.as_deref(), cache, None)
     }
 
     /// Registers the route `cid` to `remote`, speaking `dialect`. On success returns the
@@ -855,6 +858,47 @@ mod tests {
             String::from_utf8(c.connect_line(&url)).unwrap(),
             "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":\"ME\"}\r\n"
         );
+    }
+
+    #[test]
+    fn route_auth_plain_and_bcrypt() {
+        let with_pass = |pass: &str| {
+            let opts = ClusterOptions {
+                user: Some("ruser".into()),
+                pass: Some(pass.into()),
+                ..ClusterOptions::default()
+            };
+            Cluster::new(opts, "ME".into(), "1.0.0", 1 << 20, vec![], 1)
+        };
+        let creds = |user: &str, pass: &str| ConnectOpts {
+            user: Some(user.into()),
+            pass: Some(pass.into()),
+            ..ConnectOpts::default()
+        };
+        let cache = VerifiedCache::default();
+        let plain = with_pass("rpass");
+        assert!(matches!(
+            plain.check_auth(&creds("ruser", "rpass"), &cache),
+            Check::Ok(None)
+        ));
+        assert!(matches!(
+            plain.check_auth(&creds("ruser", "x"), &cache),
+            Check::Fail
+        ));
+        assert!(matches!(
+            plain.check_auth(&ConnectOpts::default(), &cache),
+            Check::Fail
+        ));
+        let hashed = with_pass(&bcrypt::hash("rpass", 4).unwrap());
+        // A hash is verified off the reactor; a wrong user fails at once.
+        assert!(matches!(
+            hashed.check_auth(&creds("ruser", "rpass"), &cache),
+            Check::Bcrypt { .. }
+        ));
+        assert!(matches!(
+            hashed.check_auth(&creds("other", "rpass"), &cache),
+            Check::Fail
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`conn`]: the sans-IO connection state machine shared by every kind (client, route):
 //!   ops and `now` in, staged output and a closing reason out; subscriptions with their
 //!   origin, and delivery with the cluster's one-hop and queue rules.
+//! - [`auth`]: users, permissions (2.x wildcard rules), bcrypt off the reactors.
 //! - [`cluster`]: the route table, client URLs learned from peers, the dial schedule.
 //! - [`tls`]: client TLS, sans-IO (rustls between the received bytes and the parser, and
 //!   between the outbound queue and the send), and the settings → rustls config.
@@ -25,6 +26,7 @@
 
 #[macro_use]
 pub mod log;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -20,6 +20,8 @@ pub enum Mail {
     Flush(u64),
     /// Close the connection (a kill from another core, e.g. a replaced route).
     Close(u64),
+    /// The bcrypt verdict for the connection `token` that waits on it after its CONNECT.
+    AuthDone { token: u64, ok: bool },
     /// Monitoring requests are waiting: answer them ([`ReactorHandle::take_snapshot_requests`]).
     Snapshot,
 }
@@ -143,7 +145,8 @@ fn mail_key(m: &Mail) -> (u8, u64) {
     match *m {
         Mail::Flush(t) => (0, t),
         Mail::Close(t) => (1, t),
-        Mail::Snapshot => (2, 0),
+        Mail::AuthDone { token, ok } => (2 + ok as u8, token),
+        Mail::Snapshot => (4, 0),
     }
 }
 

@@ -211,6 +211,10 @@ pub struct Options {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
+    /// `authorization { users = [...] }`: checked before the token and the single user.
+    pub users: Vec<crate::auth::UserConfig>,
+    /// `default_permissions`: for users that have none of their own.
+    pub default_permissions: Option<crate::auth::Permissions>,
     pub max_payload: usize,
     pub max_control_line: usize,
     pub max_connections: usize,
@@ -358,6 +362,8 @@ impl Default for Options {
             user: None,
             pass: None,
             token: None,
+            users: Vec::new(),
+            default_permissions: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -375,7 +381,7 @@ impl Default for Options {
 
 impl Options {
     pub fn auth_required(&self) -> bool {
-        self.user.is_some() || self.token.is_some()
+        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
     }
 }
 

@@ -251,6 +251,8 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
     shared.tls = tls;
     shared.route_tls = route_tls;
     let shared = Arc::new(shared);
+    // bcrypt never runs on a reactor: two threads verify hashes and mail the verdicts.
+    shared.auth_pool.start(Arc::clone(&handles));
 
     // Build every ring before reporting success, so a missing io_uring is a clean start-up
     // error rather than a dead thread.

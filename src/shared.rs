@@ -2,6 +2,7 @@
 //! options, the subscription index, the cluster state, the connection registry and the
 //! counters. Holds no sockets; the reactors' wake-up handles live in [`crate::mailbox`].
 
+use crate::auth::AuthPool;
 use crate::cluster::Cluster;
 use crate::conn::{ConnConfig, Subscription};
 use crate::options::Options;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub route_tls: Option<RouteTls>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
+    /// bcrypt verifications off the reactors, and the cache of successful ones.
+    pub auth_pool: AuthPool,
     /// One counter block per reactor, each written only by its reactor.
     pub stats: Box<[ReactorStats]>,
     /// When the server started, by the monotonic clock and by the wall clock.
@@ -68,6 +71,7 @@ impl Shared {
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            auth_pool: AuthPool::default(),
             stats: (0..opts.workers.max(1))
                 .map(|_| ReactorStats::default())
                 .collect(),

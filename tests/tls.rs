@@ -164,6 +164,41 @@ async fn async_nats_publishes_and_subscribes_over_tls() {
     assert_eq!(&resp.payload[..], b"ping");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bcrypt_user_connects_over_tls() {
+    // The CONNECT waits for bcrypt while what followed it in the same TLS record (the
+    // client's PING) is held as decrypted input, then parsed after the verdict.
+    let p = pki("bcrypt");
+    let hash = bcrypt::hash("alicepw", 6).unwrap();
+    let srv = start_with(|o| {
+        o.tls = Some(tls_opts(&p, false));
+        o.users = vec![ringnats::auth::UserConfig {
+            user: "alice".into(),
+            pass: hash,
+            permissions: None,
+        }];
+    });
+    let connect = |pass: &str| {
+        async_nats::ConnectOptions::with_user_and_password("alice".into(), pass.into())
+            .require_tls(true)
+            .add_root_certificates(p.ca.clone())
+            .connect(format!("nats://{}", srv.addr))
+    };
+    let nc = timeout(T, connect("alicepw"))
+        .await
+        .expect("connect ends in time")
+        .expect("bcrypt user over TLS");
+    let mut sub = nc.subscribe("tls.auth").await.unwrap();
+    synced(&nc).await;
+    nc.publish("tls.auth", "hi".into()).await.unwrap();
+    let m = timeout(T, sub.next()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"hi");
+    let refused = timeout(T, connect("wrong"))
+        .await
+        .expect("connect ends in time");
+    assert!(refused.is_err(), "a wrong password is refused over TLS");
+}
+
 #[test]
 fn info_is_sent_in_clear_and_plain_connect_is_refused() {
     let p = pki("plain");

@@ -17,6 +17,7 @@
 //!   `write_deadline` and the authorization `timeout`, size strings (`"1MB"`) for the sizes.
 //! - `authorization` with a password and no user is an error (1.0 silently turns
 //!   authorization off).
+//! - Permissions also take 2.x's `{ allow = [...], deny = [...] }` for each direction.
 //!
 //! As in 1.0, a zero means "the default" for `port`, `max_payload`, `max_control_line`,
 //! `max_connections`, `ping_interval`, `ping_max`, `write_deadline` and the authorization
@@ -28,12 +29,14 @@ use std::time::Duration;
 
 use super::error::{Error, ErrorKind};
 use super::{Entry, Map, Pos, Value, ValueKind};
+use crate::auth::{Permissions, Rules, UserConfig};
 use crate::options::{
     ClusterOptions, Options, RouteUrl, TlsOptions, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING,
     DEFAULT_PING_INTERVAL, DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_TLS_TIMEOUT,
     DEFAULT_WRITE_DEADLINE,
 };
+use crate::proto::subject::is_valid_subject;
 
 /// The smallest `max_control_line` the parser can work with (as the command line requires).
 pub const MIN_MAX_CONTROL_LINE: usize = 16;
@@ -155,13 +158,6 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                     if auth.token.is_some() {
                         return Err(rejected(e, "Can not have a token and a users array"));
                     }
-                    // Several users (and their permissions) are not supported yet. Starting
-                    // without the authentication the operator asked for would be worse than
-                    // not starting: refuse, naming the key.
-                    return Err(rejected(
-                        e,
-                        "authorization users are not supported yet (single user/password or token only)",
-                    ));
                 }
                 if (auth.user.is_some() || auth.pass.is_some()) && auth.token.is_some() {
                     return Err(rejected(e, "Cannot have a user/pass and token"));
@@ -177,6 +173,8 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                 o.user = auth.user;
                 o.pass = auth.pass;
                 o.token = auth.token;
+                o.users = auth.user_list;
+                o.default_permissions = auth.default_permissions;
                 o.auth_timeout = auth.timeout;
             }
             "cluster" => fo.cluster = Some(cluster(e, &mut fo.warnings)?),
@@ -195,6 +193,8 @@ struct Authorization {
     timeout: Duration,
     /// A `users` array was given.
     users: bool,
+    user_list: Vec<UserConfig>,
+    default_permissions: Option<Permissions>,
 }
 
 fn authorization(e: &Entry, warnings: &mut Vec<Warning>) -> Result<Authorization, Error> {
@@ -204,6 +204,8 @@ fn authorization(e: &Entry, warnings: &mut Vec<Warning>) -> Result<Authorization
         token: None,
         timeout: DEFAULT_AUTH_TIMEOUT,
         users: false,
+        user_list: Vec::new(),
+        default_permissions: None,
     };
     for e in block(e)? {
         match e.key.to_ascii_lowercase().as_str() {
@@ -213,17 +215,139 @@ fn authorization(e: &Entry, warnings: &mut Vec<Warning>) -> Result<Authorization
             "token" => auth.token = non_empty(string(e)?).map(str::to_owned),
             "timeout" => auth.timeout = duration(e)?.unwrap_or(DEFAULT_AUTH_TIMEOUT),
             "users" => {
-                list(e)?;
+                auth.user_list = list(e)?
+                    .iter()
+                    .map(|v| user_entry(e, v, warnings))
+                    .collect::<Result<_, _>>()?;
                 auth.users = true;
             }
-            // Permissions come with the authorization work; accepted and ignored until then.
-            "default_permission" | "default_permissions" | "permissions" => {
+            "default_permission" | "default_permissions" => {
+                auth.default_permissions = Some(permissions(e, &e.value)?);
+            }
+            // Not a 1.0 key at this level: accepted and ignored, as before.
+            "permissions" => {
                 block(e)?;
             }
             _ => unknown(e, warnings),
         }
     }
     Ok(auth)
+}
+
+/// An error about value `v` of key `e`.
+fn rejected_value(e: &Entry, v: &Value, reason: String) -> Error {
+    Error::new(v.pos.clone(), ErrorKind::Rejected { reason }).with_key(&e.key)
+}
+
+/// One entry of `users = [...]`: `{user, password, permissions}`.
+fn user_entry(e: &Entry, v: &Value, warnings: &mut Vec<Warning>) -> Result<UserConfig, Error> {
+    let ValueKind::Map(m) = &v.kind else {
+        let got = v.type_name();
+        return Err(rejected_value(
+            e,
+            v,
+            format!("Expected user entry to be a map/struct, got {got}"),
+        ));
+    };
+    let (mut user, mut pass, mut perms) = (None, None, None);
+    for f in m {
+        match f.key.to_ascii_lowercase().as_str() {
+            "user" | "username" => user = non_empty(string(f)?).map(str::to_owned),
+            "pass" | "password" => pass = non_empty(string(f)?).map(str::to_owned),
+            "permission" | "permissions" | "authorization" => {
+                perms = Some(permissions(f, &f.value)?)
+            }
+            _ => unknown(f, warnings),
+        }
+    }
+    match (user, pass) {
+        (Some(user), Some(pass)) => Ok(UserConfig {
+            user,
+            pass,
+            permissions: perms,
+        }),
+        _ => Err(rejected_value(
+            e,
+            v,
+            "User entry requires a user and a password".into(),
+        )),
+    }
+}
+
+/// `{ publish = ..., subscribe = ... }`; each direction a subject, an array of subjects, or
+/// (2.x) `{ allow = ..., deny = ... }`.
+fn permissions(e: &Entry, v: &Value) -> Result<Permissions, Error> {
+    let m = keyed(e, v.as_map())?;
+    let mut p = Permissions::default();
+    for f in m {
+        match f.key.to_ascii_lowercase().as_str() {
+            "publish" | "pub" => p.publish = Some(rules(f)?),
+            "subscribe" | "sub" => p.subscribe = Some(rules(f)?),
+            _ => {
+                return Err(rejected(
+                    f,
+                    &format!("Unknown field {} parsing permissions", f.key),
+                ))
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn rules(e: &Entry) -> Result<Rules, Error> {
+    match &e.value.kind {
+        ValueKind::Map(m) => {
+            let mut r = Rules::default();
+            for f in m {
+                match f.key.to_ascii_lowercase().as_str() {
+                    "allow" => r.allow = Some(subjects(f, &f.value)?),
+                    "deny" => r.deny = subjects(f, &f.value)?,
+                    _ => {
+                        return Err(rejected(
+                            f,
+                            &format!("Unknown field {} parsing permissions", f.key),
+                        ))
+                    }
+                }
+            }
+            Ok(r)
+        }
+        _ => Ok(Rules {
+            allow: Some(subjects(e, &e.value)?),
+            deny: Vec::new(),
+        }),
+    }
+}
+
+/// A subject or an array of subjects, each valid (wildcards allowed).
+fn subjects(e: &Entry, v: &Value) -> Result<Vec<String>, Error> {
+    let one = |v: &Value| -> Result<String, Error> {
+        let s = match &v.kind {
+            ValueKind::String(s) => s,
+            _ => {
+                return Err(Error::new(
+                    v.pos.clone(),
+                    ErrorKind::WrongType {
+                        expected: "a subject or an array of subjects",
+                        got: v.type_name(),
+                    },
+                )
+                .with_key(&e.key))
+            }
+        };
+        if !is_valid_subject(s.as_bytes()) {
+            return Err(rejected_value(
+                e,
+                v,
+                format!("Subject {s:?} is not a valid subject"),
+            ));
+        }
+        Ok(s.clone())
+    };
+    match &v.kind {
+        ValueKind::Array(a) => a.iter().map(one).collect(),
+        _ => Ok(vec![one(v)?]),
+    }
 }
 
 /// The client `tls {}` block (1.0's `parseTLS`, with its texts). The files are read later

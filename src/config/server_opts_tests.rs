@@ -191,16 +191,72 @@ fn authorization_single_user_and_token() {
 }
 
 #[test]
-fn authorization_users_are_refused_until_supported() {
-    // Starting without the authentication asked for would be worse than not starting.
+fn authorization_users_and_permissions() {
+    use crate::auth::{Permissions, Rules};
     let text = "authorization {\n  default_permissions = { publish = \"SANDBOX.*\" }\n  \
-                users = [ {user: alice, password: foo} ]\n}";
-    let err = error(text);
-    assert!(
-        err.starts_with("gnatsd.conf:1:1:")
-            && err.contains("authorization users are not supported yet"),
-        "{err}"
+                users = [\n    {user: alice, password: foo}\n    \
+                {username: bob, pass: \"$2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.xtiHyG\", \
+                permission: { pub: [\"a\", \"b.>\"], sub: { allow: \"_INBOX.>\", deny: [\"_INBOX.x\"] } }}\n  ]\n}";
+    let o = opts(text);
+    assert!(o.auth_required());
+    assert_eq!(o.users.len(), 2);
+    assert_eq!(
+        (o.users[0].user.as_str(), o.users[0].pass.as_str()),
+        ("alice", "foo")
     );
+    assert_eq!(o.users[0].permissions, None);
+    assert!(o.users[1].pass.starts_with("$2a$11$"));
+    assert_eq!(
+        o.users[1].permissions,
+        Some(Permissions {
+            publish: Some(Rules {
+                allow: Some(vec!["a".into(), "b.>".into()]),
+                deny: vec![],
+            }),
+            subscribe: Some(Rules {
+                allow: Some(vec!["_INBOX.>".into()]),
+                deny: vec!["_INBOX.x".into()],
+            }),
+        })
+    );
+    assert_eq!(
+        o.default_permissions,
+        Some(Permissions {
+            publish: Some(Rules {
+                allow: Some(vec!["SANDBOX.*".into()]),
+                deny: vec![],
+            }),
+            subscribe: None,
+        })
+    );
+}
+
+#[test]
+fn authorization_users_errors() {
+    for (text, want) in [
+        (
+            "authorization {\n  users = [ {user: a} ]\n}",
+            r#"gnatsd.conf:2:13: key "users": User entry requires a user and a password"#,
+        ),
+        (
+            "authorization {\n  users = [ 1 ]\n}",
+            r#"gnatsd.conf:2:13: key "users": Expected user entry to be a map/struct, got integer"#,
+        ),
+        (
+            "authorization {\n  users = [ {user: a, password: b, permissions: {publish: \"a..b\"}} ]\n}",
+            r#"gnatsd.conf:2:59: key "publish": Subject "a..b" is not a valid subject"#,
+        ),
+        (
+            "authorization {\n  users = [ {user: a, password: b, permissions: {send: x}} ]\n}",
+            r#"gnatsd.conf:2:50: key "send": Unknown field send parsing permissions"#,
+        ),
+        (
+            "authorization {\n  default_permissions = { publish = 5 }\n}",
+            r#"gnatsd.conf:2:37: key "publish": expected a subject or an array of subjects, got integer"#,
+        ),
+    ] {
+        assert_eq!(error(text), want, "{text}");
+    }
 }
 
 #[test]
@@ -555,7 +611,7 @@ fn unknown_keys_are_warnings_but_not_variables() {
 }
 
 #[test]
-fn readme_permissions_example_parses_and_is_refused_for_its_users() {
+fn readme_permissions_example() {
     let text = r#"
 authorization {
   ADMIN     = { publish = ">", subscribe = ">" }
@@ -569,13 +625,32 @@ authorization {
   ]
 }
 "#;
-    // The README's example parses (variables, `PASS` read as `pass`), and is refused only
-    // for its users array.
-    let err = error(text);
-    assert!(
-        err.contains("authorization users are not supported yet"),
-        "{err}"
+    // Variables hold the permissions; `DEFAULT_PERMISSIONS` is the option itself (keys are
+    // matched case-insensitively) and `PASS` is read as `pass`, which a users array ignores.
+    let o = opts(text);
+    assert_eq!(o.pass, None);
+    let names: Vec<_> = o.users.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "joe"]);
+    assert_eq!(o.users[2].pass, "abcdefghijklmnopqrstuvwxwz0123456789");
+    assert_eq!(o.users[2].permissions, None);
+    let bob = o.users[1].permissions.as_ref().unwrap();
+    assert_eq!(
+        bob.subscribe.as_ref().unwrap().allow,
+        Some(vec!["_INBOX.*".to_string()])
     );
+    let cfg = crate::conn::ConnConfig::from_options(&o);
+    let joe = &cfg.auth.users["joe"];
+    let p = joe
+        .permissions
+        .as_ref()
+        .expect("joe gets the default permissions");
+    assert!(p.can_publish(b"SANDBOX.x") && !p.can_publish(b"foo"));
+    assert!(p.can_subscribe(b"PUBLIC.a.b") && !p.can_subscribe(b"foo"));
+    assert!(cfg.auth.users["alice"]
+        .permissions
+        .as_ref()
+        .unwrap()
+        .can_publish(b"any.thing"));
 }
 
 /// A production-style file: every 1.0 section once, comments, variables, mixed separators.

@@ -12,6 +12,9 @@ pub mod route;
 pub use deliver::{deliver, Message, Origin, Source, Subscription, Targets};
 pub use route::RouteState;
 
+use crate::auth::{
+    check_secret, Check, Job, Permissions, Secret, SubmitError, User, VerifiedCache,
+};
 use crate::options::Options;
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::ConnectOpts;
@@ -87,31 +90,119 @@ impl std::fmt::Display for CloseReason {
     }
 }
 
-/// Authorization settings shared by all clients (gnatsd's single user or token).
+/// Authorization settings shared by all clients: a users map (checked first), a token, or
+/// gnatsd's single user (spec §7.1). Secrets that are bcrypt hashes are verified off the
+/// reactor ([`crate::auth::AuthPool`]).
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
+    /// `authorization { users = [...] }`, by name, `default_permissions` already applied.
+    pub users: AHashMap<String, Arc<User>>,
 }
 
 impl Auth {
-    pub fn required(&self) -> bool {
-        self.user.is_some() || self.token.is_some()
+    pub fn from_options(o: &Options) -> Self {
+        let default = o.default_permissions.clone().map(Arc::new);
+        let users = o
+            .users
+            .iter()
+            .map(|u| {
+                let user = User {
+                    name: u.user.clone(),
+                    pass: Secret::new(&u.pass),
+                    permissions: u
+                        .permissions
+                        .clone()
+                        .map(Arc::new)
+                        .or_else(|| default.clone()),
+                };
+                (u.user.clone(), Arc::new(user))
+            })
+            .collect();
+        Auth {
+            user: o.user.clone(),
+            pass: o.pass.clone(),
+            token: o.token.clone(),
+            users,
+        }
     }
-    fn check(&self, opts: &ConnectOpts) -> bool {
+
+    pub fn required(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+
+    /// Checks a CONNECT's credentials: at once for plain secrets (constant time), through
+    /// `cache` or a deferred bcrypt verification for hashes.
+    pub fn check(&self, opts: &ConnectOpts, cache: &VerifiedCache) -> Check {
         use crate::cluster::ct_eq;
-        let given = |v: &Option<String>| v.as_deref().unwrap_or("").as_bytes().to_vec();
+        if !self.users.is_empty() {
+            let name = opts.user.as_deref().unwrap_or("");
+            return match self.users.get(name) {
+                Some(u) => check_secret(
+                    &u.pass,
+                    name,
+                    opts.pass.as_deref(),
+                    cache,
+                    u.permissions.clone(),
+                ),
+                None => Check::Fail,
+            };
+        }
         if let Some(token) = &self.token {
-            return opts.auth_token.is_some() && ct_eq(&given(&opts.auth_token), token.as_bytes());
+            if opts.auth_token.is_none() {
+                return Check::Fail;
+            }
+            return check_secret(
+                &Secret::new(token),
+                "",
+                opts.auth_token.as_deref(),
+                cache,
+                None,
+            );
         }
         if let Some(user) = &self.user {
-            let pass = self.pass.as_deref().unwrap_or("").as_bytes();
-            return opts.user.is_some()
-                & ct_eq(&given(&opts.user), user.as_bytes())
-                & ct_eq(&given(&opts.pass), pass);
+            let given = opts.user.as_deref().unwrap_or("");
+            if opts.user.is_none() || !ct_eq(given.as_bytes(), user.as_bytes()) {
+                return Check::Fail;
+            }
+            let pass = self.pass.as_deref().unwrap_or("");
+            return check_secret(&Secret::new(pass), user, opts.pass.as_deref(), cache, None);
         }
-        true
+        Check::Ok(None)
+    }
+}
+
+/// A connection whose CONNECT waits for a bcrypt verdict ([`Connection::on_auth_done`]).
+#[derive(Debug)]
+struct AuthWait {
+    permissions: Option<Arc<Permissions>>,
+}
+
+/// Published subjects whose permission check is remembered per connection.
+const PUB_CACHE_MAX: usize = 256;
+
+/// A CONNECT line for the trace, with `pass` and `auth_token` replaced by `[REDACTED]`
+/// (as 2.x does). Text that is not a JSON object is shown only if it names no secret.
+pub fn redact_connect(json: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            for key in ["pass", "auth_token"] {
+                if let Some(v) = m.get_mut(key) {
+                    *v = serde_json::Value::String("[REDACTED]".into());
+                }
+            }
+            serde_json::Value::Object(m).to_string()
+        }
+        _ => {
+            let text = String::from_utf8_lossy(json);
+            if text.contains("pass") || text.contains("auth_token") {
+                "[REDACTED]".into()
+            } else {
+                text.into_owned()
+            }
+        }
     }
 }
 
@@ -127,11 +218,7 @@ pub struct ConnConfig {
 impl ConnConfig {
     pub fn from_options(o: &Options) -> Self {
         ConnConfig {
-            auth: Auth {
-                user: o.user.clone(),
-                pass: o.pass.clone(),
-                token: o.token.clone(),
-            },
+            auth: Auth::from_options(o),
             auth_timeout: o.auth_timeout,
             ping_interval: o.ping_interval,
             ping_max: o.ping_max,
@@ -197,6 +284,12 @@ pub struct Connection {
     ponged: bool,
     /// An async INFO is owed after the first PONG (§1.14).
     info_owed: bool,
+    /// The user's permissions (`None`: unrestricted).
+    perms: Option<Arc<Permissions>>,
+    /// Publish verdicts of `perms`, by subject (bounded).
+    pub_allowed: AHashMap<Box<[u8]>, bool>,
+    /// The CONNECT waits for a bcrypt verdict: no op is handled until it arrives.
+    auth_wait: Option<AuthWait>,
 }
 
 const OK: &[u8] = b"+OK\r\n";
@@ -236,6 +329,9 @@ impl Connection {
             closing: None,
             ponged: false,
             info_owed: false,
+            perms: None,
+            pub_allowed: AHashMap::new(),
+            auth_wait: None,
         }
     }
 
@@ -258,6 +354,12 @@ impl Connection {
             now,
             now + cfg.ping_interval,
         )
+    }
+
+    /// The CONNECT waits for a bcrypt verdict: input must be held (in order) and reading
+    /// stopped until [`on_auth_done`](Self::on_auth_done).
+    pub fn auth_pending(&self) -> bool {
+        self.auth_wait.is_some()
     }
 
     /// The TLS handshake is over: the authorization timer starts now, as in 1.0 (spec §1.12).
@@ -360,7 +462,7 @@ impl Connection {
 
     /// Handles one parsed op.
     pub fn on_op(&mut self, op: Op<'_>, env: &mut Env<'_>) -> ControlFlow<()> {
-        if self.closing.is_some() {
+        if self.closing.is_some() || self.auth_wait.is_some() {
             return ControlFlow::Break(());
         }
         if self.auth_deadline.is_some() && !matches!(op, Op::Connect(_)) {
@@ -444,18 +546,123 @@ impl Connection {
     }
 
     fn on_connect(&mut self, json: &[u8], env: &mut Env<'_>) -> ControlFlow<()> {
-        crate::trace!(
-            "{}->> [CONNECT {}]",
-            self.log_prefix,
-            String::from_utf8_lossy(json)
-        );
-        self.auth_deadline = None;
+        if crate::log::trace_enabled() {
+            crate::trace!("{}->> [CONNECT {}]", self.log_prefix, redact_connect(json));
+        }
         if self.opts.apply_json(json).is_err() {
+            self.auth_deadline = None;
             return self.fail(ProtoError::ParserError, env);
         }
-        if !env.cfg().auth.check(&self.opts) {
-            return self.fail(ProtoError::AuthViolation, env);
+        let check = env
+            .cfg()
+            .auth
+            .check(&self.opts, &env.shared.auth_pool.cache);
+        match self.authorize(check, env) {
+            Some(permissions) => self.connect_authorized(permissions, env),
+            // Failed, or waiting for bcrypt: parsing stops after this CONNECT.
+            None => ControlFlow::Break(()),
         }
+    }
+
+    /// Acts on a credentials check: `Some(permissions)` when accepted now; `None` when
+    /// the connection failed (its `-ERR` is queued) or waits for a bcrypt verdict (then
+    /// [`auth_pending`](Self::auth_pending) is true and the caller stops parsing).
+    pub(crate) fn authorize(
+        &mut self,
+        check: Check,
+        env: &mut Env<'_>,
+    ) -> Option<Option<Arc<Permissions>>> {
+        match check {
+            Check::Ok(permissions) => {
+                self.auth_deadline = None;
+                Some(permissions)
+            }
+            Check::Fail => {
+                self.auth_failed(env);
+                None
+            }
+            Check::Bcrypt {
+                hash,
+                given,
+                key,
+                permissions,
+            } => {
+                let job = Job {
+                    hash,
+                    given,
+                    key,
+                    reactor: self.out.reactor,
+                    token: self.out.token,
+                };
+                match env.shared.auth_pool.submit(job) {
+                    Ok(()) => {
+                        // The auth timer keeps running: a verdict that takes too long
+                        // ends in 'Authorization Timeout'.
+                        self.auth_wait = Some(AuthWait { permissions });
+                    }
+                    Err(e) => {
+                        let why = match e {
+                            SubmitError::Full => "bcrypt verification queue full",
+                            SubmitError::NotRunning => "bcrypt verification not running",
+                        };
+                        crate::error!("{}Authorization Error - {why}", self.log_prefix);
+                        if self.is_route() {
+                            route::auth_failed(self, env);
+                        }
+                        let _ = self.fail(ProtoError::AuthViolation, env);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Logs a rejected CONNECT as gnatsd does and fails the connection.
+    fn auth_failed(&mut self, env: &mut Env<'_>) {
+        self.auth_deadline = None;
+        if self.is_route() {
+            crate::error!("{}Authorization Error", self.log_prefix);
+            route::auth_failed(self, env);
+        } else if env.cfg().auth.users.is_empty() {
+            crate::error!("{}Authorization Error", self.log_prefix);
+        } else {
+            crate::error!(
+                "{}Authorization Error - User {:?}",
+                self.log_prefix,
+                self.opts.user.as_deref().unwrap_or("")
+            );
+        }
+        let _ = self.fail(ProtoError::AuthViolation, env);
+    }
+
+    /// The bcrypt verdict for the CONNECT this connection waits on. On success the CONNECT
+    /// completes (`+OK` if verbose) and the caller goes on with the held input.
+    pub fn on_auth_done(&mut self, ok: bool, env: &mut Env<'_>) -> ControlFlow<()> {
+        let Some(wait) = self.auth_wait.take() else {
+            return ControlFlow::Continue(());
+        };
+        if self.closing.is_some() {
+            return ControlFlow::Break(());
+        }
+        if !ok {
+            self.auth_failed(env);
+            return ControlFlow::Break(());
+        }
+        self.auth_deadline = None;
+        if self.is_route() {
+            return route::connect_authorized(self, env);
+        }
+        self.connect_authorized(wait.permissions, env)
+    }
+
+    /// The rest of a client's CONNECT once its credentials are accepted.
+    fn connect_authorized(
+        &mut self,
+        permissions: Option<Arc<Permissions>>,
+        env: &mut Env<'_>,
+    ) -> ControlFlow<()> {
+        self.perms = permissions;
+        self.pub_allowed.clear();
         if !(0..=1).contains(&self.opts.protocol) {
             return self.fail(ProtoError::InvalidProtocol, env);
         }
@@ -465,6 +672,22 @@ impl Connection {
         self.out.headers.store(self.opts.headers, Ordering::Relaxed);
         self.ok(env);
         ControlFlow::Continue(())
+    }
+
+    /// Whether this client may publish to `subject` (cached per subject).
+    fn can_publish(&mut self, subject: &[u8]) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        if let Some(&ok) = self.pub_allowed.get(subject) {
+            return ok;
+        }
+        let ok = perms.can_publish(subject);
+        if self.pub_allowed.len() >= PUB_CACHE_MAX {
+            self.pub_allowed.clear();
+        }
+        self.pub_allowed.insert(subject.into(), ok);
+        ok
     }
 
     fn on_sub(
@@ -485,6 +708,20 @@ impl Connection {
         );
         // gnatsd ignores a SUB that reuses a live sid. One whose auto-unsubscribe limit
         // was reached is already gone from the index, so the sid is free again.
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(subject) {
+                crate::error!(
+                    "{}Subscription Violation - User {:?}, Subject {:?}, SID {}",
+                    self.log_prefix,
+                    self.opts.user.as_deref().unwrap_or(""),
+                    String::from_utf8_lossy(subject),
+                    String::from_utf8_lossy(sid)
+                );
+                let err = crate::proto::error::permission_violation_subscription(subject);
+                self.send(env, &err);
+                return ControlFlow::Continue(());
+            }
+        }
         if self.has_live_sub(sid) {
             self.ok(env);
             return ControlFlow::Continue(());
@@ -598,6 +835,17 @@ impl Connection {
         }
         self.stats.in_msgs += 1;
         self.stats.in_bytes += payload.len() as u64;
+        if !self.can_publish(subject) {
+            crate::error!(
+                "{}Publish Violation - User {:?}, Subject {:?}",
+                self.log_prefix,
+                self.opts.user.as_deref().unwrap_or(""),
+                String::from_utf8_lossy(subject)
+            );
+            let err = crate::proto::error::permission_violation_publish(subject);
+            self.send(env, &err);
+            return ControlFlow::Continue(());
+        }
         self.ok(env);
         let msg = Message {
             subject,

@@ -493,12 +493,20 @@ fn on_route_sub(
 }
 
 fn on_connect(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlFlow<()> {
-    conn.auth_deadline = None;
+    if crate::log::trace_enabled() {
+        crate::trace!(
+            "{}->> [CONNECT {}]",
+            conn.log_prefix,
+            super::redact_connect(json)
+        );
+    }
     if conn.opts.apply_json(json).is_err() {
+        conn.auth_deadline = None;
         return conn.fail(ProtoError::ParserError, env);
     }
     // A client library dialled the route port.
     if conn.opts.lang.as_deref().is_some_and(|l| !l.is_empty()) {
+        conn.auth_deadline = None;
         crate::error!("{}{}", conn.log_prefix, ProtoError::RouteConnect);
         if let Some(cluster) = env.shared.cluster.as_ref() {
             send_info(conn, cluster, env, Dialect::V1);
@@ -508,12 +516,33 @@ fn on_connect(conn: &mut Connection, json: &[u8], env: &mut Env<'_>) -> ControlF
     let Some(cluster) = env.shared.cluster.as_ref() else {
         return ControlFlow::Continue(());
     };
-    if !cluster.check_auth(&conn.opts) {
-        // gnatsd's log text for a rejected route (the -ERR says "Violation").
-        crate::error!("{}Authorization Error", conn.log_prefix);
-        send_info(conn, cluster, env, Dialect::V1);
-        return conn.fail(ProtoError::AuthViolation, env);
+    // The peer has spoken: the greeting grace no longer applies, also while a bcrypt
+    // verdict is pending (the INFO then goes out with the verdict).
+    conn.route_state().greet_deadline = None;
+    let check = cluster.check_auth(&conn.opts, &env.shared.auth_pool.cache);
+    // A rejected route is logged as gnatsd does ("Authorization Error"; the -ERR says
+    // "Violation") and gets our INFO in the 1.0 dialect first ([`auth_failed`]); a bcrypt
+    // password is verified off the reactor first.
+    match conn.authorize(check, env) {
+        Some(_) => connect_authorized(conn, env),
+        None => ControlFlow::Break(()),
     }
+}
+
+/// A route's CONNECT was refused: our INFO (1.0 dialect) goes out before the `-ERR`, as
+/// main's handshake always answered a CONNECT with it.
+pub(super) fn auth_failed(conn: &mut Connection, env: &mut Env<'_>) {
+    if let Some(cluster) = env.shared.cluster.as_ref() {
+        send_info(conn, cluster, env, Dialect::V1);
+    }
+}
+
+/// The rest of a route's CONNECT once its credentials are accepted: the dialect, the
+/// cluster name check and our INFO.
+pub(super) fn connect_authorized(conn: &mut Connection, env: &mut Env<'_>) -> ControlFlow<()> {
+    let Some(cluster) = env.shared.cluster.as_ref() else {
+        return ControlFlow::Continue(());
+    };
     // 2.x always sends its cluster name; 1.x never does.
     let dialect = match &conn.opts.cluster {
         Some(theirs) => {

@@ -250,6 +250,258 @@ fn message_encoding_matches_length_estimate() {
     }
 }
 
+// ---- authorization: users, permissions (2.x wildcard rules), bcrypt off the reactor --------
+
+fn users_harness(users: &[(&str, &str, Option<&str>)], default: Option<&str>) -> Harness {
+    use crate::config::{parse, MemResolver};
+    let mut text = String::from("authorization {\n");
+    if let Some(d) = default {
+        text.push_str(&format!("  default_permissions = {d}\n"));
+    }
+    text.push_str("  users = [\n");
+    for (u, p, perms) in users {
+        match perms {
+            Some(perms) => text.push_str(&format!(
+                "    {{user: {u}, password: \"{p}\", permissions: {perms}}}\n"
+            )),
+            None => text.push_str(&format!("    {{user: {u}, password: \"{p}\"}}\n")),
+        }
+    }
+    text.push_str("  ]\n}\n");
+    let tree = parse(&text, "t.conf", &MemResolver::new()).unwrap();
+    let opts = crate::config::server_options(&tree).unwrap().options;
+    Harness::with_shared(Shared::new(opts, "SERVER".into(), 4222, None))
+}
+
+fn connect_line(user: &str, pass: &str) -> Vec<u8> {
+    format!("CONNECT {{\"verbose\":true,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\n").into_bytes()
+}
+
+#[test]
+fn users_permissions_publish_and_subscribe() {
+    let mut h = users_harness(
+        &[
+            (
+                "alice",
+                "foo",
+                Some("{publish: \"foo.*\", subscribe: \"foo.>\"}"),
+            ),
+            ("bob", "bar", None),
+        ],
+        None,
+    );
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("alice", "foo"));
+    assert_eq!(drain(&a), "+OK\r\n");
+    h.feed(
+        &mut a,
+        b"PUB foo.bar 1\r\nx\r\nPUB bar 1\r\nx\r\nPUB foo.bar.baz 0\r\n\r\n",
+    );
+    assert_eq!(
+        drain(&a),
+        "+OK\r\n-ERR 'Permissions Violation for Publish to \"bar\"'\r\n\
+         -ERR 'Permissions Violation for Publish to \"foo.bar.baz\"'\r\n"
+    );
+    assert!(
+        a.conn.closing().is_none(),
+        "a violation keeps the connection"
+    );
+    // 2.x: a SUB is allowed only if it is a subset of an allowed pattern.
+    h.feed(
+        &mut a,
+        b"SUB foo.bar.* 1\r\nSUB foo.> 2\r\nSUB bar 3\r\nSUB > 4\r\nSUB foo q 5\r\n",
+    );
+    assert_eq!(
+        drain(&a),
+        "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Subscription to \"bar\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \">\"'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"foo\"'\r\n"
+    );
+    assert_eq!(h.shared.sublist.count(), 2);
+    assert!(a.conn.closing().is_none());
+    // bob has no permissions and no defaults: unrestricted.
+    let mut b = h.peer(2);
+    h.feed(&mut b, &connect_line("bob", "bar"));
+    h.feed(&mut b, b"SUB > 1\r\nPUB any 0\r\n\r\n");
+    assert_eq!(drain(&b), "+OK\r\n+OK\r\n+OK\r\nMSG any 1 0\r\n\r\n");
+}
+
+#[test]
+fn wildcard_loophole_of_1_0_is_closed() {
+    let mut h = users_harness(&[("bob", "bar", Some("{subscribe: \"_INBOX.*\"}"))], None);
+    let mut b = h.peer(1);
+    h.feed(&mut b, &connect_line("bob", "bar"));
+    h.feed(&mut b, b"SUB _INBOX.* 1\r\nSUB _INBOX.> 2\r\n");
+    assert_eq!(
+        drain(&b),
+        "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Subscription to \"_INBOX.>\"'\r\n"
+    );
+}
+
+#[test]
+fn default_permissions_apply_to_users_without_their_own() {
+    let mut h = users_harness(
+        &[("joe", "pw", None), ("ann", "pw", Some("{publish: \">\"}"))],
+        Some("{ publish = \"SANDBOX.*\", subscribe = [\"PUBLIC.>\", \"_INBOX.>\"] }"),
+    );
+    let mut j = h.peer(1);
+    h.feed(&mut j, &connect_line("joe", "pw"));
+    h.feed(
+        &mut j,
+        b"PUB SANDBOX.a 0\r\n\r\nPUB other 0\r\n\r\nSUB PUBLIC.x 1\r\nSUB x 2\r\n",
+    );
+    assert_eq!(
+        drain(&j),
+        "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Publish to \"other\"'\r\n+OK\r\n\
+         -ERR 'Permissions Violation for Subscription to \"x\"'\r\n"
+    );
+    let mut a = h.peer(2);
+    h.feed(&mut a, &connect_line("ann", "pw"));
+    // ann's own permissions only restrict publish; subscribe is not restricted.
+    h.feed(&mut a, b"PUB other 0\r\n\r\nSUB x 1\r\n");
+    assert_eq!(drain(&a), "+OK\r\n+OK\r\n+OK\r\n");
+}
+
+#[test]
+fn wrong_password_or_unknown_user_is_an_authorization_violation() {
+    for line in [connect_line("alice", "nope"), connect_line("eve", "foo")] {
+        let mut h = users_harness(&[("alice", "foo", None)], None);
+        let mut a = h.peer(1);
+        h.feed(&mut a, &line);
+        assert_eq!(drain(&a), "-ERR 'Authorization Violation'\r\n");
+        assert!(a.conn.closing().is_some());
+    }
+}
+
+#[test]
+fn connect_trace_redacts_secrets() {
+    let line =
+        redact_connect(br#"{"user":"a","pass":"hunter2","auth_token":"tok","verbose":true}"#);
+    assert!(
+        !line.contains("hunter2") && !line.contains("tok\""),
+        "{line}"
+    );
+    assert!(line.contains("\"pass\":\"[REDACTED]\""), "{line}");
+    assert_eq!(redact_connect(br#"{"pass":"x""#), "[REDACTED]");
+    assert_eq!(
+        redact_connect(br#"{"verbose":true}"#),
+        r#"{"verbose":true}"#
+    );
+}
+
+#[test]
+fn bcrypt_connect_waits_for_the_verdict_then_goes_on_in_order() {
+    use crate::mailbox::{Mail, ReactorHandle};
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let mut h = users_harness(&[("alice", &hash, Some("{publish: \"ok\"}"))], None);
+    let handles: Arc<[ReactorHandle]> = vec![ReactorHandle::new().unwrap()].into();
+    h.shared.auth_pool.start(Arc::clone(&handles));
+    let wait_mail = || {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while got.is_empty() && std::time::Instant::now() < deadline {
+            handles[0].drain(&mut got);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    };
+    for (pass, ok) in [("s3cret", true), ("wrong", false), ("s3cret", true)] {
+        let mut a = h.peer(7);
+        let connect = connect_line("alice", pass);
+        let mut input = connect.clone();
+        input.extend_from_slice(b"PUB ok 0\r\n\r\nPUB no 0\r\n\r\nPING\r\n");
+        // Asked before the CONNECT: the pool may cache this verification while the test runs.
+        let cached = pass == "s3cret"
+            && h.shared
+                .auth_pool
+                .cache
+                .contains(&crate::auth::cache_key("alice", &hash, "s3cret"));
+        h.feed(&mut a, &input);
+        if cached {
+            // Verified before: the cache answers at once, nothing is queued.
+            assert!(!a.conn.auth_pending());
+            assert_eq!(
+                drain(&a),
+                "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Publish to \"no\"'\r\nPONG\r\n"
+            );
+            continue;
+        }
+        assert!(a.conn.auth_pending(), "waits for bcrypt");
+        assert_eq!(
+            a.parser.stopped_at(),
+            connect.len(),
+            "stopped right after CONNECT"
+        );
+        assert_eq!(drain(&a), "", "nothing answered yet");
+        let mail = wait_mail();
+        assert_eq!(mail, vec![Mail::AuthDone { token: 7, ok }]);
+        let mut env = h.env();
+        let flow = a.conn.on_auth_done(ok, &mut env);
+        drop(env);
+        h.batch.flush(&mut a.stalled);
+        assert!(!a.conn.auth_pending());
+        if ok {
+            assert!(flow.is_continue());
+            h.feed(&mut a, &input[connect.len()..]);
+            assert_eq!(
+                drain(&a),
+                "+OK\r\n+OK\r\n-ERR 'Permissions Violation for Publish to \"no\"'\r\nPONG\r\n"
+            );
+        } else {
+            assert_eq!(drain(&a), "-ERR 'Authorization Violation'\r\n");
+            assert!(a.conn.closing().is_some());
+        }
+    }
+}
+
+#[test]
+fn bcrypt_without_the_pool_fails_closed() {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let mut h = users_harness(&[("u", &hash, None)], None);
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("u", "pw"));
+    assert_eq!(drain(&a), "-ERR 'Authorization Violation'\r\n");
+    assert!(a.conn.closing().is_some() && !a.conn.auth_pending());
+}
+
+#[test]
+fn a_full_bcrypt_queue_fails_the_connect() {
+    use crate::mailbox::ReactorHandle;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let mut h = users_harness(&[("u", &hash, None)], None);
+    let handles: Arc<[ReactorHandle]> = vec![ReactorHandle::new().unwrap()].into();
+    // No threads and room for one job: the second CONNECT finds the queue full.
+    h.shared.auth_pool.start_with(handles, 0, 1);
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("u", "pw"));
+    assert!(a.conn.auth_pending() && a.conn.closing().is_none());
+    let mut b = h.peer(2);
+    h.feed(&mut b, &connect_line("u", "pw"));
+    assert_eq!(drain(&b), "-ERR 'Authorization Violation'\r\n");
+    assert!(b.conn.closing().is_some() && !b.conn.auth_pending());
+}
+
+#[test]
+fn auth_timeout_fires_while_bcrypt_is_pending() {
+    use crate::mailbox::ReactorHandle;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let mut h = users_harness(&[("u", &hash, None)], None);
+    let handles: Arc<[ReactorHandle]> = vec![ReactorHandle::new().unwrap()].into();
+    h.shared.auth_pool.start_with(handles, 0, 4);
+    let mut a = h.peer(1);
+    h.feed(&mut a, &connect_line("u", "pw"));
+    assert!(a.conn.auth_pending());
+    h.now += h.shared.conn_cfg.auth_timeout;
+    h.tick(&mut a);
+    assert_eq!(drain(&a), "-ERR 'Authorization Timeout'\r\n");
+    // A verdict that arrives afterwards changes nothing.
+    let mut env = h.env();
+    assert!(a.conn.on_auth_done(true, &mut env).is_break());
+    drop(env);
+    h.batch.flush(&mut a.stalled);
+    assert_eq!(drain(&a), "");
+}
+
 #[test]
 fn unsub_with_a_larger_limit_after_the_limit_does_not_revive_the_sid() {
     // Found by the conn_ops fuzz target: `UNSUB 1 5` after sid 1 reached its limit of 1

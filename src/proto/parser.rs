@@ -269,7 +269,10 @@ impl Op<'_> {
 pub enum Parsed {
     /// All input was consumed (a trailing partial frame is buffered).
     Done,
-    /// The callback returned `Break`; the rest of the input was dropped.
+    /// The callback returned `Break`; the rest of the input was dropped. The bytes used
+    /// up to and including the op that stopped are [`Parser::stopped_at`]; the parser is
+    /// then between ops, so the caller may keep the rest and parse it later (a CONNECT
+    /// waiting for a bcrypt verdict).
     Stopped,
 }
 
@@ -282,6 +285,8 @@ pub struct Parser {
     buf: Vec<u8>,
     state: State,
     err: Option<ProtoError>,
+    /// Input bytes used by the last `parse` call that returned `Stopped`.
+    stopped_at: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -557,7 +562,7 @@ enum Resume {
     Used(usize),
     /// All input was used and the frame is still incomplete.
     NeedMore,
-    Stopped,
+    Stopped(usize),
 }
 
 impl Parser {
@@ -567,7 +572,14 @@ impl Parser {
             buf: Vec::new(),
             state: State::Idle,
             err: None,
+            stopped_at: 0,
         }
+    }
+
+    /// After `parse` returned `Parsed::Stopped`: how many bytes of that call's input were
+    /// used (up to the end of the op whose callback returned `Break`).
+    pub fn stopped_at(&self) -> usize {
+        self.stopped_at
     }
 
     pub fn config(&self) -> &ParserConfig {
@@ -631,7 +643,10 @@ impl Parser {
         let mut pos = match self.resume(input, on_op)? {
             Resume::Used(n) => n,
             Resume::NeedMore => return Ok(Parsed::Done),
-            Resume::Stopped => return Ok(Parsed::Stopped),
+            Resume::Stopped(used) => {
+                self.stopped_at = used;
+                return Ok(Parsed::Stopped);
+            }
         };
 
         while pos < input.len() {
@@ -656,6 +671,7 @@ impl Parser {
                 Line::Op(op) => {
                     pos += next;
                     if deliver(op, &mut self.cfg, on_op).is_break() {
+                        self.stopped_at = pos;
                         return Ok(Parsed::Stopped);
                     }
                 }
@@ -669,6 +685,7 @@ impl Parser {
                         pos += end;
                         let op = head.with_payload(&rest[start..start + size]);
                         if on_op(op, &mut self.cfg).is_break() {
+                            self.stopped_at = pos;
                             return Ok(Parsed::Stopped);
                         }
                     } else {
@@ -720,7 +737,7 @@ impl Parser {
                     let flow = deliver(op, &mut self.cfg, on_op);
                     self.buf.clear();
                     return Ok(if flow.is_break() {
-                        Resume::Stopped
+                        Resume::Stopped(used)
                     } else {
                         Resume::Used(used)
                     });
@@ -757,7 +774,7 @@ impl Parser {
                 self.buf = Vec::new();
             }
             if flow.is_break() {
-                return Ok(Resume::Stopped);
+                return Ok(Resume::Stopped(used));
             }
         }
         Ok(Resume::Used(used))
@@ -2371,6 +2388,48 @@ mod tests {
         });
         assert_eq!(r, Ok(Parsed::Stopped));
         assert_eq!(seen, vec![pub_op("a", None, "hi")]);
+        assert_eq!(p.stopped_at(), 3);
+    }
+
+    /// A stop after CONNECT (waiting for bcrypt) reports how much input was used, and the
+    /// rest parses later as if it had never been interrupted, wherever the reads split.
+    #[test]
+    fn stopped_at_lets_the_caller_resume_after_connect() {
+        let input: &[u8] = b"CONNECT {\"user\":\"a\"}\r\nSUB foo 1\r\nPUB foo 2\r\nhi\r\nPING\r\n";
+        let mut a = cfg();
+        a.require_connect = true;
+        for split in 1..input.len() {
+            let mut p = Parser::new(a);
+            let mut ops = Vec::new();
+            let mut rest = Vec::new();
+            for chunk in [&input[..split], &input[split..]] {
+                if !rest.is_empty() {
+                    rest.extend_from_slice(chunk);
+                    continue;
+                }
+                let r = p.parse(chunk, |op| {
+                    let stop = matches!(op, Op::Connect(_));
+                    ops.push(op.to_owned_op());
+                    if stop {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                if r == Ok(Parsed::Stopped) {
+                    rest.extend_from_slice(&chunk[p.stopped_at()..]);
+                }
+            }
+            p.parse(&rest, |op| {
+                ops.push(op.to_owned_op());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert_eq!(ops.len(), 4, "split at {split}: {ops:?}");
+            assert_eq!(ops[1], sub_op("foo", None, "1"), "split at {split}");
+            assert_eq!(ops[2], pub_op("foo", None, "hi"), "split at {split}");
+            assert_eq!(ops[3], OwnedOp::Ping, "split at {split}");
+        }
     }
 
     #[test]

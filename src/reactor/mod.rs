@@ -14,7 +14,7 @@ use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{mono_ns, Outbound, Taken, WakeBatch};
-use crate::proto::{Op, Parser, ParserConfig, ProtoError};
+use crate::proto::{Op, Parsed, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Shared};
 use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
 use crate::tls::{Phase, ReadError, TlsSession};
@@ -98,6 +98,9 @@ struct Slot {
     stalled_since: Option<Instant>,
     /// Buffers received while paused, parsed on resume (bounded by what was in flight).
     held: VecDeque<Vec<u8>>,
+    /// Parser input that followed a CONNECT waiting for its bcrypt verdict (plaintext,
+    /// also for TLS), parsed before `held` once the verdict arrives.
+    held_plain: Vec<u8>,
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
@@ -110,6 +113,8 @@ struct Slot {
 enum Input {
     Ring(u16, usize),
     Held(Vec<u8>),
+    /// Already decrypted (TLS) or plain text: straight to the parser.
+    Plain(Vec<u8>),
 }
 
 /// The listening sockets one reactor accepts on.
@@ -166,8 +171,20 @@ fn discard_queued(out: &Outbound) {
     out.take(&mut queued);
 }
 
-/// Parses `data` for connection `c`; a parser error fails the connection.
-fn parse(parser: &mut Parser, c: &mut Connection, data: &[u8], env: &mut Env<'_>) {
+/// Parses `data` for connection `c`; a parser error fails the connection. While `c`'s
+/// CONNECT waits for a bcrypt verdict, `data` (or what follows that CONNECT in it) is kept,
+/// in order, in `held_plain`, to be parsed after the verdict.
+fn parse(
+    parser: &mut Parser,
+    c: &mut Connection,
+    data: &[u8],
+    env: &mut Env<'_>,
+    held_plain: &mut Vec<u8>,
+) {
+    if c.auth_pending() {
+        held_plain.extend_from_slice(data);
+        return;
+    }
     let is_route = c.is_route();
     let parsed = parser.parse_with_config(data, |op, cfg| {
         let is_connect = matches!(op, Op::Connect(_));
@@ -178,8 +195,14 @@ fn parse(parser: &mut Parser, c: &mut Connection, data: &[u8], env: &mut Env<'_>
         }
         flow
     });
-    if let Err(e) = parsed {
-        let _ = c.fail(e, env);
+    match parsed {
+        Err(e) => {
+            let _ = c.fail(e, env);
+        }
+        Ok(Parsed::Stopped) if c.auth_pending() => {
+            held_plain.extend_from_slice(&data[parser.stopped_at()..]);
+        }
+        Ok(_) => {}
     }
 }
 
@@ -511,6 +534,7 @@ impl Reactor {
             stalled_on: Vec::new(),
             stalled_since: None,
             held: VecDeque::new(),
+            held_plain: Vec::new(),
             close_deadline: None,
             shut: false,
             tls: None,
@@ -766,8 +790,9 @@ impl Reactor {
                 conn.conn.close(CloseReason::ClientClosed);
             }
         } else if let Some(bid) = bid {
-            if conn.stalled_since.is_some() || !conn.held.is_empty() {
-                // Paused: data that was already in flight waits, in order, for the resume.
+            if conn.stalled_since.is_some() || !conn.held.is_empty() || conn.conn.auth_pending() {
+                // Paused (a backed-up subscriber, or a CONNECT waiting for its bcrypt
+                // verdict): data that was already in flight waits, in order, for the resume.
                 // It is copied out so the shared ring is not starved by paused publishers
                 // (bounded: only what was in flight when the recv was cancelled).
                 conn.held
@@ -806,16 +831,15 @@ impl Reactor {
             conn.conn.stats.last_activity = *now;
             let data = match &input {
                 Input::Ring(bid, len) => bufs.get(*bid, *len),
-                Input::Held(v) => v.as_slice(),
+                Input::Held(v) | Input::Plain(v) => v.as_slice(),
             };
             let mut env = Env::new(server, batch, rng, *now);
             let c = &mut conn.conn;
             match conn.tls.as_deref_mut() {
-                None => parse(&mut conn.parser, c, data, &mut env),
-                Some(tls) => {
-                    let parser = &mut conn.parser;
+                Some(tls) if !matches!(input, Input::Plain(_)) => {
+                    let (parser, held_plain) = (&mut conn.parser, &mut conn.held_plain);
                     let read = tls.read(data, |plain| {
-                        parse(parser, c, plain, &mut env);
+                        parse(parser, c, plain, &mut env, held_plain);
                         if c.closing().is_some() {
                             ControlFlow::Break(())
                         } else {
@@ -846,6 +870,9 @@ impl Reactor {
                         dirty.push(token);
                     }
                 }
+                // Plain text, or plaintext a TLS session decrypted before a CONNECT that
+                // waited for bcrypt.
+                _ => parse(&mut conn.parser, c, data, &mut env, &mut conn.held_plain),
             }
             stats.in_msgs += c.stats.in_msgs - msgs_before;
             stats.in_bytes += c.stats.in_bytes - bytes_before;
@@ -858,6 +885,14 @@ impl Reactor {
             // A route carries a whole server's traffic: a slow local subscriber never
             // pauses its reads (the subscriber is cut at max_pending instead).
             conn.stalled_on.clear();
+        }
+        if conn.conn.auth_pending() && conn.recv_armed {
+            // No reading until the verdict: what is in flight is held (bounded).
+            let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
+                .build()
+                .user_data(user_data(Kind::Cancel, token));
+            self.push_sqe(sqe);
+            return;
         }
         if !conn.stalled_on.is_empty() && conn.stalled_since.is_none() {
             // A subscriber is backed up: stop reading this publisher until it drains.
@@ -880,8 +915,9 @@ impl Reactor {
         };
         if conn.conn.closing().is_some() {
             conn.held.clear();
+            conn.held_plain.clear();
             self.start_close(token);
-        } else if !conn.recv_armed && conn.stalled_since.is_none() {
+        } else if !conn.recv_armed && conn.stalled_since.is_none() && !conn.conn.auth_pending() {
             self.arm_recv(token);
         }
     }
@@ -917,7 +953,7 @@ impl Reactor {
             while let Some(data) = self
                 .conns
                 .get_mut(token)
-                .filter(|c| c.stalled_since.is_none())
+                .filter(|c| c.stalled_since.is_none() && !c.conn.auth_pending())
                 .and_then(|c| c.held.pop_front())
             {
                 self.feed(token, Input::Held(data));
@@ -1036,8 +1072,10 @@ impl Reactor {
 
     fn handle_mail(&mut self) {
         let mut mail = std::mem::take(&mut self.mail);
+        let mut verdicts = Vec::new();
         for m in mail.drain(..) {
             match m {
+                Mail::AuthDone { token, ok } => verdicts.push((token, ok)),
                 Mail::Flush(token) => self.dirty.push(token),
                 Mail::Close(token) => {
                     if let Some(slot) = self.conns.get_mut(token) {
@@ -1051,6 +1089,54 @@ impl Reactor {
         if self.mail.is_empty() {
             self.mail = mail;
         }
+        if !verdicts.is_empty() {
+            for (token, ok) in verdicts {
+                self.auth_done(token, ok);
+            }
+            // Output of the resumed connections (and of what their held input published)
+            // goes out this iteration.
+            self.hand_off();
+        }
+    }
+
+    /// A bcrypt verdict for a connection whose CONNECT waits: complete (or fail) it, then
+    /// parse the input held meanwhile, in order, and read again.
+    fn auth_done(&mut self, token: u64, ok: bool) {
+        let Reactor {
+            conns,
+            batch,
+            rng,
+            server,
+            now,
+            ..
+        } = self;
+        let Some(slot) = conns.get_mut(token) else {
+            return;
+        };
+        if !slot.conn.auth_pending() {
+            return;
+        }
+        let mut env = Env::new(server, batch, rng, *now);
+        let _ = slot.conn.on_auth_done(ok, &mut env);
+        drop(env);
+        batch.flush(&mut slot.stalled_on);
+        if !slot.conn.auth_pending() && slot.conn.closing().is_none() && !slot.held_plain.is_empty()
+        {
+            // What followed the CONNECT in its buffer (decrypted, for TLS) comes first.
+            let plain = std::mem::take(&mut slot.held_plain);
+            self.feed(token, Input::Plain(plain));
+        }
+        while let Some(data) = self
+            .conns
+            .get_mut(token)
+            .filter(|c| {
+                c.stalled_since.is_none() && !c.conn.auth_pending() && c.conn.closing().is_none()
+            })
+            .and_then(|c| c.held.pop_front())
+        {
+            self.feed(token, Input::Held(data));
+        }
+        self.after_input(token);
     }
 
     /// Answers the monitor's snapshot requests (between two iterations: a few µs per
@@ -1066,7 +1152,8 @@ impl Reactor {
     }
 
     fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
-        let user_auth = self.server.conn_cfg.auth.user.is_some();
+        let auth = &self.server.conn_cfg.auth;
+        let user_auth = auth.user.is_some() || !auth.users.is_empty();
         let wanted = |slot: &Slot| {
             let c = &slot.conn;
             slot.close_deadline.is_none()
