@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -340,9 +340,6 @@ impl<'a> Input<'a> {
         let end = (self.pos + n).min(self.data.len());
         self.pos += n;
         self.data[start..end].to_vec()
-    }
-    fn bit(&mut self) -> bool {
-        self.u8() & 1 == 1
     }
     /// A payload body: a length byte (mostly small, sometimes past `MAX_PAYLOAD`), one
     /// fill byte, and the unique tag.
@@ -830,14 +827,20 @@ impl Sim {
                 1,
             )
         });
-        let opts = Options {
-            host: "127.0.0.1".into(),
-            port: 35301,
-            max_payload: MAX_PAYLOAD,
-            ..Options::default()
-        };
+        // `Options::default()` probes the CPU count (cgroup files): once per process.
+        static OPTS: OnceLock<Options> = OnceLock::new();
+        let opts = OPTS
+            .get_or_init(|| Options {
+                host: "127.0.0.1".into(),
+                port: 35301,
+                max_payload: MAX_PAYLOAD,
+                ..Options::default()
+            })
+            .clone();
         let mut shared = Shared::new(opts, "A_ID".into(), 35301, cluster);
-        shared.sublist = Sublist::with_cache_max(setup.cache_max);
+        if setup.cache_max != shared.sublist.cache_max() {
+            shared.sublist = Sublist::with_cache_max(setup.cache_max);
+        }
         shared.conn_cfg.ping_interval = PING_INTERVAL;
         shared.conn_cfg.ping_max = PING_MAX;
         shared.conn_cfg.auth_timeout = AUTH_TIMEOUT;
@@ -1060,6 +1063,10 @@ impl Sim {
         for d in order {
             let closing = self.peer(d).is_some_and(|p| p.conn.closing().is_some());
             if closing && !outcome.closed.contains(&d) {
+                if self.peer(d).is_some_and(|p| p.conn.out.is_slow()) {
+                    // Cut as a slow consumer before it failed: it may have lost frames.
+                    outcome.slow.push(d);
+                }
                 self.close(d, CloseReason::ClientClosed, got);
                 outcome.closed.push(d);
             }
