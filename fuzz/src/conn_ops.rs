@@ -1339,6 +1339,9 @@ struct Check<'a> {
     expected: Vec<(Dest, usize, Frame)>,
     /// Frames that may or may not come (e.g. a 503 in a step where a consumer was cut).
     optional: Vec<(Dest, Frame)>,
+    /// (destination, op group, candidates): exactly one of the candidates, in that op's
+    /// frames. For choices that change no state and carry no unique tag (the 503).
+    any_of: Vec<(Dest, usize, Vec<Frame>)>,
     group: usize,
 }
 
@@ -1377,14 +1380,20 @@ impl Check<'_> {
         got.saturating_sub(want)
     }
 
+    /// Exactly one of `cands` (all to one destination) is sent by the current op, which
+    /// one does not matter to the model.
+    fn expect_any(&mut self, d: Dest, cands: Vec<Frame>) {
+        self.any_of.push((d, self.group, cands));
+    }
+
     /// Exactly one of `cands` must have been sent (one queue member, one route sid):
-    /// returns its index. `unique`: the frames carry a unique tag, so two present means
-    /// two deliveries. A candidate cut as slow may have swallowed it.
-    fn choose(&mut self, cands: &[(Dest, Frame)], unique: bool) -> Result<usize, String> {
+    /// returns its index. The frames carry a unique tag, so two present means two
+    /// deliveries. A candidate cut as slow may have swallowed it.
+    fn choose(&mut self, cands: &[(Dest, Frame)]) -> Result<usize, String> {
         let present: Vec<usize> = (0..cands.len())
             .filter(|&i| self.avail(cands[i].0, &cands[i].1) > 0)
             .collect();
-        if unique && present.len() > 1 {
+        if present.len() > 1 {
             return Err(format!(
                 "one message reached {} members of one group / route: {:?}",
                 present.len(),
@@ -1414,12 +1423,22 @@ impl Check<'_> {
                     groups.entry(*g).or_default().push(f.clone());
                 }
             }
-            let optional: Vec<Frame> = self
+            let mut slots: BTreeMap<usize, Vec<Vec<Frame>>> = BTreeMap::new();
+            for (x, g, c) in &self.any_of {
+                if *x == d {
+                    slots.entry(*g).or_default().push(c.clone());
+                    groups.entry(*g).or_default();
+                }
+            }
+            let mut optional: Vec<Frame> = self
                 .optional
                 .iter()
                 .filter(|(x, _)| *x == d)
                 .map(|(_, f)| f.clone())
                 .collect();
+            if lenient {
+                optional.extend(slots.values().flatten().flatten().cloned());
+            }
             let fail = |what: &str| {
                 Err(format!(
                     "{d:?}: {what}\n  got:      {}\n  expected: {}{}",
@@ -1458,18 +1477,31 @@ impl Check<'_> {
             }
             // Each op's frames come before the next op's, in any order within one op.
             let mut at = 0;
-            for fs in groups.values() {
-                if at + fs.len() > actual.len() {
+            for (g, fs) in &groups {
+                let any = slots.get(g).map_or(&[][..], Vec::as_slice);
+                let len = fs.len() + any.len();
+                if at + len > actual.len() {
                     return fail("missing frames");
                 }
-                let mut a = actual[at..at + fs.len()].to_vec();
-                let mut e = fs.clone();
-                a.sort();
-                e.sort();
-                if a != e {
-                    return fail("frames differ");
+                let mut a = actual[at..at + len].to_vec();
+                for f in fs {
+                    match a.iter().position(|x| x == f) {
+                        Some(i) => {
+                            a.swap_remove(i);
+                        }
+                        None => return fail("frames differ"),
+                    }
                 }
-                at += fs.len();
+                // What is left fills the one-of slots (at most one per op: no ambiguity).
+                for cands in any {
+                    match a.iter().position(|x| cands.contains(x)) {
+                        Some(i) => {
+                            a.swap_remove(i);
+                        }
+                        None => return fail("frames differ"),
+                    }
+                }
+                at += len;
             }
             if at != actual.len() {
                 return fail("unexpected frames");
@@ -1780,7 +1812,7 @@ impl Model {
                     .iter()
                     .map(|h| self.frame_for(h, subject, reply, hdr, payload))
                     .collect();
-                let i = ck.choose(&frames, true)?;
+                let i = ck.choose(&frames)?;
                 self.delivered(ck, &cands[i]);
                 n += 1;
             }
@@ -1817,7 +1849,7 @@ impl Model {
                 .iter()
                 .map(|h| self.frame_for(h, subject, reply, hdr, payload))
                 .collect();
-            let i = ck.choose(&frames, true)?;
+            let i = ck.choose(&frames)?;
             self.delivered(ck, &members[i]);
             n += 1;
         }
@@ -1985,21 +2017,16 @@ impl Model {
             let mut header = b"NATS/1.0 503\r\nNats-Subject: ".to_vec();
             header.extend_from_slice(subject);
             header.extend_from_slice(b"\r\n\r\n");
-            let cands: Vec<(Dest, Frame)> = m
+            let cands: Vec<Frame> = m
                 .subs
                 .iter()
                 .filter(|(_, s)| s.queue.is_none() && matches(&s.subject, r))
-                .map(|(sid, _)| {
-                    (
-                        d,
-                        msg_frame(r, sid, None, Some(header.len()), &header, m.headers),
-                    )
-                })
+                .map(|(sid, _)| msg_frame(r, sid, None, Some(header.len()), &header, m.headers))
                 .collect();
             if !ck.slow.is_empty() {
-                ck.optional.extend(cands);
+                ck.optional.extend(cands.into_iter().map(|f| (d, f)));
             } else if !cands.is_empty() {
-                ck.choose(&cands, false)?;
+                ck.expect_any(d, cands);
             }
         }
         Ok(())
@@ -2117,7 +2144,7 @@ impl Model {
             .iter()
             .map(|h| self.frame_for(h, subject, reply, None, payload))
             .collect();
-        let i = ck.choose(&frames, true)?;
+        let i = ck.choose(&frames)?;
         self.delivered(ck, &members[i]);
         Ok(())
     }
@@ -2177,6 +2204,7 @@ impl Model {
             slow: &outcome.slow,
             expected: Vec::new(),
             optional: Vec::new(),
+            any_of: Vec::new(),
             group: 0,
         };
         for m in self.clients.iter_mut().chain([&mut self.route]) {
