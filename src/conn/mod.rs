@@ -909,7 +909,7 @@ impl Connection {
         let Some(sub) = self
             .subs
             .values()
-            .find(|s| s.queue.is_none() && subject_matches(&s.subject, reply))
+            .find(|s| s.queue.is_none() && !s.exhausted() && subject_matches(&s.subject, reply))
         else {
             return;
         };

@@ -520,3 +520,28 @@ fn unsub_with_a_larger_limit_after_the_limit_does_not_revive_the_sid() {
     assert_eq!(h.shared.sublist.count(), 1);
     assert_eq!(a.conn.sub_count(), 1);
 }
+
+#[test]
+fn no_responders_status_skips_a_subscription_gone_at_its_limit() {
+    // Found by the conn_ops fuzz target: the 503 went to a sid that had already reached
+    // its auto-unsubscribe limit (the client has forgotten it).
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}\r\n\
+          SUB _INBOX.* 1\r\nUNSUB 1 1\r\nPUB _INBOX.x 1\r\na\r\n",
+    );
+    assert_eq!(drain(&a), "MSG _INBOX.x 1 1\r\na\r\n");
+    h.feed(&mut a, b"PUB nobody _INBOX.y 1\r\nb\r\n");
+    assert_eq!(
+        drain(&a),
+        "",
+        "no live subscription for the reply: no status"
+    );
+    h.feed(&mut a, b"SUB _INBOX.y 2\r\nPUB nobody _INBOX.y 1\r\nc\r\n");
+    assert_eq!(
+        drain(&a),
+        "HMSG _INBOX.y 2 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n"
+    );
+}
