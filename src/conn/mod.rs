@@ -252,6 +252,18 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// The index reader and what delivery writes to, borrowed apart (one match, many
+    /// deliveries).
+    pub(crate) fn delivery(&mut self) -> (&mut Reader<'a, Subscription>, Targets<'_>) {
+        let targets = Targets {
+            sublist: self.subs.sublist(),
+            batch: &mut *self.batch,
+            rng: &mut *self.rng,
+            cluster: self.shared.cluster.as_ref(),
+        };
+        (&mut self.subs, targets)
+    }
+
     fn cfg(&self) -> &'a ConnConfig {
         &self.shared.conn_cfg
     }
@@ -854,19 +866,7 @@ impl Connection {
             payload,
         };
         let skip = (!self.opts.echo).then_some(&self.out);
-        let Env {
-            subs,
-            batch,
-            rng,
-            shared,
-            ..
-        } = env;
-        let mut targets = Targets {
-            sublist: subs.sublist(),
-            batch,
-            rng,
-            cluster: shared.cluster.as_ref(),
-        };
+        let (subs, mut targets) = env.delivery();
         let delivered = subs.match_with(subject, |result| {
             deliver(&msg, result, Source::Client { skip }, &mut targets)
         });

@@ -896,19 +896,8 @@ pub fn parse_qrsid(sid: &[u8]) -> Option<(u64, &[u8])> {
 /// A message from a 1.0 route: a `QRSID` one to exactly that member (or another member of
 /// its group when it is gone), any other to local plain subscribers and 2.x routes only.
 fn deliver_from_route(msg: &Message<'_>, sid: &[u8], env: &mut Env<'_>) {
-    let Env {
-        subs,
-        batch,
-        rng,
-        shared,
-        ..
-    } = env;
-    let mut targets = Targets {
-        sublist: subs.sublist(),
-        batch,
-        rng,
-        cluster: shared.cluster.as_ref(),
-    };
+    let shared = env.shared;
+    let (subs, mut targets) = env.delivery();
     if sid.starts_with(b"QRSID") {
         let Some((cid, csid)) = parse_qrsid(sid) else {
             return;
@@ -934,19 +923,7 @@ fn deliver_from_route(msg: &Message<'_>, sid: &[u8], env: &mut Env<'_>) {
 /// A message from a 2.x route: local clients and 1.0 routes; the queue groups it names are
 /// served by a member outside the 2.x cluster.
 fn deliver_from_route_v2(msg: &Message<'_>, queues: &[u8], env: &mut Env<'_>) {
-    let Env {
-        subs,
-        batch,
-        rng,
-        shared,
-        ..
-    } = env;
-    let mut targets = Targets {
-        sublist: subs.sublist(),
-        batch,
-        rng,
-        cluster: shared.cluster.as_ref(),
-    };
+    let (subs, mut targets) = env.delivery();
     let source = Source::Route {
         dialect: Dialect::V2,
         queues,
