@@ -29,11 +29,6 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
 
 /// Says which accepted settings do nothing yet.
 fn log_unimplemented(opts: &ringnats::options::Options) {
-    if let Some(port) = opts.https_port {
-        info!(
-            "HTTPS monitoring (-ms {port}) needs TLS, which is not supported yet; not serving it"
-        );
-    }
     if opts.prof_port.is_some() {
         info!("Profiling (prof_port) is not served yet; ignoring it");
     }

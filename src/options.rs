@@ -76,8 +76,7 @@ pub struct Cli {
     /// HTTP port for monitoring (-1 for a random port)
     #[arg(short = 'm', long = "http_port", allow_negative_numbers = true)]
     pub http_port: Option<i32>,
-    /// HTTPS port for monitoring, also -ms (reserved: not served yet; ignored with -c, as
-    /// in gnatsd)
+    /// HTTPS port for monitoring, also -ms (needs --tls; ignored with -c, as in gnatsd)
     #[arg(long = "https_port", alias = "ms", allow_negative_numbers = true)]
     pub https_port: Option<i32>,
     /// Configuration file (flags given on the command line win over it)
@@ -197,7 +196,7 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
     /// Monitoring port (`-m`, `http_port`): `Some(0)` for a random port, `None` when off.
     pub http_port: Option<u16>,
-    /// HTTPS monitoring port (`-ms`, `https_port`): accepted, not served yet (needs TLS).
+    /// HTTPS monitoring port (`-ms`, `https_port`), with the client TLS certificate.
     pub https_port: Option<u16>,
     /// The monitoring host of the config file's `http`/`https` (default: `host`).
     pub http_host: Option<String>,

@@ -26,7 +26,7 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The route listener's address, when clustering is on.
     pub route_addr: Option<SocketAddr>,
-    /// The monitoring port's address, when `-m` is set.
+    /// The monitoring port's address, when `-m` (or `-ms`, HTTPS) is set.
     pub http_addr: Option<SocketAddr>,
     threads: Vec<JoinHandle<io::Result<()>>>,
     monitor: Option<Monitor>,
@@ -207,6 +207,16 @@ fn interface_ips() -> Vec<IpAddr> {
 /// Binds the client port (and the route port) once per reactor and starts the reactors.
 pub fn start(mut opts: Options) -> io::Result<Running> {
     let workers = opts.workers.max(1);
+    // HTTPS monitoring uses the client TLS certificate (gnatsd 1.0's StartMonitoring).
+    let monitor_tls = match (opts.https_port, opts.tls.as_ref()) {
+        (Some(_), None) => {
+            return Err(io::Error::other(
+                "Can't start monitoring: TLS cert and key required for HTTPS",
+            ))
+        }
+        (Some(_), Some(t)) => Some(crate::tls::monitor_server_config(t).map_err(io::Error::other)?),
+        (None, _) => None,
+    };
     let tls = opts
         .tls
         .as_ref()
@@ -296,10 +306,11 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
             Err(_) => return Err(io::Error::other("reactor thread exited during start-up")),
         }
     }
-    let monitor = match shared.opts.http_port {
+    let monitor = match shared.opts.http_port.or(shared.opts.https_port) {
         Some(port) => {
-            let started = resolve(&shared.opts.host, port)
-                .and_then(|a| Monitor::start(Arc::clone(&shared), Arc::clone(&handles), a));
+            let started = resolve(&shared.opts.host, port).and_then(|a| {
+                Monitor::start(Arc::clone(&shared), Arc::clone(&handles), a, monitor_tls)
+            });
             match started {
                 Ok(m) => Some(m),
                 Err(e) => {

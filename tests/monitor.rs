@@ -889,15 +889,18 @@ fn flag_m_logs_before_listening_and_serves() {
     assert_eq!(get(hp, "/healthz").body, "{\"status\":\"ok\"}");
     stop(child);
 
-    let (child, lines) = spawn_logged(&["-ms", "8443"]);
+    // -ms without client TLS: gnatsd 1.0's fatal error (HTTPS itself: tests/tls.rs).
+    let out = Command::new(env!("CARGO_BIN_EXE_ringnats"))
+        .args(["-a", "127.0.0.1", "-p", "-1", "-ms", "8443"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("-ms 8443") && l.contains("not supported yet")),
-        "{lines:?}"
+        err.contains("[FTL] Can't start monitoring: TLS cert and key required for HTTPS"),
+        "{err}"
     );
-    assert!(!lines.iter().any(|l| l.contains("http monitor")));
-    stop(child);
+    assert!(!err.contains("monitor on"), "{err}");
 
     let out = Command::new(env!("CARGO_BIN_EXE_ringnats"))
         .args(["-m", "8222", "-ms", "8443"])

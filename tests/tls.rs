@@ -565,3 +565,140 @@ fn tls_flags_and_config_block_start_a_tls_server() {
         )
     );
 }
+
+// ---- HTTPS monitoring (-ms) ------------------------------------------------------------------
+
+/// Starts the binary; returns the child and the address it logged for `Starting https monitor
+/// on`.
+fn spawn_https_monitor(args: &[&str]) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut line = String::new();
+    for _ in 0..20 {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(a) = line.split("Starting https monitor on ").nth(1) {
+            addr = a.trim().parse().ok();
+        }
+        if line.contains("Server is ready") {
+            break;
+        }
+    }
+    let addr = addr.expect("logs `Starting https monitor on <addr>`");
+    (child, addr)
+}
+
+/// GET `path` over HTTPS with a rustls client trusting `ca`; returns the response.
+fn https_get(addr: std::net::SocketAddr, ca: &Path, path: &str) -> String {
+    use std::io::Write;
+    use std::sync::Arc;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    // The server may close without close_notify after `Connection: close`.
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn https_monitor_serves_varz_with_the_client_certificate() {
+    let p = pki("https");
+    // --tlsverify: the monitor still asks no client certificate (gnatsd 1.0 clears it).
+    let (child, addr) = spawn_https_monitor(&[
+        "-ms",
+        "-1",
+        "--tlsverify",
+        "--tlscert",
+        path(&p.cert),
+        "--tlskey",
+        path(&p.key),
+        "--tlscacert",
+        path(&p.ca),
+    ]);
+    let _reap = Reap(child.id());
+    let resp = https_get(addr, &p.ca, "/varz");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["https_port"], addr.port() as u64, "{body}");
+    assert_eq!(v["tls_required"], true, "{body}");
+    let resp = https_get(addr, &p.ca, "/healthz");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    // Plain HTTP on the HTTPS port gets no answer; the connection is closed.
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain.set_read_timeout(Some(T)).unwrap();
+    std::io::Write::write_all(&mut plain, b"GET /varz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("server_id"));
+    // A client that never starts its handshake is dropped at the read timeout.
+    let started = Instant::now();
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent.set_read_timeout(Some(T)).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // And the port still serves.
+    let resp = https_get(addr, &p.ca, "/varz");
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+}
+
+#[test]
+fn https_monitor_needs_tls() {
+    // gnatsd 1.0: `[FTL] Can't start monitoring: TLS cert and key required for HTTPS`, exit 1.
+    let (code, err) = run_to_exit(&["-ms", "-1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("[FTL] Can't start monitoring: TLS cert and key required for HTTPS\n"),
+        "{err}"
+    );
+    assert!(!err.contains("Listening for client connections"), "{err}");
+    // -m and -ms together stay refused.
+    let p = pki("https-both");
+    let (code, err) = run_to_exit(&[
+        "-m",
+        "-1",
+        "-ms",
+        "-1",
+        "--tls",
+        "--tlscert",
+        path(&p.cert),
+        "--tlskey",
+        path(&p.key),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("can't specify both HTTP"), "{err}");
+}

@@ -101,9 +101,9 @@ pub fn varz(
         go: runtime_version(),
         host: o.host.clone(),
         auth_required: o.auth_required(),
-        ssl_required: false,
-        tls_required: false,
-        tls_verify: false,
+        ssl_required: shared.tls.is_some(),
+        tls_required: shared.tls.is_some(),
+        tls_verify: shared.tls.as_ref().is_some_and(|t| t.verify),
         connect_urls: shared
             .cluster
             .as_ref()
@@ -114,8 +114,17 @@ pub fn varz(
         ping_interval: o.ping_interval.as_nanos() as u64,
         ping_max: o.ping_max,
         http_host: http.ip().to_string(),
-        http_port: http.port(),
-        https_port: 0,
+        // The port actually bound (gnatsd repeats the option, -1 included); the other is 0.
+        http_port: if o.https_port.is_some() {
+            0
+        } else {
+            http.port()
+        },
+        https_port: if o.https_port.is_some() {
+            http.port()
+        } else {
+            0
+        },
         auth_timeout: o.auth_timeout.as_secs_f64(),
         max_control_line: o.max_control_line,
         cluster: VarzCluster {
@@ -123,7 +132,10 @@ pub fn varz(
             cluster_port: cluster_opts.port,
             auth_timeout: cluster_opts.auth_timeout.as_secs_f64(),
         },
-        tls_timeout: TLS_TIMEOUT_SECS,
+        tls_timeout: o
+            .tls
+            .as_ref()
+            .map_or(TLS_TIMEOUT_SECS, |t| t.timeout.as_secs_f64()),
         port: shared.port,
         max_payload: o.max_payload,
         start: start.clone(),

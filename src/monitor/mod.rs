@@ -1,4 +1,4 @@
-//! The monitoring port (`-m`): gnatsd 1.0's `/varz`, `/connz`, `/routez`, `/subsz` (and
+//! The monitoring port (`-m`, or `-ms` over HTTPS): gnatsd 1.0's `/varz`, `/connz`, `/routez`, `/subsz` (and
 //! `/subscriptionsz`), 2.x's `/healthz`, Prometheus `/metrics`, an index page at `/` and a
 //! live page at `/live`.
 //!
@@ -10,6 +10,11 @@
 //! snapshot request in its mailbox, waited for at most [`GATHER_WAIT`] (a reactor that
 //! has not answered by then is left out of that answer), so a request never blocks the
 //! data path.
+//!
+//! With `-ms` the same endpoints are served over HTTPS with the client TLS certificate
+//! (gnatsd 1.0's way; client certificates are not asked for, even with `--tlsverify`). The
+//! handshake runs in the connection's task, under the connection permit, bounded by
+//! [`READ_TIMEOUT`].
 
 pub mod endpoints;
 pub mod json;
@@ -35,13 +40,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 /// Monitoring connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Largest request head (request line and headers).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
-/// Time to send a request's head (gnatsd's monitor has 2 s read and write timeouts).
+/// Time to send a request's head, and for HTTPS to finish the TLS handshake (gnatsd's
+/// monitor has 2 s read and write timeouts).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection is closed (gracefully, between requests) after this long.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
@@ -70,17 +78,21 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Binds `addr` (port 0: any free port) and starts serving on a new thread.
+    /// Binds `addr` (port 0: any free port) and starts serving on a new thread: HTTP, or
+    /// HTTPS with `tls`.
     pub fn start(
         shared: Arc<Shared>,
         handles: Arc<[ReactorHandle]>,
         addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> io::Result<Monitor> {
         let listener = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        crate::info!("Starting http monitor on {addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        crate::info!("Starting {scheme} monitor on {addr}");
+        let tls = tls.map(TlsAcceptor::from);
         let state = Arc::new(State {
             shared,
             handles,
@@ -94,7 +106,7 @@ impl Monitor {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+            .spawn(move || runtime.block_on(serve(listener, state, tls, stopped)))?;
         Ok(Monitor {
             addr,
             stop: Some(stop),
@@ -119,7 +131,12 @@ impl Drop for Monitor {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -151,29 +168,48 @@ async fn serve(listener: TcpListener, state: Arc<State>, mut stopped: oneshot::R
         };
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(respond(&state, req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(READ_TIMEOUT)
-                .max_buf_size(MAX_REQUEST_BYTES)
-                .title_case_headers(true)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(READ_TIMEOUT, conn).await;
+            match tls {
+                None => serve_connection(stream, state).await,
+                Some(acceptor) => {
+                    // A client that does not finish its handshake in time is dropped.
+                    match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, state).await,
+                        Ok(Err(e)) => crate::debug!("https monitor: TLS handshake error: {e}"),
+                        Err(_) => crate::debug!("https monitor: TLS handshake timeout"),
+                    }
                 }
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves one connection's requests until it closes or its lifetime is over.
+async fn serve_connection<S>(stream: S, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(respond(&state, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .title_case_headers(true)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(READ_TIMEOUT, conn).await;
+        }
     }
 }
 

@@ -189,6 +189,16 @@ pub fn server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
+/// The server side of HTTPS monitoring (`-ms`): the client TLS certificate, suites and
+/// curves, never asking for a client certificate (gnatsd 1.0 clears `ClientAuth`).
+pub fn monitor_server_config(opts: &TlsOptions) -> Result<Arc<ServerConfig>, String> {
+    let opts = TlsOptions {
+        verify: false,
+        ..opts.clone()
+    };
+    server_config(&opts)
+}
+
 /// Route TLS (spec §2.9): the same certificate on both sides of a route; the peer's is
 /// always required and verified against `ca_file`, which is also the root pool for dialling.
 #[derive(Debug, Clone)]

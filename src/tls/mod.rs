@@ -21,7 +21,7 @@
 
 pub mod config;
 
-pub use config::{cipher_suite, curve, server_config, ClientTls, RouteTls};
+pub use config::{cipher_suite, curve, monitor_server_config, server_config, ClientTls, RouteTls};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
