@@ -2012,7 +2012,9 @@ impl Model {
         let reply = reply.map(str::as_bytes);
         let n = self.publish(ck, Src::Client(c), subject, reply, hdr, payload)?;
         let m = &self.clients[c];
-        if let (0, Some(r), true) = (n, reply, m.no_responders) {
+        // Deliveries to a consumer cut in this step do not count: then a 503 may come.
+        let maybe = !ck.slow.is_empty();
+        if let (true, Some(r), true) = (n == 0 || maybe, reply, m.no_responders) {
             // 503 on one of the requester's own plain subscriptions matching the reply.
             let mut header = b"NATS/1.0 503\r\nNats-Subject: ".to_vec();
             header.extend_from_slice(subject);
