@@ -678,11 +678,12 @@ fn metrics_parse_as_prometheus_text() {
     let mut publ = Raw::quiet(srv.addr);
     publ.send(&b"PUB m 4\r\nabcd\r\n".repeat(10));
     sub.expect(&b"MSG m 1 4\r\nabcd\r\n".repeat(10));
+    // Each reactor publishes its counters once per loop iteration: wait for both sides.
     let resp = wait_for("metrics counters", || {
         let r = get(http, "/metrics");
-        r.body
-            .contains("\nringnats_out_msgs_total 10\n")
-            .then_some(r)
+        (r.body.contains("\nringnats_out_msgs_total 10\n")
+            && r.body.contains("\nringnats_in_msgs_total 10\n"))
+        .then_some(r)
     });
     assert_eq!(
         resp.header("content-type"),
