@@ -28,5 +28,9 @@ fn main() {
             n += 1;
         }
     }
-    println!("{n} runs in {:?}: {:.0}/s", t.elapsed(), n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "{n} runs in {:?}: {:.0}/s",
+        t.elapsed(),
+        n as f64 / t.elapsed().as_secs_f64()
+    );
 }

@@ -14,7 +14,14 @@ use ringnats::config::{self, Map, MemResolver, Value, ValueKind, MAX_DEPTH, MAX_
 /// Walks the tree, checking the bounds, and calls every accessor. Returns the value count.
 fn check_value(v: &Value, level: u32) -> usize {
     assert!(v.pos.line >= 1 && v.pos.col >= 1);
-    let _ = (v.as_int(), v.as_float(), v.as_bool(), v.as_str(), v.as_duration(), v.as_size());
+    let _ = (
+        v.as_int(),
+        v.as_float(),
+        v.as_bool(),
+        v.as_str(),
+        v.as_duration(),
+        v.as_size(),
+    );
     match &v.kind {
         ValueKind::Map(m) => {
             assert!(level <= MAX_DEPTH);
@@ -33,18 +40,29 @@ fn check_map(m: &Map, level: u32) -> usize {
     for e in m {
         assert!(e.key_pos.line >= 1);
         assert!(m.get(&e.key).is_some());
-        let _ = (m.get_int(&e.key), m.get_str(&e.key), m.get_duration(&e.key), m.get_size(&e.key));
+        let _ = (
+            m.get_int(&e.key),
+            m.get_str(&e.key),
+            m.get_duration(&e.key),
+            m.get_size(&e.key),
+        );
         n += check_value(&e.value, level + 1);
     }
     n
 }
 
 fuzz_target!(|data: &[u8]| {
-    let parts: Vec<String> =
-        data.split(|&b| b == 0).map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    let parts: Vec<String> = data
+        .split(|&b| b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
     let mut res = MemResolver::new();
     for (i, part) in parts.iter().enumerate().skip(1).take(6) {
-        res = if i <= 3 { res.file(&format!("{i}.conf"), part) } else { res.env(&format!("E{}", i - 3), part) };
+        res = if i <= 3 {
+            res.file(&format!("{i}.conf"), part)
+        } else {
+            res.env(&format!("E{}", i - 3), part)
+        };
     }
     let text = &parts[0];
     let first = config::parse(text, "gnatsd.conf", &res);
