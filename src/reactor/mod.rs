@@ -667,19 +667,29 @@ impl Reactor {
             }
             slot.tls = tls;
         }
+        self.with_env(token, |slot, env| slot.conn.greet(env));
+        self.batch.flush(&mut Vec::new());
+        self.arm_recv(token);
+    }
+
+    /// Runs `f` on connection `token` with the environment for one batch of its work
+    /// (`None` if the slot is gone). The caller flushes the batch.
+    fn with_env<R>(
+        &mut self,
+        token: u64,
+        f: impl FnOnce(&mut Slot, &mut Env<'_>) -> R,
+    ) -> Option<R> {
         let Reactor {
             conns,
             batch,
             rng,
+            server,
             now,
             ..
         } = self;
-        if let Some(slot) = conns.get_mut(token) {
-            let mut env = Env::new(&server, batch, rng, *now);
-            slot.conn.greet(&mut env);
-        }
-        self.batch.flush(&mut Vec::new());
-        self.arm_recv(token);
+        let slot = conns.get_mut(token)?;
+        let mut env = Env::new(server, batch, rng, *now);
+        Some(f(slot, &mut env))
     }
 
     /// Starts the dials that are due for this reactor (non-blocking connect on the ring).
@@ -1308,19 +1318,8 @@ impl Reactor {
             return;
         }
         self.urls_gen = gen;
-        let Reactor {
-            conns,
-            batch,
-            rng,
-            server,
-            now,
-            ..
-        } = self;
-        for token in conns.tokens() {
-            if let Some(slot) = conns.get_mut(token) {
-                let mut env = Env::new(server, batch, rng, *now);
-                slot.conn.on_connect_urls_changed(&mut env);
-            }
+        for token in self.conns.tokens() {
+            self.with_env(token, |slot, env| slot.conn.on_connect_urls_changed(env));
         }
     }
 
@@ -1349,18 +1348,9 @@ impl Reactor {
     }
 
     fn fail_conn(&mut self, token: u64, err: ProtoError) {
-        let Reactor {
-            conns,
-            batch,
-            rng,
-            server,
-            now,
-            ..
-        } = self;
-        if let Some(conn) = conns.get_mut(token) {
-            let mut env = Env::new(server, batch, rng, *now);
-            let _ = conn.conn.fail(err, &mut env);
-        }
+        self.with_env(token, |slot, env| {
+            let _ = slot.conn.fail(err, env);
+        });
         self.batch.flush(&mut Vec::new());
         self.start_close(token);
     }
