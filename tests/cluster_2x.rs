@@ -179,6 +179,37 @@ fn ringnats_bridges_gnatsd_1_0_and_nats_server_2x() {
     // The ends alone: each cluster sees the other's subscribers as the bridge's interest.
     let ends = [&nodes[0], &nodes[2]];
     assert_exactly_once_all_pairs(&ends, 100);
+    assert_plain_and_queue_behind_bridge_once(&nodes[0], &nodes[2], 200);
+}
+
+/// A plain and a queue subscriber on the same subject at `far`, messages published at
+/// `near` on the other side of the bridge: gnatsd 1.0 sends each as two MSGs (plain, then
+/// the queue member's), which must not reach the plain subscriber twice.
+fn assert_plain_and_queue_behind_bridge_once(near: &Node, far: &Node, m: usize) {
+    let subject = unique("pq");
+    let mut plain = far.client();
+    plain.sub(&subject, "1");
+    plain.flush();
+    let mut member = far.client();
+    member.qsub(&subject, "workers", "1");
+    member.flush();
+    let mut subs = vec![plain, member];
+    let mut pubs = vec![near.client()];
+    wait_paths(&mut pubs, &mut subs);
+    let results = gather(subs, 2 * m, || {
+        pubs[0].publish_ids(&subject, "G:", 0..m);
+        pubs[0].flush();
+    });
+    for (i, (mut c, got)) in results.into_iter().enumerate() {
+        let ids: Vec<usize> = got.iter().map(|msg| origin_and_id(msg).1).collect();
+        assert_eq!(
+            ids,
+            (0..m).collect::<Vec<_>>(),
+            "{} subscriber: every message once, in order",
+            ["plain", "queue"][i]
+        );
+        c.expect_no_more();
+    }
 }
 
 mod async_clients {

@@ -200,6 +200,9 @@ pub struct Targets<'a> {
     pub rng: &'a mut SmallRng,
     /// Routes to tell when a local subscription reaches its auto-unsubscribe limit.
     pub cluster: Option<&'a Cluster>,
+    /// A 1.0 route's message on its way to 2.x routes, held to merge with its `QRSID`
+    /// twins (see [`route::Held`]); `None` everywhere else.
+    pub held: Option<&'a mut route::Held>,
 }
 
 /// Where a message entered this server.
@@ -293,11 +296,24 @@ pub fn deliver(
         }
     }
     for t in &routes {
-        if route::send_to_route(msg, t, env) {
+        let absorbed = match env.held.as_deref_mut() {
+            Some(held) => held.absorb(msg, t, holds_queue_member(result, t.out)),
+            None => false,
+        };
+        let sent = absorbed || route::send_to_route(msg, t, env);
+        if sent {
             n += 1;
         }
     }
     n
+}
+
+/// Whether a queue member behind the route `out` matched.
+fn holds_queue_member(result: &MatchResult<Subscription>, out: &Arc<Outbound>) -> bool {
+    result
+        .queues
+        .iter()
+        .any(|g| g.members.iter().any(|m| Arc::ptr_eq(&m.out, out)))
 }
 
 /// Gives `msg` to one member of a queue group accepted by `eligible`: one picked at random
@@ -394,6 +410,13 @@ pub fn deliver_to_member(
                     }
                 } else {
                     target_for(&mut routes, sub).queues.push(sub);
+                    if env
+                        .held
+                        .as_deref_mut()
+                        .is_some_and(|h| h.absorb(msg, &routes[0], false))
+                    {
+                        return true;
+                    }
                     return route::send_to_route(msg, &routes[0], env);
                 }
             }
@@ -408,7 +431,13 @@ pub fn deliver_to_member(
         return false;
     }
     for t in &routes {
-        route::send_to_route(msg, t, env);
+        if !env
+            .held
+            .as_deref_mut()
+            .is_some_and(|h| h.absorb(msg, t, false))
+        {
+            route::send_to_route(msg, t, env);
+        }
     }
     true
 }

@@ -260,6 +260,7 @@ impl<'a> Env<'a> {
             batch: &mut *self.batch,
             rng: &mut *self.rng,
             cluster: self.shared.cluster.as_ref(),
+            held: None,
         };
         (&mut self.subs, targets)
     }
@@ -540,6 +541,27 @@ impl Connection {
             Op::Msg { .. } | Op::RouteSub { .. } | Op::RouteUnsub { .. } | Op::Rmsg { .. } => {
                 self.fail(ProtoError::UnknownOp, env)
             }
+        }
+    }
+
+    /// A route holds a message for merging (released by [`release_held`](Self::release_held)).
+    pub fn holds_forward(&self) -> bool {
+        matches!(&self.kind, Kind::Route(r) if r.held.is_holding())
+    }
+
+    /// A route's held message goes out once it has waited long enough for its twin;
+    /// returns whether one is still held.
+    pub fn release_held(&mut self, env: &mut Env<'_>) -> bool {
+        match &mut self.kind {
+            Kind::Route(r) => r.held.expire(env),
+            Kind::Client => false,
+        }
+    }
+
+    /// Whatever a route holds goes out now.
+    pub fn end_of_input(&mut self, env: &mut Env<'_>) {
+        if let Kind::Route(r) = &mut self.kind {
+            r.held.flush(env);
         }
     }
 

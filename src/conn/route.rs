@@ -75,6 +75,8 @@ pub struct RouteState {
     /// 2.x: interest key (`subject[ queue]`) → sid of the subscription that holds it here.
     keys: AHashMap<Box<[u8]>, Box<[u8]>>,
     next_sid: u64,
+    /// 1.0: a message of this route's on its way to 2.x routes, not yet written.
+    pub(super) held: Held,
 }
 
 impl Connection {
@@ -104,6 +106,7 @@ impl Connection {
             greet_deadline: None,
             keys: AHashMap::new(),
             next_sid: 0,
+            held: Held::default(),
         };
         Connection::with_kind(
             cid,
@@ -259,6 +262,9 @@ fn cluster_name_conflict(
 /// Handles one op from a route.
 pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> ControlFlow<()> {
     let dialect = conn.route_dialect();
+    if !matches!(op, Op::Msg { .. }) {
+        conn.route_state().held.flush(env);
+    }
     match op {
         Op::Msg {
             subject,
@@ -284,7 +290,12 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
                 header_len: None,
                 payload,
             };
-            deliver_from_route(&msg, sid, env);
+            let held = &mut conn.route_state().held;
+            let twin = sid.starts_with(b"QRSID") && held.holds(&msg);
+            if !twin {
+                held.flush(env);
+            }
+            deliver_from_route(&msg, sid, held, env);
             ControlFlow::Continue(())
         }
         // 1.0 routes never send PUB, but its parser takes one: a plain local fan-out.
@@ -301,7 +312,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
                 header_len: None,
                 payload,
             };
-            deliver_from_route(&msg, b"", env);
+            deliver_from_route(&msg, b"", &mut conn.route_state().held, env);
             ControlFlow::Continue(())
         }
         Op::Sub {
@@ -881,6 +892,134 @@ pub(super) fn send_to_route(msg: &Message<'_>, t: &RouteTarget<'_>, env: &mut Ta
     }
 }
 
+/// A 1.0 route's message bound for 2.x routes, held until the route's next op or the end
+/// of its input. gnatsd 1.0 sends a message that matches both plain and queue subscriptions
+/// behind this server as a plain `MSG` followed by one `QRSID` `MSG` per chosen queue member;
+/// a 2.x receiver delivers every `RMSG` to its plain subscribers, so forwarding each as it
+/// comes would give them the message twice. Held, the twins merge into one
+/// `RMSG <subject> | <queues>` per 2.x route. Only a message that a twin can follow is held
+/// (the 2.x route holds a queue member that matched it), until the route's next op or for
+/// at most [`HOLD_MAX`]: gnatsd's flusher may write the pair in two pieces.
+#[derive(Default)]
+pub struct Held {
+    /// A plain `MSG` adds routes; a `QRSID` one only merges into routes already held.
+    collecting: bool,
+    /// When the current op arrived.
+    now: Option<Instant>,
+    msg: Option<HeldMsg>,
+}
+
+/// How long a held message waits for its twin.
+pub const HOLD_MAX: Duration = Duration::from_micros(200);
+
+struct HeldMsg {
+    since: Instant,
+    subject: Box<[u8]>,
+    reply: Option<Box<[u8]>>,
+    payload: Box<[u8]>,
+    /// Per 2.x route: a subscription it holds (which route) and the queue members chosen.
+    routes: smallvec::SmallVec<[HeldRoute; 2]>,
+}
+
+type HeldRoute = (Arc<Subscription>, Vec<Arc<Subscription>>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("routes", &self.msg.as_ref().map_or(0, |m| m.routes.len()))
+            .finish()
+    }
+}
+
+impl Held {
+    pub(super) fn is_holding(&self) -> bool {
+        self.msg.is_some()
+    }
+
+    /// The same message as the one held (a `QRSID` twin of the plain one).
+    fn holds(&self, msg: &Message<'_>) -> bool {
+        self.msg.as_ref().is_some_and(|h| {
+            *h.subject == *msg.subject
+                && h.reply.as_deref() == msg.reply
+                && *h.payload == *msg.payload
+        })
+    }
+
+    /// Takes `t` if it is a 2.x route: merged into the held copy for the same route, or,
+    /// while collecting and if a twin can follow (`twin`: the route holds a queue member
+    /// that matched), held as a new one. Returns whether it was taken.
+    pub(super) fn absorb(&mut self, msg: &Message<'_>, t: &RouteTarget<'_>, twin: bool) -> bool {
+        let Some(via) = t.plain.or(t.queues.first().copied()) else {
+            return false;
+        };
+        if via.origin.dialect() != Some(Dialect::V2) {
+            return false;
+        }
+        let queues = t.queues.iter().map(|&q| Arc::clone(q));
+        if let Some(h) = &mut self.msg {
+            if let Some((_, qs)) = h
+                .routes
+                .iter_mut()
+                .find(|(v, _)| Arc::ptr_eq(&v.out, t.out))
+            {
+                qs.extend(queues);
+                return true;
+            }
+            if self.collecting && twin {
+                h.routes.push((Arc::clone(via), queues.collect()));
+                return true;
+            }
+            return false;
+        }
+        if !(self.collecting && twin) {
+            return false;
+        }
+        self.msg = Some(HeldMsg {
+            since: self.now.unwrap_or_else(Instant::now),
+            subject: msg.subject.into(),
+            reply: msg.reply.map(Into::into),
+            payload: msg.payload.into(),
+            routes: smallvec::smallvec![(Arc::clone(via), queues.collect())],
+        });
+        true
+    }
+
+    /// Writes the held message out if it has waited [`HOLD_MAX`]; returns whether one is
+    /// still held.
+    pub(super) fn expire(&mut self, env: &mut Env<'_>) -> bool {
+        if self
+            .msg
+            .as_ref()
+            .is_some_and(|h| env.now.saturating_duration_since(h.since) >= HOLD_MAX)
+        {
+            self.flush(env);
+        }
+        self.msg.is_some()
+    }
+
+    /// Writes the held message to its routes: one `RMSG` each, naming the merged queues.
+    pub(super) fn flush(&mut self, env: &mut Env<'_>) {
+        let Some(h) = self.msg.take() else {
+            return;
+        };
+        let msg = Message {
+            subject: &h.subject,
+            reply: h.reply.as_deref(),
+            header_len: None,
+            payload: &h.payload,
+        };
+        let (_, mut targets) = env.delivery();
+        for (via, queues) in &h.routes {
+            let t = RouteTarget {
+                out: &via.out,
+                plain: Some(via),
+                queues: queues.iter().collect(),
+            };
+            send_to_route(&msg, &t, &mut targets);
+        }
+    }
+}
+
 /// Parses `QRSID:<cid>:<sid>`; anything malformed is `None` (and the message dropped).
 pub fn parse_qrsid(sid: &[u8]) -> Option<(u64, &[u8])> {
     let rest = sid.strip_prefix(b"QRSID:")?;
@@ -895,10 +1034,15 @@ pub fn parse_qrsid(sid: &[u8]) -> Option<(u64, &[u8])> {
 
 /// A message from a 1.0 route: a `QRSID` one to exactly that member (or another member of
 /// its group when it is gone), any other to local plain subscribers and 2.x routes only.
-fn deliver_from_route(msg: &Message<'_>, sid: &[u8], env: &mut Env<'_>) {
+/// 2.x-bound copies are held in `held` (see [`Held`]).
+fn deliver_from_route(msg: &Message<'_>, sid: &[u8], held: &mut Held, env: &mut Env<'_>) {
     let shared = env.shared;
+    held.now = Some(env.now);
     let (subs, mut targets) = env.delivery();
-    if sid.starts_with(b"QRSID") {
+    let is_queue = sid.starts_with(b"QRSID");
+    held.collecting = !is_queue;
+    targets.held = Some(held);
+    if is_queue {
         let Some((cid, csid)) = parse_qrsid(sid) else {
             return;
         };

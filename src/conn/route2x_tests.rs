@@ -378,6 +378,33 @@ fn bridge_forwards_one_hop_each_way() {
     h.feed(&mut v1, b"MSG two QRSID:1:2 2\r\nqq\r\n");
     assert_eq!(drain(&v2), "RMSG $G two | q 2\r\nqq\r\n");
     assert_eq!(drain(&v1), "");
+    // 1.0 sends a message matching plain and queue interest as two MSGs; 2.x delivers
+    // every RMSG to its plain subscribers, so the twins leave as one.
+    h.feed(
+        &mut v1,
+        b"MSG two RSID:1:1 r 2\r\nhi\r\nMSG two QRSID:1:2 r 2\r\nhi\r\nPING\r\n",
+    );
+    assert_eq!(drain(&v2), "RMSG $G two + r q 2\r\nhi\r\n");
+    assert_eq!(drain(&v1), "PONG\r\n");
+    h.feed(
+        &mut v1,
+        b"MSG two RSID:1:1 2\r\nhi\r\nMSG two QRSID:1:2 2\r\nho\r\n",
+    );
+    assert_eq!(
+        drain(&v2),
+        "RMSG $G two 2\r\nhi\r\nRMSG $G two | q 2\r\nho\r\n",
+        "different messages stay apart, in order"
+    );
+    // The pair split over two reads still merges; the plain one waits for its twin.
+    h.feed_part(&mut v1, b"MSG two RSID:1:1 2\r\nhi\r\n");
+    assert_eq!(drain(&v2), "", "held for a twin");
+    h.feed(&mut v1, b"MSG two QRSID:1:2 2\r\nhi\r\n");
+    assert_eq!(drain(&v2), "RMSG $G two | q 2\r\nhi\r\n");
+    // No queue member behind the 2.x route matches: nothing to wait for.
+    h.feed(&mut v2, b"RS+ $G solo\r\n");
+    assert_eq!(drain(&v1), "SUB solo  RSID:1:3\r\n");
+    h.feed_part(&mut v1, b"MSG solo RSID:1:3 2\r\nhi\r\n");
+    assert_eq!(drain(&v2), "RMSG $G solo 2\r\nhi\r\n", "not held");
     h.feed(
         &mut v2,
         b"RMSG $G one + r w 2\r\nhi\r\nHMSG $G one 12 14\r\nNATS/1.0\r\n\r\nhh\r\n",
@@ -400,7 +427,14 @@ fn bridge_forwards_one_hop_each_way() {
         .map(String::from)
         .collect();
     got.sort();
-    assert_eq!(got, ["UNSUB QRSID:1:2\r\n", "UNSUB RSID:1:1\r\n"]);
+    assert_eq!(
+        got,
+        [
+            "UNSUB QRSID:1:2\r\n",
+            "UNSUB RSID:1:1\r\n",
+            "UNSUB RSID:1:3\r\n"
+        ]
+    );
 }
 
 #[test]

@@ -90,11 +90,25 @@ impl Harness {
         Env::new(&self.shared, &mut self.batch, &mut self.rng, self.now)
     }
 
+    /// Parses `bytes` from `peer`; what a route holds for merging is released at the end,
+    /// as the reactor does once it has waited long enough.
     pub fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        self.feed_with(peer, bytes, true);
+    }
+
+    /// Like [`feed`](Self::feed), but a route keeps what it holds (more input follows).
+    pub fn feed_part(&mut self, peer: &mut Peer, bytes: &[u8]) {
+        self.feed_with(peer, bytes, false);
+    }
+
+    fn feed_with(&mut self, peer: &mut Peer, bytes: &[u8], release: bool) {
         let mut env = self.env();
         let conn = &mut peer.conn;
         if let Err(e) = peer.parser.parse(bytes, |op| conn.on_op(op, &mut env)) {
             let _ = conn.fail(e, &mut env);
+        }
+        if release {
+            conn.end_of_input(&mut env);
         }
         drop(env);
         self.batch.flush(&mut peer.stalled);

@@ -150,6 +150,9 @@ pub struct Reactor {
     urls_gen: u64,
     /// Local connections with output to send this iteration.
     dirty: Vec<u64>,
+    /// Routes holding a message to merge with its twin (see `conn::route::Held`): the loop
+    /// sleeps at most `HOLD_MAX` while there are any, and releases what has waited that long.
+    held_routes: Vec<u64>,
     stalled: Vec<u64>,
     closing: Vec<u64>,
     rng: SmallRng,
@@ -300,6 +303,7 @@ impl Reactor {
             urls_gen: 0,
             handles,
             dirty: Vec::new(),
+            held_routes: Vec::new(),
             stalled: Vec::new(),
             closing: Vec::new(),
             rng: SmallRng::from_entropy(),
@@ -389,6 +393,7 @@ impl Reactor {
             self.now = Instant::now();
             self.batch.set_now(self.now);
             self.reap();
+            self.release_held();
             self.bufs.publish();
             self.hand_off();
             self.drain_inbox();
@@ -403,6 +408,20 @@ impl Reactor {
             self.finish_closing();
             self.publish_stats();
         }
+    }
+
+    /// Writes out what routes have held for merging long enough.
+    fn release_held(&mut self) {
+        if self.held_routes.is_empty() {
+            return;
+        }
+        let mut still = std::mem::take(&mut self.held_routes);
+        still.retain(|&token| {
+            let holds = self.with_env(token, |slot, env| slot.conn.release_held(env));
+            self.batch.flush(&mut Vec::new());
+            holds == Some(true)
+        });
+        self.held_routes = still;
     }
 
     /// Copies this iteration's counters where the monitor reads them (plain stores).
@@ -421,7 +440,7 @@ impl Reactor {
         if !self.ring.completion().is_empty() {
             return self.ring.submit().map(|_| ());
         }
-        let timeout = if self.stalled.is_empty() {
+        let timeout = if self.stalled.is_empty() && self.held_routes.is_empty() {
             self.next_tick.saturating_duration_since(Instant::now())
         } else {
             Duration::from_micros(200)
@@ -828,6 +847,7 @@ impl Reactor {
             stalled,
             stats,
             dirty,
+            held_routes,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -883,6 +903,9 @@ impl Reactor {
                 // Plain text, or plaintext a TLS session decrypted before a CONNECT that
                 // waited for bcrypt.
                 _ => parse(&mut conn.parser, c, data, &mut env, &mut conn.held_plain),
+            }
+            if c.holds_forward() && !held_routes.contains(&token) {
+                held_routes.push(token);
             }
             stats.in_msgs += c.stats.in_msgs - msgs_before;
             stats.in_bytes += c.stats.in_bytes - bytes_before;
