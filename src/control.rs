@@ -19,11 +19,15 @@ fn signal_of(command: &str) -> Option<i32> {
     })
 }
 
-/// This executable's name as the kernel records it in `comm` (at most 15 bytes).
+/// The name this executable was started as (`argv[0]`'s file name, which is also the
+/// kernel's `comm` for a process started by its path), at most 15 bytes as in `comm`.
 pub fn process_name() -> String {
-    let name = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    let name = std::env::args()
+        .next()
+        .as_deref()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "ringnats".to_owned());
     // The kernel truncates comm to 15 bytes; compare like with like.
     name.chars().take(15).collect()

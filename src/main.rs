@@ -77,10 +77,7 @@ fn common_signal(sig: i32, running: &Running) -> After {
 /// work meanwhile (SIGINT/SIGTERM cut it short).
 fn lame_duck(running: &Running, opts: &Options, set: &libc::sigset_t) {
     info!("Entering lame duck mode, stop accepting new clients");
-    running.server.lame_duck.store(true, Ordering::SeqCst);
-    for h in running.handles.iter() {
-        h.wake();
-    }
+    running.enter_lame_duck();
     let start = Instant::now();
     let grace = opts.lame_duck_grace_period;
     let spread = opts
@@ -128,6 +125,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
+    // First, before any thread exists (the log writer included): every thread inherits
+    // the mask, so no signal can land on a thread that would die of it.
+    let set = block_signals();
     let (opts, warnings) = match parse_args(std::env::args()) {
         Ok(Command::Run { opts, warnings }) => (*opts, warnings),
         Ok(Command::Version) => {
@@ -181,7 +181,6 @@ fn run() -> ExitCode {
         info!("Config warning: {w}");
     }
     log_unimplemented(&opts);
-    let set = block_signals();
     let pid_file = opts.pid_file.clone();
     let run_opts = opts.clone();
     let running = match server::start(opts) {
