@@ -126,7 +126,10 @@ mod tests {
             send("reload", Some("abc"), "x").unwrap_err(),
             "invalid pid: abc"
         );
-        assert_eq!(send("reload", Some("-3"), "x").unwrap_err(), "invalid pid: -3");
+        assert_eq!(
+            send("reload", Some("-3"), "x").unwrap_err(),
+            "invalid pid: -3"
+        );
         assert_eq!(
             send("bogus", Some("1"), "x").unwrap_err(),
             "unknown signal \"bogus\""

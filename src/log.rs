@@ -85,11 +85,11 @@ impl Level {
     /// Syslog severity (RFC 5424 numbers), as gnatsd's syslog logger maps its levels.
     fn severity(self) -> u8 {
         match self {
-            Level::Fatal => 2,  // crit
-            Level::Error => 3,  // err
-            Level::Trace => 5,  // notice
-            Level::Info => 6,   // info
-            Level::Debug => 7,  // debug
+            Level::Fatal => 2, // crit
+            Level::Error => 3, // err
+            Level::Trace => 5, // notice
+            Level::Info => 6,  // info
+            Level::Debug => 7, // debug
         }
     }
 }
@@ -231,9 +231,10 @@ fn local_syslog() -> Result<Syslog, String> {
             Err(e) => last = Some(e),
         }
     }
-    Err(syslog_error(
-        last.map_or_else(|| "Unix syslog delivery error".to_owned(), |e| e.to_string()),
-    ))
+    Err(syslog_error(last.map_or_else(
+        || "Unix syslog delivery error".to_owned(),
+        |e| e.to_string(),
+    )))
 }
 
 /// `udp://host:port`, `tcp://host:port` or `unix:///path` (gnatsd's `getNetworkAndAddr`).
@@ -346,7 +347,9 @@ pub fn reopen() {
 
 /// Lines dropped so far because the queue was full.
 pub fn dropped() -> u64 {
-    LOGGER.get().map_or(0, |l| l.dropped.load(Ordering::Relaxed))
+    LOGGER
+        .get()
+        .map_or(0, |l| l.dropped.load(Ordering::Relaxed))
 }
 
 /// Waits (at most a couple of seconds) until every line queued so far has been written.
@@ -629,9 +632,7 @@ impl Syslog {
 }
 
 fn local_tm(at: SystemTime) -> (libc::tm, u32) {
-    let since = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs() as libc::time_t;
     // SAFETY: localtime_r writes only into the `tm` we pass; both pointers are valid.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

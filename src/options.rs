@@ -1004,7 +1004,11 @@ mod tests {
         for (args, cmd, p) in [
             (["ringnats", "-sl", "reload"], "reload", None),
             (["ringnats", "-signal", "stop=12"], "stop", Some("12")),
-            (["ringnats", "--signal", "ldm=/run/x.pid"], "ldm", Some("/run/x.pid")),
+            (
+                ["ringnats", "--signal", "ldm=/run/x.pid"],
+                "ldm",
+                Some("/run/x.pid"),
+            ),
             (["ringnats", "-sl=quit", "-D"], "quit", None),
         ] {
             match parse_args(args.map(String::from)) {

@@ -56,7 +56,10 @@ fn sigusr1_without_a_log_file_says_it_is_ignored() {
     let line = srv.wait_line("re-open", WAIT);
     assert_eq!(
         line,
-        format!("[{}] [INF] File log re-open ignored, not a file logger", srv.pid())
+        format!(
+            "[{}] [INF] File log re-open ignored, not a file logger",
+            srv.pid()
+        )
     );
     srv.signal(libc::SIGINT);
     assert!(srv.wait_exit(WAIT).success());
@@ -201,7 +204,10 @@ fn with_a_config_file_syslog_comes_from_the_file_only() {
     }
     // Every line was written by the one writer, in order: had the flag applied, the ready
     // line would have gone there instead.
-    assert!(from_flag.recv(&mut buf).is_err(), "nothing for the flag's URL");
+    assert!(
+        from_flag.recv(&mut buf).is_err(),
+        "nothing for the flag's URL"
+    );
 }
 
 /// A log sink that takes nothing (a syslog daemon that stopped reading) blocks only the log
@@ -223,7 +229,11 @@ fn a_stuck_log_sink_never_stalls_clients_and_drops_are_counted() {
     let port: u16 = loop {
         let n = rx.recv(&mut buf).expect("a syslog datagram");
         let m = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if let Some(a) = m.trim_end().split("Listening for client connections on ").nth(1) {
+        if let Some(a) = m
+            .trim_end()
+            .split("Listening for client connections on ")
+            .nth(1)
+        {
             break a.rsplit(':').next().unwrap().parse().unwrap();
         }
     };

@@ -18,8 +18,12 @@ fn free_port() -> u16 {
 }
 
 fn script(name: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name))
-        .unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// Replaces `from` (which must be there) with `to`.
@@ -36,10 +40,26 @@ fn sample_config_starts_cleanly_and_its_bcrypt_user_connects() {
     let port = free_port();
     // Only the machine-specific values change: ports and paths.
     let mut conf = script("ringnats.conf");
-    set(&mut conf, "listen: 0.0.0.0:4222", &format!("listen: 127.0.0.1:{port}"));
-    set(&mut conf, "http: 127.0.0.1:8222", &format!("http: 127.0.0.1:{}", free_port()));
-    set(&mut conf, "/var/log/ringnats/ringnats.log", log.to_str().unwrap());
-    set(&mut conf, "/run/ringnats/ringnats.pid", pid_file.to_str().unwrap());
+    set(
+        &mut conf,
+        "listen: 0.0.0.0:4222",
+        &format!("listen: 127.0.0.1:{port}"),
+    );
+    set(
+        &mut conf,
+        "http: 127.0.0.1:8222",
+        &format!("http: 127.0.0.1:{}", free_port()),
+    );
+    set(
+        &mut conf,
+        "/var/log/ringnats/ringnats.log",
+        log.to_str().unwrap(),
+    );
+    set(
+        &mut conf,
+        "/run/ringnats/ringnats.pid",
+        pid_file.to_str().unwrap(),
+    );
     let path = dir.path("ringnats.conf");
     std::fs::write(&path, conf).unwrap();
     let mut srv = Proc::spawn(Path::new(process::BIN), &["-c", path.to_str().unwrap()]);
@@ -63,8 +83,10 @@ fn sample_config_starts_cleanly_and_its_bcrypt_user_connects() {
         r.read_line(&mut info).unwrap();
         assert!(info.contains("\"auth_required\":true"), "{info}");
         c.write_all(
-            format!("CONNECT {{\"verbose\":false,\"user\":\"app\",\"pass\":\"{pass}\"}}\r\nPING\r\n")
-                .as_bytes(),
+            format!(
+                "CONNECT {{\"verbose\":false,\"user\":\"app\",\"pass\":\"{pass}\"}}\r\nPING\r\n"
+            )
+            .as_bytes(),
         )
         .unwrap();
         let mut line = String::new();
@@ -91,7 +113,10 @@ fn systemd_unit_runs_the_config_with_graceful_signals_and_limits() {
     ] {
         assert!(lines.contains(&want), "{want} in\n{unit}");
     }
-    assert!(lines.iter().any(|l| l.starts_with("LimitNOFILE=")), "{unit}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("LimitNOFILE=")),
+        "{unit}"
+    );
     // The install script puts the sample config where the unit looks for it.
     let install = script("install");
     assert!(install.contains("scripts/ringnats.conf /etc/ringnats/ringnats.conf"));

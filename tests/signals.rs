@@ -17,7 +17,10 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Runs `bin args` to its exit: (exit code, stderr).
 fn run(bin: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(bin).args(args).output().expect("run");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The binary under a name no other process on the machine has, so that `-sl` without a
@@ -35,14 +38,23 @@ fn signal_flag_finds_the_server_by_name_and_signals_it() {
     let (bin, name) = uniquely_named_binary(&dir);
     let bin = bin.as_path();
     let (code, err) = run(bin, &["-sl", "reload"]);
-    assert_eq!((code, err.as_str()), (Some(1), &*format!("no {name} processes running\n")));
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(1), &*format!("no {name} processes running\n"))
+    );
 
     let log = dir.path("a.log");
     let pid_file = dir.path("a.pid");
     let mut a = Proc::spawn(
         bin,
         &[
-            "-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap(), "-P",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "-1",
+            "-l",
+            log.to_str().unwrap(),
+            "-P",
             pid_file.to_str().unwrap(),
         ],
     );
@@ -63,7 +75,10 @@ fn signal_flag_finds_the_server_by_name_and_signals_it() {
     reopened(1);
     // A pid, then a pid file (2.x).
     let pid = a.pid().to_string();
-    assert_eq!(run(bin, &["--signal", &format!("reopen={pid}")]), (Some(0), String::new()));
+    assert_eq!(
+        run(bin, &["--signal", &format!("reopen={pid}")]),
+        (Some(0), String::new())
+    );
     reopened(2);
     let by_file = format!("reopen={}", pid_file.display());
     assert_eq!(run(bin, &["-signal", &by_file]), (Some(0), String::new()));
@@ -88,10 +103,16 @@ fn signal_flag_finds_the_server_by_name_and_signals_it() {
     assert_eq!(code, Some(1));
     assert_eq!(
         err,
-        format!("multiple {name} processes running:\n{}\n{}\n", pids[0], pids[1])
+        format!(
+            "multiple {name} processes running:\n{}\n{}\n",
+            pids[0], pids[1]
+        )
     );
     // quit = SIGINT, term = SIGTERM (graceful, exit 0), stop = SIGKILL.
-    assert_eq!(run(bin, &["-sl", &format!("quit={pid}")]), (Some(0), String::new()));
+    assert_eq!(
+        run(bin, &["-sl", &format!("quit={pid}")]),
+        (Some(0), String::new())
+    );
     assert!(a.wait_exit(WAIT).success());
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -181,11 +202,18 @@ fn sigterm_delivers_every_accepted_message_and_exits_despite_a_stuck_client() {
     srv.signal(libc::SIGTERM);
     assert!(srv.wait_exit(Duration::from_secs(5)).success());
     let took = t0.elapsed();
-    assert_eq!(reader.join().unwrap(), N, "every accepted message delivered");
+    assert_eq!(
+        reader.join().unwrap(),
+        N,
+        "every accepted message delivered"
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
     drop(stuck);
     let rest = srv.rest(WAIT);
-    assert!(rest.iter().any(|l| l.ends_with("[INF] Server Exiting..")), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.ends_with("[INF] Server Exiting..")),
+        "{rest:?}"
+    );
 }
 
 /// A connect to the port is refused (all the reactors closed their listeners).
@@ -215,13 +243,15 @@ fn sigusr2_lame_duck_mode_informs_closes_and_exits() {
         .unwrap();
     assert_eq!(read_line(&mut p1_r), "PONG\r\n");
     let (mut p0, mut p0_r) = connect(port);
-    p0.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").unwrap();
+    p0.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+        .unwrap();
     assert_eq!(read_line(&mut p0_r), "PONG\r\n");
     // A few more clients, so that the closes are spread.
     let others: Vec<_> = (0..4)
         .map(|_| {
             let (mut c, mut r) = connect(port);
-            c.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n").unwrap();
+            c.write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+                .unwrap();
             assert_eq!(read_line(&mut r), "PONG\r\n");
             (c, r)
         })
@@ -229,7 +259,10 @@ fn sigusr2_lame_duck_mode_informs_closes_and_exits() {
     let t0 = Instant::now();
     srv.signal(libc::SIGUSR2);
     let info = read_line(&mut p1_r);
-    assert!(info.starts_with("INFO {") && info.ends_with(",\"ldm\":true} \r\n"), "{info}");
+    assert!(
+        info.starts_with("INFO {") && info.ends_with(",\"ldm\":true} \r\n"),
+        "{info}"
+    );
     poll(WAIT, "connections refused", || refused(port));
     // Closed, not before the grace period; the protocol-0 client got no INFO.
     assert_eq!(read_line(&mut p1_r), "", "EOF");
@@ -238,7 +271,10 @@ fn sigusr2_lame_duck_mode_informs_closes_and_exits() {
         assert_eq!(read_line(&mut r), "");
     }
     let closed_after = t0.elapsed();
-    assert!(closed_after >= Duration::from_millis(500), "{closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(500),
+        "{closed_after:?}"
+    );
     assert!(srv.wait_exit(WAIT).success());
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     let log = srv.rest(WAIT);

@@ -561,7 +561,10 @@ mod tests {
             ..ServerInfo::default()
         };
         let line = String::from_utf8(info.client_line()).unwrap();
-        assert!(line.ends_with(",\"headers\":true,\"ldm\":true} \r\n"), "{line}");
+        assert!(
+            line.ends_with(",\"headers\":true,\"ldm\":true} \r\n"),
+            "{line}"
+        );
     }
 
     #[test]

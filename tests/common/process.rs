@@ -94,7 +94,10 @@ impl Proc {
 
     /// The client port, from the `Listening for client connections on` line.
     pub fn port(&mut self) -> u16 {
-        let line = self.wait_line("Listening for client connections on", Duration::from_secs(10));
+        let line = self.wait_line(
+            "Listening for client connections on",
+            Duration::from_secs(10),
+        );
         line.rsplit(':').next().unwrap().trim().parse().unwrap()
     }
 
