@@ -752,6 +752,66 @@ mod tests {
         }
     }
 
+    /// The one test that installs the process-wide logger (other tests' lines may land in
+    /// its sinks too, so it looks for its own lines only).
+    #[test]
+    fn reconfigure_switches_sink_and_levels_at_run_time() {
+        let dir = std::env::temp_dir().join(format!("ringnats-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.log");
+        init(&LogSettings {
+            file: Some(file.clone()),
+            ..LogSettings::default()
+        })
+        .unwrap();
+        assert!(!debug_enabled());
+        crate::info!("to the file");
+        flush();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains(&format!("[{}] [INF] to the file\n", std::process::id())),
+            "{text}"
+        );
+
+        let sock_path = dir.join("log.sock");
+        let rx = UnixDatagram::bind(&sock_path).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let bad = LogSettings {
+            remote_syslog: Some("ftp://x".into()),
+            ..LogSettings::default()
+        };
+        assert!(reconfigure(&bad).is_err(), "a bad sink changes nothing");
+        reconfigure(&LogSettings {
+            debug: true,
+            remote_syslog: Some(format!("unix://{}", sock_path.display())),
+            ..LogSettings::default()
+        })
+        .unwrap();
+        assert!(debug_enabled());
+        crate::debug!("to syslog");
+        flush();
+        let mut buf = [0u8; 1024];
+        let mut got = String::new();
+        for _ in 0..100 {
+            let n = rx.recv(&mut buf).unwrap();
+            got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if got.contains("to syslog") {
+                break;
+            }
+        }
+        assert!(
+            got.starts_with("<31>") && got.ends_with("]: to syslog\n"),
+            "{got}"
+        );
+        assert!(!std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("to syslog"));
+        reconfigure(&LogSettings::default()).unwrap();
+        assert!(!debug_enabled());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn remote_syslog_urls() {
         let e = remote_syslog("http://x:1").err().unwrap();

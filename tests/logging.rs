@@ -284,3 +284,27 @@ fn a_stuck_log_sink_never_stalls_clients_and_drops_are_counted() {
     assert!(srv.wait_exit(WAIT).success());
     assert_eq!(c.read(&mut [0u8; 1]).unwrap_or(0), 0, "client sees EOF");
 }
+
+/// `-s` needs the local syslog daemon's socket; without one the start fails with gnatsd's
+/// text instead of logging nowhere.
+#[test]
+fn local_syslog_without_a_daemon_is_a_startup_error() {
+    if ["/dev/log", "/var/run/syslog", "/var/run/log"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+    {
+        eprintln!("skipped: this machine has a syslog socket");
+        return;
+    }
+    let mut srv = Proc::spawn(
+        std::path::Path::new(process::BIN),
+        &["-a", "127.0.0.1", "-p", "-1", "-s"],
+    );
+    assert_eq!(srv.wait_exit(WAIT).code(), Some(1));
+    let out = srv.rest(WAIT);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(
+        out[0].starts_with("ringnats: error connecting to syslog: \""),
+        "{out:?}"
+    );
+}
