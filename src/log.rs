@@ -27,6 +27,9 @@ pub const QUEUE_LINES: usize = 8192;
 pub const QUEUE_BYTES: usize = 8 << 20;
 /// How long [`flush`] waits for the writer to catch up.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
+/// Lines for stderr or a file are written in batches of up to this many bytes (and whenever
+/// the queue is empty), one syscall per batch rather than per line.
+const WRITE_BATCH: usize = 64 * 1024;
 /// A TCP syslog server that does not take a line within this is given up on (the line is lost).
 const SYSLOG_TCP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -126,6 +129,8 @@ impl LogSettings {
 /// Where lines go, and how they are formatted there. Owned by the writer thread.
 struct Output {
     sink: Sink,
+    /// Formatted lines not yet written (stderr and file sinks).
+    buf: Vec<u8>,
     pid: u32,
     logtime: bool,
     colors: bool,
@@ -174,6 +179,7 @@ fn open_output(s: &LogSettings) -> Result<Output, String> {
     let colors = matches!(sink, Sink::Stderr) && std::io::stderr().is_terminal();
     Ok(Output {
         sink,
+        buf: Vec::with_capacity(WRITE_BATCH),
         pid: std::process::id(),
         logtime: s.logtime,
         colors,
@@ -441,6 +447,9 @@ fn writer(rx: Receiver<Msg>) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
                 report_drops(&mut out, &mut reported_drops);
+                if let Some(o) = &mut out {
+                    o.flush();
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -453,7 +462,12 @@ fn writer(rx: Receiver<Msg>) {
                 emit(&mut out, level, at, &text);
             }
             Msg::Reopen => reopen_file(&mut out),
-            Msg::Replace(o) => out = Some(*o),
+            Msg::Replace(o) => {
+                if let Some(old) = &mut out {
+                    old.flush();
+                }
+                out = Some(*o);
+            }
             Msg::Flush(ack) => {
                 report_drops(&mut out, &mut reported_drops);
                 if let Some(o) = &mut out {
@@ -462,9 +476,12 @@ fn writer(rx: Receiver<Msg>) {
                 let _ = ack.try_send(());
             }
         }
-        // Caught up: say how many lines were lost meanwhile (once per burst).
+        // Caught up: say how many lines were lost meanwhile (once per burst), write out.
         if caught_up() {
             report_drops(&mut out, &mut reported_drops);
+            if let Some(o) = &mut out {
+                o.flush();
+            }
         }
     }
 }
@@ -503,6 +520,8 @@ fn reopen_file(out: &mut Option<Output>) {
     let Some(o) = out else {
         return;
     };
+    // What was logged before the signal belongs in the old file.
+    o.flush();
     let reopened = match &mut o.sink {
         Sink::File { path, file } => match open_file(path) {
             Ok(f) => {
@@ -532,27 +551,27 @@ impl Output {
             Sink::Syslog(s) => s.format(level, at, text, self.pid),
             _ => format_line(self.pid, self.logtime, self.colors, level, at, text),
         };
-        match &mut self.sink {
-            Sink::Stderr => {
-                let _ = std::io::stderr().write_all(line.as_bytes());
-            }
-            Sink::File { file, .. } => {
-                let _ = file.write_all(line.as_bytes());
-            }
-            Sink::Syslog(s) => s.send(line.as_bytes()),
+        if let Sink::Syslog(s) = &mut self.sink {
+            s.send(line.as_bytes());
+            return;
+        }
+        self.buf.extend_from_slice(line.as_bytes());
+        if self.buf.len() >= WRITE_BATCH {
+            self.flush();
         }
     }
 
+    /// Writes out the batched lines.
     fn flush(&mut self) {
-        match &mut self.sink {
-            Sink::Stderr => {
-                let _ = std::io::stderr().flush();
-            }
-            Sink::File { file, .. } => {
-                let _ = file.flush();
-            }
-            Sink::Syslog(_) => {}
+        if self.buf.is_empty() {
+            return;
         }
+        let _ = match &mut self.sink {
+            Sink::Stderr => std::io::stderr().write_all(&self.buf),
+            Sink::File { file, .. } => file.write_all(&self.buf),
+            Sink::Syslog(_) => Ok(()),
+        };
+        self.buf.clear();
     }
 }
 
