@@ -97,7 +97,7 @@ fn signal_flag_finds_the_server_by_name_and_signals_it() {
     let mut pids = [a.pid(), b.pid()];
     pids.sort_unstable();
     let (code, err) = poll(WAIT, "both servers seen", || {
-        let r = run(bin, &["-sl", "quit"]);
+        let r = run(bin, &["-sl", "reopen"]);
         r.1.starts_with("multiple").then_some(r)
     });
     assert_eq!(code, Some(1));
