@@ -75,10 +75,11 @@ fn common_signal(sig: i32, running: &Running) -> After {
 /// protocol-1 clients an INFO with `ldm`, and after the grace period close their clients
 /// evenly over the rest of the duration; then the server shuts down. Other signals still
 /// work meanwhile (SIGINT/SIGTERM cut it short).
-fn lame_duck(running: &Running, opts: &Options, set: &libc::sigset_t) {
+fn lame_duck(running: &Running, set: &libc::sigset_t) {
     info!("Entering lame duck mode, stop accepting new clients");
     running.enter_lame_duck();
     let start = Instant::now();
+    let opts = &running.server.opts;
     let grace = opts.lame_duck_grace_period;
     let spread = opts
         .lame_duck_duration
@@ -182,7 +183,6 @@ fn run() -> ExitCode {
     }
     log_unimplemented(&opts);
     let pid_file = opts.pid_file.clone();
-    let run_opts = opts.clone();
     let running = match server::start(opts) {
         Ok(r) => r,
         Err(e) => {
@@ -208,7 +208,7 @@ fn run() -> ExitCode {
     loop {
         let sig = wait_signal(&set);
         if sig == libc::SIGUSR2 {
-            lame_duck(&running, &run_opts, &set);
+            lame_duck(&running, &set);
             break;
         }
         if let After::Exit = common_signal(sig, &running) {
