@@ -22,7 +22,9 @@
 //! - [`server`]: start-up: listeners, one reactor thread per core, shutdown.
 //! - [`options`]: command-line flags in gnatsd's spelling.
 //! - [`config`]: the gnatsd config file format, sans-IO: text in, a positioned tree of values out.
-//! - [`log`]: gnatsd-format log lines (`[pid] date [INF] ...`).
+//! - [`log`]: gnatsd-format log lines (`[pid] date [INF] ...`), queued to one writer thread
+//!   (stderr, a file, or syslog).
+//! - [`control`]: `-sl/--signal`: find a running server and signal it.
 
 #[macro_use]
 pub mod log;
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod mailbox;
 pub mod monitor;
 pub mod options;

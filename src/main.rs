@@ -1,20 +1,30 @@
 //! `ringnats`: parse flags (and the config file), set up logging, start the reactors, wait for
 //! a signal.
 
-use ringnats::options::{parse_args, ArgsError, Command};
+use ringnats::log::LogSettings;
+use ringnats::options::{parse_args, ArgsError, Command, Options};
+use ringnats::server::Running;
 use ringnats::{error, info, server};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and every thread it spawns later), so
-/// they can be taken synchronously with `sigwait` instead of interrupting a reactor.
+/// Blocks the signals the server acts on in this thread (and every thread it spawns later),
+/// so they are taken synchronously with `sigwait` instead of interrupting a reactor.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a local set; pthread_sigmask on the calling thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, sig);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -27,22 +37,113 @@ fn wait_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// A signal from `set`, or `None` after `timeout`.
+fn wait_signal_for(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; a null siginfo pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// SIGHUP and `-sl reload`: reload the config file.
+fn reload(_running: &Running) {
+    info!("Config reload is not supported yet; ignoring SIGHUP");
+}
+
+/// What the signal loop does next.
+enum After {
+    Continue,
+    Exit,
+}
+
+/// The signals every state handles alike: SIGHUP reloads, SIGUSR1 reopens the log file,
+/// SIGINT and SIGTERM end the process (gracefully).
+fn common_signal(sig: i32, running: &Running) -> After {
+    match sig {
+        libc::SIGHUP => reload(running),
+        libc::SIGUSR1 => ringnats::log::reopen(),
+        libc::SIGINT | libc::SIGTERM => return After::Exit,
+        _ => {}
+    }
+    After::Continue
+}
+
+/// SIGUSR2 (nats-server 2.x's lame duck mode): the reactors stop accepting clients, send
+/// protocol-1 clients an INFO with `ldm`, and after the grace period close their clients
+/// evenly over the rest of the duration; then the server shuts down. Other signals still
+/// work meanwhile (SIGINT/SIGTERM cut it short).
+fn lame_duck(running: &Running, set: &libc::sigset_t) {
+    info!("Entering lame duck mode, stop accepting new clients");
+    running.enter_lame_duck();
+    let start = Instant::now();
+    let opts = &running.server.opts;
+    let grace = opts.lame_duck_grace_period;
+    let spread = opts
+        .lame_duck_duration
+        .saturating_sub(grace)
+        .max(Duration::from_secs(1));
+    // The reactors close their last clients at grace + spread (to a tick); a little
+    // slack, then shut down whatever is left.
+    let end = start + grace + spread + Duration::from_millis(500);
+    let mut closing_logged = false;
+    loop {
+        let now = Instant::now();
+        if running.server.conn_count.load(Ordering::Relaxed) == 0 || now >= end {
+            break;
+        }
+        if !closing_logged && now >= start + grace {
+            info!("Closing existing clients");
+            closing_logged = true;
+        }
+        let wait = Duration::from_millis(50).min(end - now);
+        match wait_signal_for(set, wait) {
+            Some(libc::SIGUSR2) | None => {}
+            Some(sig) => {
+                if let After::Exit = common_signal(sig, running) {
+                    return;
+                }
+            }
+        }
+    }
+    info!("Initiating Shutdown...");
+}
+
 /// Says which accepted settings do nothing yet.
-fn log_unimplemented(opts: &ringnats::options::Options) {
+fn log_unimplemented(opts: &Options) {
     if opts.prof_port.is_some() {
         info!("Profiling (prof_port) is not served yet; ignoring it");
-    }
-    if opts.syslog || opts.remote_syslog.is_some() {
-        info!("Syslog is not supported yet; logging as without it");
     }
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    // Every line queued (start-up errors, the last words) reaches the output before exit.
+    ringnats::log::flush();
+    code
+}
+
+fn run() -> ExitCode {
+    // First, before any thread exists (the log writer included): every thread inherits
+    // the mask, so no signal can land on a thread that would die of it.
+    let set = block_signals();
     let (opts, warnings) = match parse_args(std::env::args()) {
         Ok(Command::Run { opts, warnings }) => (*opts, warnings),
         Ok(Command::Version) => {
             println!("ringnats version {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::Signal { command, pid }) => {
+            let name = ringnats::control::process_name();
+            return match ringnats::control::send(&command, pid.as_deref(), &name) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(msg) => {
+                    eprintln!("{msg}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(ArgsError::Clap(e)) => {
             let _ = e.print();
@@ -70,12 +171,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Err(e) = ringnats::log::init(
-        opts.debug,
-        opts.trace,
-        opts.logtime,
-        opts.log_file.as_deref(),
-    ) {
+    if let Err(e) = ringnats::log::init(&LogSettings::from_options(&opts)) {
         eprintln!("ringnats: {e}");
         return ExitCode::FAILURE;
     }
@@ -86,7 +182,6 @@ fn main() -> ExitCode {
         info!("Config warning: {w}");
     }
     log_unimplemented(&opts);
-    let set = block_signals();
     let pid_file = opts.pid_file.clone();
     let running = match server::start(opts) {
         Ok(r) => r,
@@ -112,13 +207,15 @@ fn main() -> ExitCode {
     }
     loop {
         let sig = wait_signal(&set);
-        if sig == libc::SIGHUP {
-            info!("Config reload is not supported yet; ignoring SIGHUP");
-            continue;
+        if sig == libc::SIGUSR2 {
+            lame_duck(&running, &set);
+            break;
         }
-        info!("Server Exiting..");
-        break;
+        if let After::Exit = common_signal(sig, &running) {
+            break;
+        }
     }
+    info!("Server Exiting..");
     let result = running.shutdown();
     if let Some(path) = &pid_file {
         let _ = std::fs::remove_file(path);

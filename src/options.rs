@@ -28,6 +28,10 @@ pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// gnatsd 1.0's `TLS_TIMEOUT` (2.x raised it to 2 s).
 pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_millis(500);
+/// nats-server 2.x's lame duck defaults: clients are closed over two minutes, starting after
+/// a ten-second grace period.
+pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(120);
+pub const DEFAULT_LAME_DUCK_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// Client TLS settings, as written (the files are read by [`crate::tls::server_config`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -98,11 +102,11 @@ pub struct Cli {
     /// Trace the raw protocol
     #[arg(short = 'V', long = "trace", action = ArgAction::SetTrue)]
     pub trace: bool,
-    /// Log to syslog (not implemented yet; ignored with -c, as in gnatsd)
+    /// Log to the local syslog (ignored with -c, as in gnatsd)
     #[arg(short = 's', long = "syslog", action = ArgAction::SetTrue)]
     pub syslog: bool,
-    /// Syslog server address, e.g. udp://localhost:514 (not implemented yet; ignored with -c,
-    /// as in gnatsd)
+    /// Syslog server address: udp://host:port, tcp://host:port or unix:///path (ignored with
+    /// -c, as in gnatsd)
     #[arg(short = 'r', long = "remote_syslog")]
     pub remote_syslog: Option<String>,
     /// Username required for connections
@@ -175,6 +179,10 @@ pub struct Cli {
     /// Number of io_uring reactor threads (default: available cores)
     #[arg(long = "workers")]
     pub workers: Option<usize>,
+    /// Send a signal to a running server: stop, quit, reopen, reload, ldm or term, optionally
+    /// =PID (or =PIDFILE), also -sl
+    #[arg(long = "signal", alias = "sl", value_name = "CMD[=PID]")]
+    pub signal: Option<String>,
     /// Show version and exit
     #[arg(short = 'v', long = "version", action = ArgAction::SetTrue)]
     pub version: bool,
@@ -202,7 +210,7 @@ pub struct Options {
     pub http_host: Option<String>,
     /// The config file's `prof_port`: accepted, not served.
     pub prof_port: Option<i32>,
-    /// Syslog (`-s`, `-r`, `syslog`, `remote_syslog`): accepted, not implemented yet.
+    /// Syslog (`-s`, `-r`, `syslog`, `remote_syslog`): local, or a remote URL.
     pub syslog: bool,
     pub remote_syslog: Option<String>,
     /// Client TLS (the config file's `tls {}` or `--tls`/`--tlsverify`); `None`: plain text.
@@ -227,6 +235,10 @@ pub struct Options {
     pub server_name: Option<String>,
     /// Routing: `None` when no cluster port is configured.
     pub cluster: Option<ClusterOptions>,
+    /// Lame duck mode (SIGUSR2): the whole time over which clients are closed, and the wait
+    /// before the first is closed.
+    pub lame_duck_duration: Duration,
+    pub lame_duck_grace_period: Duration,
 }
 
 /// The `cluster` settings (`--cluster`, `--routes`, ... or the config file's `cluster {}`).
@@ -374,6 +386,8 @@ impl Default for Options {
             workers: default_workers(),
             server_name: None,
             cluster: None,
+            lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
+            lame_duck_grace_period: DEFAULT_LAME_DUCK_GRACE_PERIOD,
         }
     }
 }
@@ -398,6 +412,11 @@ pub enum Command {
         warnings: Vec<Warning>,
     },
     Version,
+    /// `-sl/--signal <cmd>[=<pid>]`: signal a running server and exit.
+    Signal {
+        command: String,
+        pid: Option<String>,
+    },
 }
 
 /// The flags given on the command line (clap argument ids, i.e. [`Cli`]'s field names), as
@@ -463,8 +482,7 @@ const LONG_FLAGS: &[&str] = &[
     "tlscacert",
     "version",
     "help",
-    // gnatsd's -sl/--signal is not supported. Rewritten to `--sl` so that clap rejects it,
-    // instead of reading `-sl reload` as `-s -l reload` (syslog, log file "reload").
+    // `-sl reload` must not be read as `-s -l reload` (syslog, log file "reload").
     "sl",
     "signal",
 ];
@@ -793,6 +811,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Ar
     if let Some(cmd) = cli.version_command().map_err(invalid)? {
         return Ok(cmd);
     }
+    // As gnatsd: the signal is sent before the config file is read.
+    if let Some(sig) = &cli.signal {
+        let (command, pid) = match sig.split_once('=') {
+            Some((c, p)) => (c.to_owned(), Some(p.to_owned())),
+            None => (sig.clone(), None),
+        };
+        return Ok(Command::Signal { command, pid });
+    }
     // gnatsd's texts, printed alone (PrintAndDie), before the config file is read.
     if cli.tls || cli.tlsverify {
         if cli.tlscert.is_none() {
@@ -827,7 +853,7 @@ mod tests {
             .map(String::from);
         match parse_args(argv).unwrap() {
             Command::Run { opts, .. } => *opts,
-            Command::Version => panic!("expected run"),
+            Command::Version | Command::Signal { .. } => panic!("expected run"),
         }
     }
 
@@ -974,13 +1000,24 @@ mod tests {
     }
 
     #[test]
-    fn signal_flag_is_rejected_not_read_as_short_flags() {
-        for args in [
-            ["ringnats", "-sl", "reload"],
-            ["ringnats", "-signal", "stop"],
+    fn signal_flag_is_a_command_not_short_flags() {
+        for (args, cmd, p) in [
+            (["ringnats", "-sl", "reload"], "reload", None),
+            (["ringnats", "-signal", "stop=12"], "stop", Some("12")),
+            (
+                ["ringnats", "--signal", "ldm=/run/x.pid"],
+                "ldm",
+                Some("/run/x.pid"),
+            ),
+            (["ringnats", "-sl=quit", "-D"], "quit", None),
         ] {
-            let err = parse_args(args.map(String::from)).err().unwrap();
-            assert!(matches!(err, ArgsError::Clap(_)), "{err}");
+            match parse_args(args.map(String::from)) {
+                Ok(Command::Signal { command, pid }) => {
+                    assert_eq!(command, cmd);
+                    assert_eq!(pid.as_deref(), p);
+                }
+                _ => panic!("{args:?} is not a signal command"),
+            }
         }
     }
 

@@ -38,6 +38,16 @@ impl Running {
         begin_shutdown(&self.server, &self.handles);
     }
 
+    /// Lame duck mode: every reactor stops accepting clients, tells protocol-1 clients
+    /// (INFO with `ldm`) and closes its clients over the configured duration. The caller
+    /// shuts the server down afterwards.
+    pub fn enter_lame_duck(&self) {
+        self.server.lame_duck.store(true, Ordering::SeqCst);
+        for h in self.handles.iter() {
+            h.wake();
+        }
+    }
+
     /// Waits for every reactor to stop. Returns the first reactor error, if any.
     pub fn join(mut self) -> io::Result<()> {
         // The monitor goes first: it only reads what the reactors publish.

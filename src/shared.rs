@@ -37,6 +37,8 @@ pub struct Shared {
     pub conn_count: AtomicUsize,
     next_cid: AtomicU64,
     pub shutdown: AtomicBool,
+    /// Lame duck mode (SIGUSR2): no new clients, INFO says `ldm`, clients are closed.
+    pub lame_duck: AtomicBool,
     /// cid → owning reactor, for `QRSID` lookups, monitoring and kills across cores.
     registry: Mutex<AHashMap<u64, ConnRef>>,
     /// Client TLS; `None`: plain text.
@@ -65,6 +67,7 @@ impl Shared {
             conn_count: AtomicUsize::new(0),
             next_cid: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
+            lame_duck: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
             tls: None,
             route_tls: None,
@@ -161,6 +164,7 @@ impl Shared {
                 .clone()
                 .unwrap_or_else(|| self.server_id.clone()),
             client_ip: ip.map(|ip| ip.to_string()),
+            ldm: self.lame_duck.load(std::sync::atomic::Ordering::Relaxed),
         }
         .client_line()
     }

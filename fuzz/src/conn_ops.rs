@@ -115,7 +115,10 @@ static QUIET: Once = Once::new();
 pub fn run(data: &[u8]) {
     QUIET.call_once(|| {
         // Error-level lines (a client's -ERR) would otherwise go to stderr on every run.
-        let _ = ringnats::log::init(false, false, false, Some(std::path::Path::new("/dev/null")));
+        let _ = ringnats::log::init(&ringnats::log::LogSettings {
+            file: Some("/dev/null".into()),
+            ..Default::default()
+        });
     });
     let (setup, steps) = decode(data);
     let trace = std::env::var_os("CONN_OPS_TRACE").is_some();

@@ -32,9 +32,9 @@ use super::{Entry, Map, Pos, Value, ValueKind};
 use crate::auth::{Permissions, Rules, UserConfig};
 use crate::options::{
     ClusterOptions, Options, RouteUrl, TlsOptions, DEFAULT_AUTH_TIMEOUT, DEFAULT_HOST,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING,
-    DEFAULT_PING_INTERVAL, DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_TLS_TIMEOUT,
-    DEFAULT_WRITE_DEADLINE,
+    DEFAULT_LAME_DUCK_DURATION, DEFAULT_LAME_DUCK_GRACE_PERIOD, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONTROL_LINE, DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_PENDING, DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_MAX, DEFAULT_PORT, DEFAULT_TLS_TIMEOUT, DEFAULT_WRITE_DEADLINE,
 };
 use crate::proto::subject::is_valid_subject;
 
@@ -145,6 +145,13 @@ pub fn server_options(tree: &Map) -> Result<FileOptions, Error> {
                     });
                 }
                 o.write_deadline = duration(e)?.unwrap_or(DEFAULT_WRITE_DEADLINE);
+            }
+            // nats-server 2.x keys, in its duration syntax.
+            "lame_duck_duration" => {
+                o.lame_duck_duration = duration(e)?.unwrap_or(DEFAULT_LAME_DUCK_DURATION);
+            }
+            "lame_duck_grace_period" => {
+                o.lame_duck_grace_period = duration(e)?.unwrap_or(DEFAULT_LAME_DUCK_GRACE_PERIOD);
             }
             "authorization" => {
                 let mut auth = authorization(e, &mut fo.warnings)?;

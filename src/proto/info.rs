@@ -40,6 +40,13 @@ pub struct ServerInfo {
     /// 2.x: the address the client connected from, as the server sees it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<String>,
+    /// 2.x: the server is in lame duck mode (about to close this connection); only sent then.
+    #[serde(skip_serializing_if = "is_false")]
+    pub ldm: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -66,6 +73,7 @@ impl Default for ServerInfo {
             client_id: 0,
             server_name: String::new(),
             client_ip: None,
+            ldm: false,
         }
     }
 }
@@ -543,6 +551,19 @@ mod tests {
              \"port\":36301,\"auth_required\":true,\"ssl_required\":false,\"tls_required\":false,\
              \"tls_verify\":false,\"max_payload\":1048576,\"ip\":\"nats-route://127.0.0.1:36301/\",\
              \"connect_urls\":[\"127.0.0.1:35301\"],\"proto\":1,\"headers\":true,\"client_id\":7}\r\n"
+        );
+    }
+
+    #[test]
+    fn ldm_only_when_set() {
+        let info = ServerInfo {
+            ldm: true,
+            ..ServerInfo::default()
+        };
+        let line = String::from_utf8(info.client_line()).unwrap();
+        assert!(
+            line.ends_with(",\"headers\":true,\"ldm\":true} \r\n"),
+            "{line}"
         );
     }
 

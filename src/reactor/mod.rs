@@ -132,6 +132,14 @@ struct Dialing {
     cancelled: bool,
 }
 
+/// Lame duck mode on one reactor: when it began here, and how many of its clients there were
+/// then and have been closed since.
+struct LameDuck {
+    started: Instant,
+    clients: usize,
+    closed: usize,
+}
+
 pub struct Reactor {
     // Field order matters: the ring is dropped before the buffer memory it points at.
     ring: IoUring,
@@ -160,6 +168,8 @@ pub struct Reactor {
     now: Instant,
     next_tick: Instant,
     shutting_down: Option<Instant>,
+    /// Lame duck mode, once this reactor has seen it.
+    lame_duck: Option<LameDuck>,
     /// Accept back-off per listener (client, route) after running out of descriptors.
     accept_backoff: [Duration; 2],
     accept_resume: [Option<Instant>; 2],
@@ -311,6 +321,7 @@ impl Reactor {
             now,
             next_tick: now + TICK,
             shutting_down: None,
+            lame_duck: None,
             accept_backoff: [Duration::ZERO; 2],
             accept_resume: [None; 2],
             stats: LocalStats::default(),
@@ -1276,6 +1287,7 @@ impl Reactor {
             self.fail_conn(token, ProtoError::TlsRequired);
         }
         self.announce_client_urls();
+        self.lame_duck_step();
         self.enforce_pending_budget();
         self.batch.flush(&mut Vec::new());
         for token in closing {
@@ -1465,25 +1477,104 @@ impl Reactor {
         }
     }
 
+    /// Stops accepting on one port: cancels the multishot accept and closes the listener.
+    fn close_listener(&mut self, kind: Kind) {
+        let listener = match kind {
+            Kind::RouteAccept => self.route_listener.take(),
+            _ => self.listener.take(),
+        };
+        if let Some(l) = listener {
+            let sqe = opcode::AsyncCancel::new(user_data(kind, 0))
+                .build()
+                .user_data(user_data(Kind::Cancel, 0));
+            self.push_sqe(sqe);
+            let _ = self.ring.submit();
+            drop(l);
+        }
+    }
+
+    /// Lame duck mode (once per tick): on first sight, stop accepting clients and tell
+    /// protocol-1 clients (INFO with `ldm`); after the grace period, close this reactor's
+    /// clients evenly over the rest of the duration, so they do not all reconnect at once.
+    /// Routes stay up until the shutdown that follows.
+    fn lame_duck_step(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        if self.lame_duck.is_none() {
+            if !self.server.lame_duck.load(Ordering::Relaxed) {
+                return;
+            }
+            self.close_listener(Kind::Accept);
+            self.accept_resume[0] = None;
+            let mut clients = 0;
+            for token in self.conns.tokens() {
+                let client = self.with_env(token, |slot, env| {
+                    if slot.conn.is_route() || slot.close_deadline.is_some() {
+                        return false;
+                    }
+                    // The INFO now carries `ldm` (Shared::client_info).
+                    slot.conn.on_connect_urls_changed(env);
+                    true
+                });
+                clients += usize::from(client == Some(true));
+            }
+            self.lame_duck = Some(LameDuck {
+                started: self.now,
+                clients,
+                closed: 0,
+            });
+        }
+        let Some(ld) = &self.lame_duck else {
+            return;
+        };
+        let opts = &self.server.opts;
+        let grace = opts.lame_duck_grace_period;
+        let Some(elapsed) = self.now.checked_duration_since(ld.started + grace) else {
+            return;
+        };
+        // As 2.x: the closes are spread over the duration minus the grace period (1 s at least).
+        let spread = opts
+            .lame_duck_duration
+            .saturating_sub(grace)
+            .max(Duration::from_secs(1));
+        let all = elapsed >= spread;
+        let due = if all {
+            usize::MAX
+        } else {
+            let frac = elapsed.as_secs_f64() / spread.as_secs_f64();
+            ((ld.clients as f64 * frac).ceil() as usize).max(1)
+        };
+        let mut to_close = due.saturating_sub(ld.closed);
+        if to_close == 0 {
+            return;
+        }
+        let mut closed = 0;
+        for token in self.conns.tokens() {
+            if to_close == 0 {
+                break;
+            }
+            let Some(slot) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if slot.conn.is_route() || slot.close_deadline.is_some() {
+                continue;
+            }
+            slot.conn.close(CloseReason::ServerShutdown);
+            self.start_close(token);
+            to_close -= 1;
+            closed += 1;
+        }
+        if let Some(ld) = &mut self.lame_duck {
+            ld.closed += closed;
+        }
+    }
+
     fn begin_shutdown(&mut self) {
         self.shutting_down = Some(self.now + Duration::from_secs(2));
         // Closing the listener ends the multishot accept (it completes with an error).
-        if let Some(l) = self.listener.take() {
-            let sqe = opcode::AsyncCancel::new(user_data(Kind::Accept, 0))
-                .build()
-                .user_data(user_data(Kind::Cancel, 0));
-            self.push_sqe(sqe);
-            let _ = self.ring.submit();
-            drop(l);
-        }
-        if let Some(l) = self.route_listener.take() {
-            let sqe = opcode::AsyncCancel::new(user_data(Kind::RouteAccept, 0))
-                .build()
-                .user_data(user_data(Kind::Cancel, 0));
-            self.push_sqe(sqe);
-            let _ = self.ring.submit();
-            drop(l);
-        }
+        self.close_listener(Kind::Accept);
+        self.close_listener(Kind::RouteAccept);
         for token in self.dials.tokens() {
             let sqe = opcode::AsyncCancel::new(user_data(Kind::Connect, token))
                 .build()
