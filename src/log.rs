@@ -165,3 +165,39 @@ mod tests {
         assert_eq!(&t[19..20], ".");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Minimal reload hook: toggles debug and trace only. The full version (logtime, log file,
+// syslog, rebuilt writer) replaces this block.
+// ---------------------------------------------------------------------------------------
+
+/// The logging options a reload may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub debug: bool,
+    pub trace: bool,
+    pub logtime: bool,
+    pub log_file: Option<std::path::PathBuf>,
+    pub syslog: bool,
+    pub remote_syslog: Option<String>,
+}
+
+impl LogSettings {
+    pub fn from_options(o: &crate::options::Options) -> Self {
+        LogSettings {
+            debug: o.debug,
+            trace: o.trace,
+            logtime: o.logtime,
+            log_file: o.log_file.clone(),
+            syslog: o.syslog,
+            remote_syslog: o.remote_syslog.clone(),
+        }
+    }
+}
+
+/// Applies reloaded log settings (here: the debug and trace levels).
+pub fn reconfigure(s: &LogSettings) -> Result<(), String> {
+    DEBUG.store(s.debug, Ordering::Relaxed);
+    TRACE.store(s.trace, Ordering::Relaxed);
+    Ok(())
+}

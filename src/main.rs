@@ -38,7 +38,8 @@ fn log_unimplemented(opts: &ringnats::options::Options) {
 }
 
 fn main() -> ExitCode {
-    let (opts, warnings) = match parse_args(std::env::args()) {
+    let argv: Vec<String> = std::env::args().collect();
+    let (opts, warnings) = match parse_args(argv.iter().cloned()) {
         Ok(Command::Run { opts, warnings }) => (*opts, warnings),
         Ok(Command::Version) => {
             println!("ringnats version {}", env!("CARGO_PKG_VERSION"));
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
     log_unimplemented(&opts);
     let set = block_signals();
     let pid_file = opts.pid_file.clone();
+    let mut reloader = ringnats::reload::Reloader::new(argv, opts.clone());
     let running = match server::start(opts) {
         Ok(r) => r,
         Err(e) => {
@@ -96,7 +98,7 @@ fn main() -> ExitCode {
         }
     };
     info!("Listening for client connections on {}", running.addr);
-    if running.server.tls.is_some() {
+    if running.server.live().tls.is_some() {
         info!("TLS required for client connections");
     }
     ringnats::debug!("Server id is {}", running.server.server_id);
@@ -113,14 +115,15 @@ fn main() -> ExitCode {
     loop {
         let sig = wait_signal(&set);
         if sig == libc::SIGHUP {
-            info!("Config reload is not supported yet; ignoring SIGHUP");
+            reloader.reload_and_log(&running.server, &running.handles);
             continue;
         }
         info!("Server Exiting..");
         break;
     }
     let result = running.shutdown();
-    if let Some(path) = &pid_file {
+    // A reload may have moved the pid file.
+    if let Some(path) = reloader.current().pid_file.as_ref().or(pid_file.as_ref()) {
         let _ = std::fs::remove_file(path);
     }
     match result {
