@@ -464,3 +464,88 @@ fn routes_added_are_solicited_and_removed_ones_closed_for_good() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A field of a node's `/varz`.
+fn varz(http_port: u16, field: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(b"GET /varz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"));
+    v[field].clone()
+}
+
+#[test]
+fn a_route_failing_new_cluster_auth_is_closed_and_stays_out() {
+    let (a_route, a_http, b_route) = (free_port(), free_port(), free_port());
+    let a_conf = |pass: &str| {
+        format!(
+            "http_port: {a_http}\ncluster {{\n  listen: 127.0.0.1:{a_route}\n  \
+             authorization {{ user: ruser, password: {pass} }}\n}}\n"
+        )
+    };
+    let a = Server::start("cauth-a", &a_conf("rpass"), &[]);
+    let _b = Server::start(
+        "cauth-b",
+        &format!(
+            "cluster {{\n  listen: 127.0.0.1:{b_route}\n  \
+             routes: [nats-route://ruser:rpass@127.0.0.1:{a_route}]\n}}\n"
+        ),
+        &[],
+    );
+    wait_routes(a_http, 1);
+    a.rewrite(&a_conf("newpass"));
+    let log = a.hup(RELOADED);
+    assert!(log.contains("[INF] Reloaded: cluster"), "{log}");
+    wait_routes(a_http, 0);
+    // B keeps dialling with the old password and is refused each time.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert_eq!(num_routes(a_http), 0, "a route with old credentials is back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(a.log().contains("Authorization Error"), "{}", a.log());
+}
+
+#[test]
+fn a_subscription_removed_by_new_permissions_is_withdrawn_from_routes() {
+    let (a_route, b_route, b_http) = (free_port(), free_port(), free_port());
+    let a_conf = |subs: &str| {
+        format!(
+            "authorization {{\n  users = [\n    \
+             {{user: alice, password: apw, permissions: {{subscribe: {subs}}}}}\n  ]\n}}\n\
+             cluster {{\n  listen: 127.0.0.1:{a_route}\n  \
+             routes: [nats-route://127.0.0.1:{b_route}]\n}}\n"
+        )
+    };
+    let b = Server::start(
+        "withdraw-b",
+        &format!("http_port: {b_http}\ncluster {{\n  listen: 127.0.0.1:{b_route}\n}}\n"),
+        &[],
+    );
+    let a = Server::start("withdraw-a", &a_conf("[\"foo.>\", \"bar.>\"]"), &[]);
+    wait_routes(b_http, 1);
+    let mut alice = Raw::login(a.port, Some(("alice", "apw")));
+    alice.send("SUB foo.a 1\r\nSUB bar.b 2\r\n");
+    assert!(alice.ping().is_empty());
+    let wait_subs = |want: u64| {
+        let deadline = Instant::now() + WAIT;
+        while varz(b_http, "subscriptions") != want {
+            assert!(Instant::now() < deadline, "B never had {want} subscriptions");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_subs(2);
+    a.rewrite(&a_conf("\"foo.>\""));
+    a.hup(RELOADED);
+    assert_eq!(
+        alice.line(),
+        "-ERR 'Permissions Violation for Subscription to \"bar.b\" (sid 2)'\r\n"
+    );
+    // B heard the UNSUB: only foo.a is left there.
+    wait_subs(1);
+    drop(b);
+}
