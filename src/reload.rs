@@ -144,10 +144,26 @@ pub fn diff(old: &Options, new: &Options) -> Result<Plan, NotReloadable> {
     }
     fixed("Host", &old.host, &new.host)?;
     fixed("Port", old.port, new.port)?;
-    fixed("HTTPHost", opt_text(&old.http_host), opt_text(&new.http_host))?;
-    fixed("HTTPPort", opt_text(&old.http_port), opt_text(&new.http_port))?;
-    fixed("HTTPSPort", opt_text(&old.https_port), opt_text(&new.https_port))?;
-    fixed("ProfPort", opt_text(&old.prof_port), opt_text(&new.prof_port))?;
+    fixed(
+        "HTTPHost",
+        opt_text(&old.http_host),
+        opt_text(&new.http_host),
+    )?;
+    fixed(
+        "HTTPPort",
+        opt_text(&old.http_port),
+        opt_text(&new.http_port),
+    )?;
+    fixed(
+        "HTTPSPort",
+        opt_text(&old.https_port),
+        opt_text(&new.https_port),
+    )?;
+    fixed(
+        "ProfPort",
+        opt_text(&old.prof_port),
+        opt_text(&new.prof_port),
+    )?;
     fixed("MaxPending", old.max_pending, new.max_pending)?;
     fixed("Workers", old.workers, new.workers)?;
     fixed(
@@ -376,9 +392,7 @@ impl Reloader {
             old.route_tls.clone()
         };
         if plan.log {
-            if let Err(e) =
-                crate::log::reconfigure(&crate::log::LogSettings::from_options(&new))
-            {
+            if let Err(e) = crate::log::reconfigure(&crate::log::LogSettings::from_options(&new)) {
                 crate::error!("Reloading the log settings: {e}");
             }
         }

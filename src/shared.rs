@@ -13,8 +13,8 @@ use crate::tls::{ClientTls, RouteTls};
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use rand::Rng;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 

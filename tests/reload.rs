@@ -34,14 +34,15 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// `conf` is the file's text after `host`/`port` lines this adds (`{port}` is the
-    /// client port chosen here). `args` replace `-c <conf>` when given (no config file).
+    /// `conf` is the file's text; `host` and `port` lines (a free port) are put before it.
     fn start(name: &str, conf: &str, extra: &[&str]) -> Server {
         Server::start_with(name, Some(conf), extra)
     }
 
+    /// `conf: None` starts without a config file (`-a`/`-p` flags instead).
     fn start_with(name: &str, conf: Option<&str>, extra: &[&str]) -> Server {
-        let dir = std::env::temp_dir().join(format!("ringnats-reload-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ringnats-reload-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -88,7 +89,7 @@ impl Server {
         }
     }
 
-    /// Rewrites the config file (same `{port}` rule as [`start`](Self::start)).
+    /// Rewrites the config file (with the same `host` and `port` lines first).
     fn rewrite(&self, conf: &str) {
         self.rewrite_raw(&with_port(self.port, conf));
     }
@@ -104,10 +105,6 @@ impl Server {
         // SAFETY: signalling the child this test spawned.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
         self.wait_log(outcome, before + 1)
-    }
-
-    fn raw(&self) -> Raw {
-        Raw::connect(self.port)
     }
 
     fn addr(&self) -> String {
@@ -230,7 +227,10 @@ async fn auth_change_drops_a_client_that_no_longer_passes_and_keeps_one_that_doe
     use futures::StreamExt;
     alice.publish("greet", "hi".into()).await.unwrap();
     alice.flush().await.unwrap();
-    let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap().unwrap();
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&m.payload[..], b"hi");
     assert_eq!(
         alice.connection_state(),
@@ -504,7 +504,11 @@ fn a_route_failing_new_cluster_auth_is_closed_and_stays_out() {
     // B keeps dialling with the old password and is refused each time.
     let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
-        assert_eq!(num_routes(a_http), 0, "a route with old credentials is back");
+        assert_eq!(
+            num_routes(a_http),
+            0,
+            "a route with old credentials is back"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(a.log().contains("Authorization Error"), "{}", a.log());
@@ -534,7 +538,10 @@ fn a_subscription_removed_by_new_permissions_is_withdrawn_from_routes() {
     let wait_subs = |want: u64| {
         let deadline = Instant::now() + WAIT;
         while varz(b_http, "subscriptions") != want {
-            assert!(Instant::now() < deadline, "B never had {want} subscriptions");
+            assert!(
+                Instant::now() < deadline,
+                "B never had {want} subscriptions"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };

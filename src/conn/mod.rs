@@ -520,7 +520,9 @@ impl Connection {
                 self.send(env, PONG);
                 self.ponged = true;
                 if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
-                    let info = env.shared.client_info(env.live, self.cid, Some(self.peer.ip()));
+                    let info = env
+                        .shared
+                        .client_info(env.live, self.cid, Some(self.peer.ip()));
                     self.send(env, &info);
                 }
                 ControlFlow::Continue(())
@@ -561,7 +563,9 @@ impl Connection {
         if !self.ponged {
             self.info_owed = true;
         } else if self.opts.protocol >= 1 {
-            let info = env.shared.client_info(env.live, self.cid, Some(self.peer.ip()));
+            let info = env
+                .shared
+                .client_info(env.live, self.cid, Some(self.peer.ip()));
             self.send(env, &info);
         }
     }
@@ -760,7 +764,8 @@ impl Connection {
                 String::from_utf8_lossy(&sub.subject),
                 String::from_utf8_lossy(&sid)
             );
-            let err = crate::proto::error::permission_violation_subscription_sid(&sub.subject, &sid);
+            let err =
+                crate::proto::error::permission_violation_subscription_sid(&sub.subject, &sid);
             self.send(env, &err);
         }
     }

@@ -91,7 +91,13 @@ impl Harness {
     }
 
     pub fn env(&mut self) -> Env<'_> {
-        Env::new(&self.shared, &self.live, &mut self.batch, &mut self.rng, self.now)
+        Env::new(
+            &self.shared,
+            &self.live,
+            &mut self.batch,
+            &mut self.rng,
+            self.now,
+        )
     }
 
     pub fn feed(&mut self, peer: &mut Peer, bytes: &[u8]) {

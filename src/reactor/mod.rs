@@ -1216,7 +1216,7 @@ impl Reactor {
             }
         }
         // Newest first, as they would have been refused had the limit been in force.
-        clients.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        clients.sort_unstable_by_key(|&(cid, _)| std::cmp::Reverse(cid));
         for (_, token) in clients {
             let claimed = self
                 .server
@@ -1420,7 +1420,10 @@ impl Reactor {
                 format!("MaxPending of {} Exceeded", self.server.opts.max_pending)
             }
             SlowConsumer::WriteDeadline => {
-                format!("WriteDeadline of {:?} Exceeded", self.live.opts.write_deadline)
+                format!(
+                    "WriteDeadline of {:?} Exceeded",
+                    self.live.opts.write_deadline
+                )
             }
             SlowConsumer::PendingBudget => {
                 format!("server pending output above {PENDING_BUDGET} bytes, consumer not reading")
