@@ -1165,7 +1165,13 @@ impl Sim {
                         reading: true,
                         seen: 0,
                     };
-                    let mut env = Env::new(&self.shared, &self.live, &mut self.batch, &mut self.rng, self.now);
+                    let mut env = Env::new(
+                        &self.shared,
+                        &self.live,
+                        &mut self.batch,
+                        &mut self.rng,
+                        self.now,
+                    );
                     peer.conn.greet(&mut env);
                     drop(env);
                     self.flush();
