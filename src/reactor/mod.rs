@@ -1210,9 +1210,14 @@ impl Reactor {
                 clients.push((slot.conn.cid, token));
             }
             if reauth {
-                self.with_env(token, |slot, env| slot.conn.reauthorize(env));
+                let failed = self.with_env(token, |slot, env| {
+                    slot.conn.reauthorize(env);
+                    slot.conn.closing().is_some()
+                });
                 self.batch.flush(&mut Vec::new());
-                self.after_input(token);
+                if failed == Some(true) {
+                    self.after_input(token);
+                }
             }
         }
         // Newest first, as they would have been refused had the limit been in force.
@@ -1234,6 +1239,8 @@ impl Reactor {
             }
             self.fail_conn(token, ProtoError::MaxConnections);
         }
+        // The -ERRs and route UNSUBs staged above go out this iteration.
+        self.hand_off();
     }
 
     /// Answers the monitor's snapshot requests (between two iterations: a few µs per
