@@ -556,3 +556,70 @@ fn a_subscription_removed_by_new_permissions_is_withdrawn_from_routes() {
     wait_subs(1);
     drop(b);
 }
+
+#[test]
+fn client_tls_turned_on_applies_to_new_connections_only() {
+    let srv = Server::start("tls", "", &[]);
+    let mut plain = Raw::login(srv.port, None);
+    assert_eq!(plain.info_json()["tls_required"], false);
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key_file) = (srv.dir.join("cert.pem"), srv.dir.join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    // A certificate that cannot be loaded refuses the reload.
+    srv.rewrite(
+        "tls {\n  cert_file: \"/nonexistent/cert.pem\"\n  key_file: \"/nonexistent/key.pem\"\n}\n",
+    );
+    srv.hup(FAILED);
+    assert_eq!(Raw::connect(srv.port).info_json()["tls_required"], false);
+    srv.rewrite(&format!(
+        "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+        cert.display(),
+        key_file.display()
+    ));
+    let log = srv.hup(RELOADED);
+    assert!(log.contains("[INF] Reloaded: tls = enabled"), "{log}");
+    let mut fresh = Raw::connect(srv.port);
+    assert_eq!(fresh.info_json()["tls_required"], true);
+    fresh.send("CONNECT {}\r\n");
+    assert_eq!(
+        fresh.read_to_eof(),
+        "-ERR 'Secure Connection - TLS Required'\r\n"
+    );
+    // The client connected in clear before the reload keeps its connection.
+    assert!(plain.ping().is_empty());
+}
+
+#[test]
+fn bcrypt_rechecks_of_changed_hashes_keep_a_match_and_drop_a_mismatch() {
+    let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    let conf = |alice: &str, bob: &str| {
+        format!(
+            "authorization {{\n  users = [\n    {{user: alice, password: \"{alice}\"}}\n    \
+             {{user: bob, password: \"{bob}\"}}\n  ]\n}}\n"
+        )
+    };
+    let srv = Server::start("bcrypt", &conf(&hash("apw"), &hash("bpw")), &[]);
+    let mut alice = Raw::login(srv.port, Some(("alice", "apw")));
+    let mut bob = Raw::login(srv.port, Some(("bob", "bpw")));
+    // New hashes (new salts): nothing cached, both are verified again on the bcrypt pool.
+    // Alice's still matches her password; bob's is of another one.
+    srv.rewrite(&conf(&hash("apw"), &hash("other")));
+    srv.hup(RELOADED);
+    assert_eq!(bob.read_to_eof(), "-ERR 'Authorization Violation'\r\n");
+    assert!(alice.ping().is_empty());
+    alice.send("SUB x 1\r\nPUB x 2\r\nhi\r\n");
+    assert_eq!(alice.ping(), ["MSG x 1 2\r\n", "hi\r\n"]);
+}
+
+#[test]
+fn pid_file_is_written_where_the_reload_says() {
+    let srv = Server::start("pid", "", &[]);
+    let pid = srv.dir.join("ringnats.pid");
+    srv.rewrite(&format!("pid_file: \"{}\"\n", pid.display()));
+    srv.hup(RELOADED);
+    assert_eq!(
+        std::fs::read_to_string(&pid).unwrap(),
+        srv.child.id().to_string()
+    );
+}

@@ -660,6 +660,12 @@ impl Connection {
         let _ = self.fail(ProtoError::AuthViolation, env);
     }
 
+    /// A reload changed the ping interval: the next keepalive PING is due no later than one
+    /// new interval from `now`.
+    pub fn ping_interval_changed(&mut self, now: Instant, interval: Duration) {
+        self.next_ping = self.next_ping.min(now + interval);
+    }
+
     /// A reload's re-check waits for a bcrypt verdict ([`on_auth_done`](Self::on_auth_done)
     /// takes it; input goes on being read meanwhile).
     pub fn reauth_pending(&self) -> bool {

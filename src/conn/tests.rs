@@ -337,6 +337,58 @@ fn users_permissions_publish_and_subscribe() {
 }
 
 #[test]
+fn reload_recheck_prunes_subscriptions_and_drops_failed_credentials() {
+    let mut h = users_harness(
+        &[
+            ("alice", "apw", Some("{subscribe: [\"foo.>\", \"bar.>\"]}")),
+            ("bob", "bpw", None),
+        ],
+        None,
+    );
+    let mut a = h.peer(1);
+    let mut b = h.peer(2);
+    h.feed(&mut a, &connect_line("alice", "apw"));
+    h.feed(&mut a, b"SUB foo.x 1\r\nSUB bar.y 2\r\nSUB bar.z 3\r\n");
+    h.feed(&mut b, &connect_line("bob", "bpw"));
+    assert_eq!(drain(&a), "+OK\r\n+OK\r\n+OK\r\n+OK\r\n");
+    assert_eq!(drain(&b), "+OK\r\n");
+    // The reload: alice may subscribe to foo.> only, bob's password changed.
+    let reloaded = users_harness(
+        &[
+            ("alice", "apw", Some("{subscribe: \"foo.>\"}")),
+            ("bob", "new", None),
+        ],
+        None,
+    );
+    h.live.conn_cfg = reloaded.live.conn_cfg.clone();
+    for p in [&mut a, &mut b] {
+        let mut env = h.env();
+        p.conn.reauthorize(&mut env);
+        drop(env);
+        h.batch.flush(&mut p.stalled);
+    }
+    assert_eq!(
+        drain(&a),
+        "-ERR 'Permissions Violation for Subscription to \"bar.y\" (sid 2)'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"bar.z\" (sid 3)'\r\n"
+    );
+    assert!(a.conn.closing().is_none());
+    assert_eq!(a.conn.sub_count(), 1);
+    assert_eq!(h.shared.sublist.count(), 1, "pruned from the index");
+    assert_eq!(drain(&b), "-ERR 'Authorization Violation'\r\n");
+    assert_eq!(
+        b.conn.closing(),
+        Some(&CloseReason::Protocol(ProtoError::AuthViolation))
+    );
+    // Still connected, alice gets the new rules for new SUBs too.
+    h.feed(&mut a, b"SUB bar.w 4\r\n");
+    assert_eq!(
+        drain(&a),
+        "-ERR 'Permissions Violation for Subscription to \"bar.w\"'\r\n"
+    );
+}
+
+#[test]
 fn wildcard_loophole_of_1_0_is_closed() {
     let mut h = users_harness(&[("bob", "bar", Some("{subscribe: \"_INBOX.*\"}"))], None);
     let mut b = h.peer(1);

@@ -1189,6 +1189,7 @@ impl Reactor {
         }
         let old = std::mem::replace(&mut self.live, Arc::clone(&live));
         let reauth = old.auth_gen != live.auth_gen;
+        let ping_changed = old.conn_cfg.ping_interval != live.conn_cfg.ping_interval;
         let mut clients = Vec::new();
         for token in self.conns.tokens() {
             let Some(slot) = self.conns.get_mut(token) else {
@@ -1208,6 +1209,10 @@ impl Reactor {
             cfg.max_control_line = fresh.max_control_line;
             if !route {
                 clients.push((slot.conn.cid, token));
+            }
+            if ping_changed {
+                slot.conn
+                    .ping_interval_changed(self.now, live.conn_cfg.ping_interval);
             }
             if reauth {
                 let failed = self.with_env(token, |slot, env| {
