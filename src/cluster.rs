@@ -948,6 +948,62 @@ mod tests {
     }
 
     #[test]
+    fn reload_dials_added_routes_and_drops_removed_ones_for_good() {
+        let (kept, gone, added) = (
+            "nats-route://127.0.0.1:7001",
+            "nats-route://127.0.0.1:7002",
+            "nats-route://127.0.0.1:7003",
+        );
+        let c = cluster(&[kept, gone]);
+        let now = Instant::now();
+        c.start(now);
+        // The route to `gone` is up (registered, dialled by us); `kept` is still pending.
+        let out = Arc::new(Outbound::new(9, 0, 9, 1 << 20));
+        let gone_url = RouteUrl::parse(gone).unwrap();
+        c.register(
+            &remote("G"),
+            "127.0.0.1",
+            9,
+            &out,
+            Some(&gone_url),
+            true,
+            Dialect::V1,
+        )
+        .unwrap();
+        let mut new = ClusterOptions::clone(&c.opts());
+        new.routes = [kept, added]
+            .iter()
+            .map(|r| RouteUrl::parse(r).unwrap())
+            .collect();
+        new.user = Some("ruser".into());
+        assert_eq!(c.reload(new, now), [9], "the removed route is to be closed");
+        assert!(c.auth_required());
+        assert!(String::from_utf8_lossy(&c.info_line()).contains("\"auth_required\":true"));
+        let due: Vec<String> = (0..2)
+            .flat_map(|r| c.take_due(r, now))
+            .map(|d| d.url.to_string())
+            .collect();
+        // `kept` as scheduled at start, `added` now; the pending dial to `gone` is dropped.
+        let mut due = due;
+        due.sort();
+        assert_eq!(due, [format!("{kept}/"), format!("{added}/")]);
+        // Closed, it is not dialled again; a failed dial to it is not retried either.
+        let closed = ClosedRoute {
+            cid: 9,
+            remote_id: Some("G".into()),
+            url: Some(gone_url.clone()),
+            explicit: true,
+            retry: false,
+            no_reconnect: false,
+        };
+        assert!(c.route_closed(closed, now, false).is_none());
+        assert_eq!(c.route_count(), 0);
+        let d = c.dial(gone_url, true, 0, None, now);
+        c.dial_failed(d, now);
+        assert!((0..2).all(|r| c.take_due(r, now + ROUTE_CONNECT_INTERVAL * 3).is_empty()));
+    }
+
+    #[test]
     fn route_auth_plain_and_bcrypt() {
         let with_pass = |pass: &str| {
             let opts = ClusterOptions {

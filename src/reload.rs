@@ -401,12 +401,16 @@ impl Reloader {
         if let (Some(c), Some(bound)) = (live_opts.cluster.as_mut(), old.opts.cluster.as_ref()) {
             c.port = bound.port;
         }
-        if plan.max_connections {
-            let count = server.conn_count.load(Ordering::Relaxed);
+        // What reactors may still close for an earlier reload is void now.
+        let excess = if plan.max_connections {
             server
-                .conn_excess
-                .store(count.saturating_sub(new.max_connections), Ordering::Relaxed);
-        }
+                .conn_count
+                .load(Ordering::Relaxed)
+                .saturating_sub(new.max_connections)
+        } else {
+            0
+        };
+        server.conn_excess.store(excess, Ordering::Relaxed);
         let live = Live {
             conn_cfg: crate::conn::ConnConfig::from_options(&live_opts),
             tls,

@@ -1228,6 +1228,10 @@ impl Reactor {
         // Newest first, as they would have been refused had the limit been in force.
         clients.sort_unstable_by_key(|&(cid, _)| std::cmp::Reverse(cid));
         for (_, token) in clients {
+            // Clients that left meanwhile count: never close more than the excess left.
+            if self.server.conn_count.load(Ordering::Relaxed) <= live.opts.max_connections {
+                break;
+            }
             let claimed = self
                 .server
                 .conn_excess
