@@ -432,10 +432,13 @@ fn routes_added_are_solicited_and_removed_ones_closed_for_good() {
     };
     let a = Server::start("route-a", &a_conf(""), &[]);
     assert_eq!(num_routes(a_http), 0);
+    let loaded_at_start = varz(a_http, "config_load_time");
+    assert_eq!(loaded_at_start, varz(a_http, "start"));
 
     a.rewrite(&a_conf(&format!("nats-route://127.0.0.1:{b_route}")));
     let log = a.hup(RELOADED);
     assert!(log.contains("[INF] Reloaded: cluster routes"), "{log}");
+    assert_ne!(varz(a_http, "config_load_time"), loaded_at_start);
     wait_routes(a_http, 1);
     // Messages cross the new route.
     let mut sub = Raw::login(b.port, None);
