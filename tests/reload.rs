@@ -626,3 +626,14 @@ fn pid_file_is_written_where_the_reload_says() {
         srv.child.id().to_string()
     );
 }
+
+#[test]
+fn a_shorter_ping_interval_reaches_live_clients() {
+    let srv = Server::start("ping", "ping_interval: 600\n", &[]);
+    let mut c = Raw::login(srv.port, None);
+    srv.rewrite("ping_interval: 1\n");
+    let log = srv.hup(RELOADED);
+    assert!(log.contains("[INF] Reloaded: ping_interval = 1s"), "{log}");
+    // Without the reload the first PING would be ten minutes away.
+    assert_eq!(c.line(), "PING\r\n");
+}
