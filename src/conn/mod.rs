@@ -752,7 +752,8 @@ impl Connection {
         let mut denied: Vec<Box<[u8]>> = self
             .subs
             .iter()
-            .filter(|(_, sub)| !perms.can_subscribe(&sub.subject))
+            // One past its auto-unsubscribe limit is already gone from the index.
+            .filter(|(_, sub)| !sub.exhausted() && !perms.can_subscribe(&sub.subject))
             .map(|(sid, _)| sid.clone())
             .collect();
         denied.sort_unstable();
