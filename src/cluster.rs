@@ -18,6 +18,7 @@ use crate::options::{ClusterOptions, RouteUrl};
 use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::{ConnectOpts, RemoteInfo};
 use ahash::AHashMap;
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -222,10 +223,14 @@ pub struct ClosedRoute {
 }
 
 pub struct Cluster {
-    pub opts: ClusterOptions,
+    /// Swapped by a reload (credentials, TLS, routes, `no_advertise`, `connect_retries`);
+    /// read on route events, never per message.
+    opts: ArcSwap<ClusterOptions>,
+    /// The 2.x cluster name (not reloadable).
+    name: Option<String>,
     pub server_id: String,
-    info: RouteInfo,
-    info_line: Vec<u8>,
+    info: ArcSwap<RouteInfo>,
+    info_line: ArcSwap<Vec<u8>>,
     reactors: usize,
     table: Mutex<AHashMap<String, Registered>>,
     /// The registered routes' queues, for forwarding SUB/UNSUB (read per subscription
@@ -235,6 +240,8 @@ pub struct Cluster {
     client_urls: Mutex<Vec<String>>,
     urls_gen: AtomicU64,
     dials: Mutex<Vec<Dial>>,
+    /// Configured routes a reload removed: never dialled again (bounded, oldest dropped).
+    removed: Mutex<Vec<RouteUrl>>,
     next_reactor: AtomicUsize,
     /// Queue groups of local members that left recently, so a `QRSID` message already on
     /// its way to one still reaches its group (bounded, oldest forgotten first).
@@ -293,16 +300,18 @@ impl Cluster {
             connect_urls: own_urls,
         };
         Cluster {
-            info_line: info.line(),
-            info,
+            info_line: ArcSwap::from_pointee(info.line()),
+            info: ArcSwap::from_pointee(info),
             server_id,
-            opts,
+            name: opts.name.clone(),
+            opts: ArcSwap::from_pointee(opts),
             reactors: reactors.max(1),
             table: Mutex::new(AHashMap::new()),
             routes: RwLock::new(Arc::from(Vec::new())),
             client_urls: Mutex::new(Vec::new()),
             urls_gen: AtomicU64::new(0),
             dials: Mutex::new(Vec::new()),
+            removed: Mutex::new(Vec::new()),
             next_reactor: AtomicUsize::new(0),
             gone: Mutex::new(GoneMembers::default()),
             v2: Mutex::new(InterestV2::default()),
@@ -315,12 +324,12 @@ impl Cluster {
 
     /// The cluster name configured for 2.x routes, if any.
     pub fn name(&self) -> Option<&str> {
-        self.opts.name.as_deref()
+        self.name.as_deref()
     }
 
     /// Our 2.x route INFO line, carrying `cluster` as the cluster name.
     pub fn info_line_v2(&self, cluster: &str) -> Vec<u8> {
-        let i = &self.info;
+        let i = self.info.load();
         RouteInfoV2 {
             server_id: i.server_id.clone(),
             server_name: i.server_id.clone(),
@@ -437,12 +446,81 @@ impl Cluster {
     }
 
     /// Our route INFO line.
-    pub fn info_line(&self) -> &[u8] {
-        &self.info_line
+    pub fn info_line(&self) -> Arc<Vec<u8>> {
+        self.info_line.load_full()
     }
 
-    pub fn info(&self) -> &RouteInfo {
-        &self.info
+    pub fn info(&self) -> Arc<RouteInfo> {
+        self.info.load_full()
+    }
+
+    /// The cluster options in force.
+    pub fn opts(&self) -> Arc<ClusterOptions> {
+        self.opts.load_full()
+    }
+
+    /// A reload changed the reloadable cluster options (`new` keeps this cluster's bound
+    /// host and port). Routes dropped from the list stop being dialled, added ones are
+    /// scheduled now. Returns the cids of registered routes dialled at a removed URL, for
+    /// the caller to close (they are not dialled again).
+    pub fn reload(&self, new: ClusterOptions, now: Instant) -> Vec<u64> {
+        let old = self.opts.load_full();
+        let removed: Vec<RouteUrl> = old
+            .routes
+            .iter()
+            .filter(|u| !new.routes.contains(u))
+            .cloned()
+            .collect();
+        let added: Vec<RouteUrl> = new
+            .routes
+            .iter()
+            .filter(|u| !old.routes.contains(u))
+            .cloned()
+            .collect();
+        let mut info = RouteInfo::clone(&self.info.load());
+        info.auth_required = new.user.is_some();
+        info.ssl_required = new.tls.is_some();
+        info.tls_required = new.tls.is_some();
+        info.tls_verify = new.tls.is_some();
+        self.info_line.store(Arc::new(info.line()));
+        self.info.store(Arc::new(info));
+        self.opts.store(Arc::new(new));
+        {
+            let mut gone = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+            gone.retain(|u| !added.contains(u));
+            gone.extend(removed.iter().cloned());
+            let excess = gone.len().saturating_sub(MAX_DIALS);
+            gone.drain(..excess);
+        }
+        self.lock_dials()
+            .retain(|d| !(d.explicit && removed.contains(&d.url)));
+        let mut close = Vec::new();
+        {
+            let mut table = self.lock_table();
+            for r in table.values_mut() {
+                if r.explicit && r.url.as_ref().is_some_and(|u| removed.contains(u)) {
+                    // Not re-solicited when it closes.
+                    r.url = None;
+                    close.push(r.cid);
+                }
+            }
+        }
+        for url in added {
+            if self.is_self_url(&url) {
+                continue;
+            }
+            let d = self.dial(url, true, 0, None, now);
+            self.schedule(d);
+        }
+        close
+    }
+
+    /// An explicit route whose URL is no longer configured (removed by a reload).
+    fn unconfigured(&self, url: &RouteUrl) -> bool {
+        self.removed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(url)
     }
 
     /// Our route CONNECT line for a route dialled at `url` (credentials from the URL).
@@ -452,7 +530,7 @@ impl Cluster {
             pedantic: false,
             user: url.user.as_deref(),
             pass: url.pass.as_deref(),
-            tls_required: self.opts.tls.is_some(),
+            tls_required: self.opts.load().tls.is_some(),
             name: &self.server_id,
         };
         let mut out = b"CONNECT ".to_vec();
@@ -462,16 +540,17 @@ impl Cluster {
     }
 
     pub fn auth_required(&self) -> bool {
-        self.opts.user.is_some()
+        self.opts.load().user.is_some()
     }
 
     /// Checks an inbound route's CONNECT credentials (constant-time on plain secrets; a
     /// bcrypt password is deferred to the pool unless `cache` knows it).
     pub fn check_auth(&self, c: &ConnectOpts, cache: &VerifiedCache) -> Check {
-        let Some(user) = &self.opts.user else {
+        let opts = self.opts.load();
+        let Some(user) = &opts.user else {
             return Check::Ok(None);
         };
-        let pass = self.opts.pass.as_deref().unwrap_or("");
+        let pass = opts.pass.as_deref().unwrap_or("");
         let given = c.user.as_deref().unwrap_or("");
         if !ct_eq(given.as_bytes(), user.as_bytes()) {
             return Check::Fail;
@@ -597,6 +676,9 @@ impl Cluster {
             return None;
         }
         let url = url?;
+        if explicit && self.unconfigured(&url) {
+            return None;
+        }
         let dial = if explicit {
             self.dial(
                 url,
@@ -606,7 +688,8 @@ impl Cluster {
                 now + jitter(ROUTE_CONNECT_INTERVAL),
             )
         } else if closed.retry {
-            self.dial(url, false, self.opts.connect_retries, closed.remote_id, now)
+            let retries = self.opts.load().connect_retries;
+            self.dial(url, false, retries, closed.remote_id, now)
         } else {
             // A solicited implicit route whose peer sorts lower: the peer reconnects.
             return None;
@@ -652,7 +735,7 @@ impl Cluster {
 
     /// Schedules every configured route for now (start-up).
     pub fn start(&self, now: Instant) {
-        for url in self.opts.routes.clone() {
+        for url in self.opts.load().routes.clone() {
             if self.is_self_url(&url) {
                 crate::debug!("Removing self reference from routes: {url}");
                 continue;
@@ -664,14 +747,15 @@ impl Cluster {
 
     /// A configured route that points at this server's own cluster port.
     fn is_self_url(&self, url: &RouteUrl) -> bool {
-        if url.port != self.opts.port {
+        let opts = self.opts.load();
+        if url.port != opts.port {
             return false;
         }
         let h = url.host.to_ascii_lowercase();
-        h == self.opts.host.to_ascii_lowercase()
+        h == opts.host.to_ascii_lowercase()
             || matches!(h.as_str(), "localhost" | "127.0.0.1" | "::1" | "0.0.0.0")
                 && matches!(
-                    self.opts.host.as_str(),
+                    opts.host.as_str(),
                     "0.0.0.0" | "::" | "127.0.0.1" | "localhost"
                 )
     }
@@ -702,6 +786,9 @@ impl Cluster {
 
     /// A dial failed (refused, timed out): try again later if the route's rules say so.
     pub fn dial_failed(&self, mut dial: Dial, now: Instant) {
+        if dial.explicit && self.unconfigured(&dial.url) {
+            return;
+        }
         if !dial.explicit {
             if dial.retries_left == 0 {
                 return;
@@ -719,13 +806,12 @@ impl Cluster {
         if info.server_id == self.server_id || self.is_connected(&info.server_id) {
             return None;
         }
-        if self
-            .opts
+        let opts = self.opts.load();
+        if opts
             .routes
             .iter()
             .any(|r| r.host.eq_ignore_ascii_case(&info.host))
-            && self
-                .opts
+            && opts
                 .routes
                 .iter()
                 .any(|r| r.port as i64 == info.port && r.host.eq_ignore_ascii_case(&info.host))
@@ -734,13 +820,13 @@ impl Cluster {
         }
         let mut url = RouteUrl::parse(&info.ip).ok()?;
         if info.auth_required {
-            url.user = self.opts.user.clone();
-            url.pass = self.opts.pass.clone();
+            url.user = opts.user.clone();
+            url.pass = opts.pass.clone();
         }
         let dial = self.dial(
             url,
             false,
-            self.opts.connect_retries,
+            opts.connect_retries,
             Some(info.server_id.clone()),
             now,
         );
@@ -751,13 +837,14 @@ impl Cluster {
     /// Merges a peer's client URLs into ours (never removes, as 1.0). Returns whether the
     /// list changed (then clients with protocol 1 get an async INFO).
     pub fn merge_client_urls(&self, urls: &[String]) -> bool {
-        if self.opts.no_advertise || urls.is_empty() {
+        if self.opts.load().no_advertise || urls.is_empty() {
             return false;
         }
+        let own = self.info.load().connect_urls.clone();
         let mut list = self.client_urls.lock().unwrap_or_else(|p| p.into_inner());
         let before = list.len();
         for u in urls {
-            if !list.contains(u) && !self.info.connect_urls.contains(u) && list.len() < 1024 {
+            if !list.contains(u) && !own.contains(u) && list.len() < 1024 {
                 list.push(u.clone());
             }
         }
@@ -858,6 +945,62 @@ mod tests {
             String::from_utf8(c.connect_line(&url)).unwrap(),
             "CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":\"ME\"}\r\n"
         );
+    }
+
+    #[test]
+    fn reload_dials_added_routes_and_drops_removed_ones_for_good() {
+        let (kept, gone, added) = (
+            "nats-route://127.0.0.1:7001",
+            "nats-route://127.0.0.1:7002",
+            "nats-route://127.0.0.1:7003",
+        );
+        let c = cluster(&[kept, gone]);
+        let now = Instant::now();
+        c.start(now);
+        // The route to `gone` is up (registered, dialled by us); `kept` is still pending.
+        let out = Arc::new(Outbound::new(9, 0, 9, 1 << 20));
+        let gone_url = RouteUrl::parse(gone).unwrap();
+        c.register(
+            &remote("G"),
+            "127.0.0.1",
+            9,
+            &out,
+            Some(&gone_url),
+            true,
+            Dialect::V1,
+        )
+        .unwrap();
+        let mut new = ClusterOptions::clone(&c.opts());
+        new.routes = [kept, added]
+            .iter()
+            .map(|r| RouteUrl::parse(r).unwrap())
+            .collect();
+        new.user = Some("ruser".into());
+        assert_eq!(c.reload(new, now), [9], "the removed route is to be closed");
+        assert!(c.auth_required());
+        assert!(String::from_utf8_lossy(&c.info_line()).contains("\"auth_required\":true"));
+        let due: Vec<String> = (0..2)
+            .flat_map(|r| c.take_due(r, now))
+            .map(|d| d.url.to_string())
+            .collect();
+        // `kept` as scheduled at start, `added` now; the pending dial to `gone` is dropped.
+        let mut due = due;
+        due.sort();
+        assert_eq!(due, [format!("{kept}/"), format!("{added}/")]);
+        // Closed, it is not dialled again; a failed dial to it is not retried either.
+        let closed = ClosedRoute {
+            cid: 9,
+            remote_id: Some("G".into()),
+            url: Some(gone_url.clone()),
+            explicit: true,
+            retry: false,
+            no_reconnect: false,
+        };
+        assert!(c.route_closed(closed, now, false).is_none());
+        assert_eq!(c.route_count(), 0);
+        let d = c.dial(gone_url, true, 0, None, now);
+        c.dial_failed(d, now);
+        assert!((0..2).all(|r| c.take_due(r, now + ROUTE_CONNECT_INTERVAL * 3).is_empty()));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`shared`]: server state below the reactors: options, index, cluster, registry.
 //! - [`reactor`]: the io_uring shell: rings, provided buffers, accept/recv/send/connect,
 //!   timers, cross-reactor wake-ups. Moves bytes; decides nothing about the protocol.
+//! - [`reload`]: config reload on SIGHUP: the diff of old and new options (sans-IO) and
+//!   its application (swapped options, cluster routes, reactor mail).
 //! - [`server`]: start-up: listeners, one reactor thread per core, shutdown.
 //! - [`options`]: command-line flags in gnatsd's spelling.
 //! - [`config`]: the gnatsd config file format, sans-IO: text in, a positioned tree of values out.
@@ -39,6 +41,7 @@ pub mod options;
 pub mod outbound;
 pub mod proto;
 pub mod reactor;
+pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod stats;

@@ -24,6 +24,9 @@ pub enum Mail {
     AuthDone { token: u64, ok: bool },
     /// Monitoring requests are waiting: answer them ([`ReactorHandle::take_snapshot_requests`]).
     Snapshot,
+    /// The configuration was reloaded: take the new options and apply them to every
+    /// connection (limits, re-authorization, permissions).
+    Reload,
 }
 
 /// Undelivered mail per reactor above which a post first coalesces duplicates, so the
@@ -147,6 +150,7 @@ fn mail_key(m: &Mail) -> (u8, u64) {
         Mail::Close(t) => (1, t),
         Mail::AuthDone { token, ok } => (2 + ok as u8, token),
         Mail::Snapshot => (4, 0),
+        Mail::Reload => (5, 0),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use ringnats::log::LogSettings;
 use ringnats::options::{parse_args, ArgsError, Command, Options};
+use ringnats::reload::Reloader;
 use ringnats::server::Running;
 use ringnats::{error, info, server};
 use std::process::ExitCode;
@@ -48,11 +49,6 @@ fn wait_signal_for(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-/// SIGHUP and `-sl reload`: reload the config file.
-fn reload(_running: &Running) {
-    info!("Config reload is not supported yet; ignoring SIGHUP");
-}
-
 /// What the signal loop does next.
 enum After {
     Continue,
@@ -61,9 +57,9 @@ enum After {
 
 /// The signals every state handles alike: SIGHUP reloads, SIGUSR1 reopens the log file,
 /// SIGINT and SIGTERM end the process (gracefully).
-fn common_signal(sig: i32, running: &Running) -> After {
+fn common_signal(sig: i32, running: &Running, reloader: &mut Reloader) -> After {
     match sig {
-        libc::SIGHUP => reload(running),
+        libc::SIGHUP => reloader.reload_and_log(&running.server, &running.handles),
         libc::SIGUSR1 => ringnats::log::reopen(),
         libc::SIGINT | libc::SIGTERM => return After::Exit,
         _ => {}
@@ -75,7 +71,7 @@ fn common_signal(sig: i32, running: &Running) -> After {
 /// protocol-1 clients an INFO with `ldm`, and after the grace period close their clients
 /// evenly over the rest of the duration; then the server shuts down. Other signals still
 /// work meanwhile (SIGINT/SIGTERM cut it short).
-fn lame_duck(running: &Running, set: &libc::sigset_t) {
+fn lame_duck(running: &Running, set: &libc::sigset_t, reloader: &mut Reloader) {
     info!("Entering lame duck mode, stop accepting new clients");
     running.enter_lame_duck();
     let start = Instant::now();
@@ -102,7 +98,7 @@ fn lame_duck(running: &Running, set: &libc::sigset_t) {
         match wait_signal_for(set, wait) {
             Some(libc::SIGUSR2) | None => {}
             Some(sig) => {
-                if let After::Exit = common_signal(sig, running) {
+                if let After::Exit = common_signal(sig, running, reloader) {
                     return;
                 }
             }
@@ -129,7 +125,8 @@ fn run() -> ExitCode {
     // First, before any thread exists (the log writer included): every thread inherits
     // the mask, so no signal can land on a thread that would die of it.
     let set = block_signals();
-    let (opts, warnings) = match parse_args(std::env::args()) {
+    let argv: Vec<String> = std::env::args().collect();
+    let (opts, warnings) = match parse_args(argv.iter().cloned()) {
         Ok(Command::Run { opts, warnings }) => (*opts, warnings),
         Ok(Command::Version) => {
             println!("ringnats version {}", env!("CARGO_PKG_VERSION"));
@@ -183,6 +180,7 @@ fn run() -> ExitCode {
     }
     log_unimplemented(&opts);
     let pid_file = opts.pid_file.clone();
+    let mut reloader = Reloader::new(argv, opts.clone());
     let running = match server::start(opts) {
         Ok(r) => r,
         Err(e) => {
@@ -191,7 +189,7 @@ fn run() -> ExitCode {
         }
     };
     info!("Listening for client connections on {}", running.addr);
-    if running.server.tls.is_some() {
+    if running.server.live().tls.is_some() {
         info!("TLS required for client connections");
     }
     ringnats::debug!("Server id is {}", running.server.server_id);
@@ -208,16 +206,17 @@ fn run() -> ExitCode {
     loop {
         let sig = wait_signal(&set);
         if sig == libc::SIGUSR2 {
-            lame_duck(&running, &set);
+            lame_duck(&running, &set, &mut reloader);
             break;
         }
-        if let After::Exit = common_signal(sig, &running) {
+        if let After::Exit = common_signal(sig, &running, &mut reloader) {
             break;
         }
     }
     info!("Server Exiting..");
     let result = running.shutdown();
-    if let Some(path) = &pid_file {
+    // A reload may have moved the pid file.
+    if let Some(path) = reloader.current().pid_file.as_ref().or(pid_file.as_ref()) {
         let _ = std::fs::remove_file(path);
     }
     match result {

@@ -242,7 +242,7 @@ pub struct Options {
 }
 
 /// The `cluster` settings (`--cluster`, `--routes`, ... or the config file's `cluster {}`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterOptions {
     pub host: String,
     /// 0 means "pick a random port".

@@ -9,7 +9,7 @@ use crate::mailbox::ReactorHandle;
 use crate::monitor::Monitor;
 use crate::options::Options;
 use crate::reactor::{Listeners, Reactor};
-use crate::shared::{new_server_id, Shared};
+use crate::shared::{new_server_id, Live, Shared};
 use crate::tls::{ClientTls, RouteTls};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -267,9 +267,12 @@ pub fn start(mut opts: Options) -> io::Result<Running> {
         .map(|_| ReactorHandle::new())
         .collect::<io::Result<Vec<_>>>()?
         .into();
-    let mut shared = Shared::new(opts, server_id, addr.port(), cluster);
-    shared.tls = tls;
-    shared.route_tls = route_tls;
+    let shared = Shared::new(opts, server_id, addr.port(), cluster);
+    let mut live = Live::new(shared.opts.clone());
+    live.tls = tls;
+    live.route_tls = route_tls;
+    live.loaded_wall = shared.started_wall;
+    shared.live.store(Arc::new(live));
     let shared = Arc::new(shared);
     // bcrypt never runs on a reactor: two threads verify hashes and mail the verdicts.
     shared.auth_pool.start(Arc::clone(&handles));

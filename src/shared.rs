@@ -11,8 +11,10 @@ use crate::stats::{LocalStats, ReactorStats};
 use crate::sublist::Sublist;
 use crate::tls::{ClientTls, RouteTls};
 use ahash::AHashMap;
+use arc_swap::ArcSwap;
 use rand::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
@@ -24,11 +26,49 @@ pub struct ConnRef {
     pub is_route: bool,
 }
 
+/// The options a reload may change, with what is derived from them. Reactors hold an
+/// `Arc` of it and take the new one when told ([`crate::mailbox::Mail::Reload`]), so the
+/// data path reads plain fields and never a lock.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// Every option as last loaded (the non-reloadable ones equal [`Shared::opts`]).
+    pub opts: Options,
+    pub conn_cfg: ConnConfig,
+    /// Client TLS; `None`: plain text.
+    pub tls: Option<ClientTls>,
+    /// Route TLS; `None`: plain text.
+    pub route_tls: Option<RouteTls>,
+    /// When these options were loaded (`/varz` `config_load_time`).
+    pub loaded_wall: SystemTime,
+    /// Bumped by a reload that changed client or route authorization: reactors then check
+    /// every connection's credentials again.
+    pub auth_gen: u64,
+}
+
+impl Live {
+    pub fn new(opts: Options) -> Self {
+        Live {
+            conn_cfg: ConnConfig::from_options(&opts),
+            opts,
+            tls: None,
+            route_tls: None,
+            loaded_wall: SystemTime::now(),
+            auth_gen: 0,
+        }
+    }
+}
+
 pub struct Shared {
+    /// The options as started. Only the ones a reload cannot change are read from here;
+    /// the others come from [`Shared::live`].
     pub opts: Options,
     pub server_id: String,
     pub sublist: Sublist<Subscription>,
-    pub conn_cfg: ConnConfig,
+    /// The reloadable options, swapped as a whole by a reload.
+    pub live: ArcSwap<Live>,
+    /// Clients a reload's lower `max_connections` leaves over the limit; reactors take
+    /// from it and close that many of their newest clients.
+    pub conn_excess: AtomicUsize,
     /// The client port actually bound (differs from the option for `-p -1`).
     pub port: u16,
     /// Routing state; `None` without a cluster port.
@@ -41,10 +81,6 @@ pub struct Shared {
     pub lame_duck: AtomicBool,
     /// cid → owning reactor, for `QRSID` lookups, monitoring and kills across cores.
     registry: Mutex<AHashMap<u64, ConnRef>>,
-    /// Client TLS; `None`: plain text.
-    pub tls: Option<ClientTls>,
-    /// Route TLS; `None`: plain text.
-    pub route_tls: Option<RouteTls>,
     /// Pending output per reactor (each written by its reactor once per tick).
     pending: Box<[AtomicUsize]>,
     /// bcrypt verifications off the reactors, and the cache of successful ones.
@@ -59,7 +95,8 @@ pub struct Shared {
 impl Shared {
     pub fn new(opts: Options, server_id: String, port: u16, cluster: Option<Cluster>) -> Self {
         Shared {
-            conn_cfg: ConnConfig::from_options(&opts),
+            live: ArcSwap::from_pointee(Live::new(opts.clone())),
+            conn_excess: AtomicUsize::new(0),
             server_id,
             sublist: Sublist::new(),
             port,
@@ -69,8 +106,6 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             lame_duck: AtomicBool::new(false),
             registry: Mutex::new(AHashMap::new()),
-            tls: None,
-            route_tls: None,
             pending: (0..opts.workers.max(1))
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
@@ -136,19 +171,24 @@ impl Shared {
             .copied()
     }
 
+    /// The current reloadable options (not for the data path: reactors cache theirs).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
     /// The INFO line sent to a client at `ip` (with the cluster's client URLs, §1.14).
-    pub fn client_info(&self, cid: u64, ip: Option<std::net::IpAddr>) -> Vec<u8> {
+    pub fn client_info(&self, live: &Live, cid: u64, ip: Option<std::net::IpAddr>) -> Vec<u8> {
         ServerInfo {
             server_id: self.server_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             go: runtime_version(),
             host: self.opts.host.clone(),
             port: self.port,
-            auth_required: self.opts.auth_required(),
-            ssl_required: self.tls.is_some(),
-            tls_required: self.tls.is_some(),
-            tls_verify: self.tls.as_ref().is_some_and(|t| t.verify),
-            max_payload: self.opts.max_payload,
+            auth_required: live.opts.auth_required(),
+            ssl_required: live.tls.is_some(),
+            tls_required: live.tls.is_some(),
+            tls_verify: live.tls.as_ref().is_some_and(|t| t.verify),
+            max_payload: live.opts.max_payload,
             ip: None,
             connect_urls: self
                 .cluster

@@ -42,7 +42,7 @@ use ringnats::conn::{CloseReason, Connection, Env, Origin, SlowConsumer};
 use ringnats::options::{ClusterOptions, Options};
 use ringnats::outbound::{Outbound, WakeBatch};
 use ringnats::proto::{Op, Parser, ParserConfig, ProtoError};
-use ringnats::shared::Shared;
+use ringnats::shared::{Live, Shared};
 use ringnats::sublist::{SubEntry, Sublist};
 
 /// Steps per input.
@@ -796,6 +796,8 @@ pub struct Outcome {
 
 struct Sim {
     shared: Shared,
+    /// The reloadable options, as a reactor caches them.
+    live: Live,
     batch: WakeBatch,
     rng: SmallRng,
     now: Instant,
@@ -844,14 +846,16 @@ impl Sim {
         if setup.cache_max != shared.sublist.cache_max() {
             shared.sublist = Sublist::with_cache_max(setup.cache_max);
         }
-        shared.conn_cfg.ping_interval = PING_INTERVAL;
-        shared.conn_cfg.ping_max = PING_MAX;
-        shared.conn_cfg.auth_timeout = AUTH_TIMEOUT;
+        let mut live = Live::clone(&shared.live());
+        live.conn_cfg.ping_interval = PING_INTERVAL;
+        live.conn_cfg.ping_max = PING_MAX;
+        live.conn_cfg.auth_timeout = AUTH_TIMEOUT;
         if setup.auth {
-            shared.conn_cfg.auth.token = Some(TOKEN.into());
+            live.conn_cfg.auth.token = Some(TOKEN.into());
         }
         let mut sim = Sim {
             shared,
+            live,
             batch: WakeBatch::new(1),
             rng: SmallRng::seed_from_u64(7),
             now: Instant::now(),
@@ -885,7 +889,7 @@ impl Sim {
         let cid = self.new_cid();
         let out = Arc::new(Outbound::new(cid, 0, cid, self.max_pending[c]));
         Peer {
-            conn: Connection::client(cid, out, peer_addr(), self.now, &self.shared.conn_cfg),
+            conn: Connection::client(cid, out, peer_addr(), self.now, &self.live.conn_cfg),
             parser: Parser::new(ParserConfig {
                 max_control_line: 1024,
                 max_payload: MAX_PAYLOAD,
@@ -972,6 +976,7 @@ impl Sim {
     fn feed(&mut self, d: Dest, bytes: &[u8]) {
         let Sim {
             shared,
+            live,
             batch,
             rng,
             now,
@@ -985,7 +990,7 @@ impl Sim {
         };
         let Some(peer) = peer else { return };
         if peer.conn.closing().is_none() {
-            let mut env = Env::new(shared, batch, rng, *now);
+            let mut env = Env::new(shared, live, batch, rng, *now);
             let c = &mut peer.conn;
             let is_route = c.is_route();
             let parsed = peer.parser.parse_with_config(bytes, |op, cfg| {
@@ -1023,6 +1028,7 @@ impl Sim {
     fn close(&mut self, d: Dest, reason: CloseReason, got: &mut HashMap<Dest, Vec<u8>>) {
         let Sim {
             shared,
+            live,
             batch,
             rng,
             now,
@@ -1039,7 +1045,7 @@ impl Sim {
             peer.conn.close(reason);
         }
         peer.conn.out.close();
-        let mut env = Env::new(shared, batch, rng, *now);
+        let mut env = Env::new(shared, live, batch, rng, *now);
         peer.conn.unsubscribe_all(&mut env);
         drop(env);
         if let (Some(closed), Some(cluster)) = (peer.conn.closed_route(), &shared.cluster) {
@@ -1124,6 +1130,7 @@ impl Sim {
                 self.now += Duration::from_millis(*ms);
                 let Sim {
                     shared,
+                    live,
                     batch,
                     rng,
                     now,
@@ -1132,7 +1139,7 @@ impl Sim {
                     ..
                 } = self;
                 for p in clients.iter_mut().flatten().chain(route.as_mut()) {
-                    let mut env = Env::new(shared, batch, rng, *now);
+                    let mut env = Env::new(shared, live, batch, rng, *now);
                     let _ = p.conn.on_tick(&mut env);
                 }
                 self.flush();
@@ -1149,7 +1156,7 @@ impl Sim {
                             None,
                             false,
                             self.now,
-                            &self.shared.conn_cfg,
+                            &self.live.conn_cfg,
                         ),
                         parser: Parser::new(ParserConfig {
                             max_control_line: 4096,
@@ -1161,7 +1168,13 @@ impl Sim {
                         reading: true,
                         seen: 0,
                     };
-                    let mut env = Env::new(&self.shared, &mut self.batch, &mut self.rng, self.now);
+                    let mut env = Env::new(
+                        &self.shared,
+                        &self.live,
+                        &mut self.batch,
+                        &mut self.rng,
+                        self.now,
+                    );
                     peer.conn.greet(&mut env);
                     drop(env);
                     self.flush();
@@ -1242,6 +1255,7 @@ impl Sim {
         self.urls_gen = gen;
         let Sim {
             shared,
+            live,
             batch,
             rng,
             now,
@@ -1250,7 +1264,7 @@ impl Sim {
             ..
         } = self;
         for p in clients.iter_mut().flatten().chain(route.as_mut()) {
-            let mut env = Env::new(shared, batch, rng, *now);
+            let mut env = Env::new(shared, live, batch, rng, *now);
             p.conn.on_connect_urls_changed(&mut env);
         }
         self.flush();

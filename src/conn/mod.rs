@@ -20,7 +20,7 @@ use crate::outbound::{Outbound, WakeBatch};
 use crate::proto::info::ConnectOpts;
 use crate::proto::subject::{is_valid_literal_subject, subject_matches};
 use crate::proto::{Op, ProtoError};
-use crate::shared::Shared;
+use crate::shared::{Live, Shared};
 use crate::stats::{ConnSnapshot, ConnStats, RouteSnapshot};
 use crate::sublist::Reader;
 use ahash::AHashMap;
@@ -234,11 +234,15 @@ pub struct Env<'a> {
     pub rng: &'a mut SmallRng,
     pub now: Instant,
     pub shared: &'a Shared,
+    /// The reloadable options, as the reactor last loaded them (once per reload, not per
+    /// message).
+    pub live: &'a Live,
 }
 
 impl<'a> Env<'a> {
     pub fn new(
         shared: &'a Shared,
+        live: &'a Live,
         batch: &'a mut WakeBatch,
         rng: &'a mut SmallRng,
         now: Instant,
@@ -249,6 +253,7 @@ impl<'a> Env<'a> {
             rng,
             now,
             shared,
+            live,
         }
     }
 
@@ -266,7 +271,7 @@ impl<'a> Env<'a> {
     }
 
     fn cfg(&self) -> &'a ConnConfig {
-        &self.shared.conn_cfg
+        &self.live.conn_cfg
     }
 }
 
@@ -303,6 +308,9 @@ pub struct Connection {
     pub_allowed: AHashMap<Box<[u8]>, bool>,
     /// The CONNECT waits for a bcrypt verdict: no op is handled until it arrives.
     auth_wait: Option<AuthWait>,
+    /// A reload's re-check of the stored credentials waits for a bcrypt verdict (the
+    /// connection keeps working meanwhile); holds the permissions it would get.
+    reauth_wait: Option<AuthWait>,
 }
 
 const OK: &[u8] = b"+OK\r\n";
@@ -345,6 +353,7 @@ impl Connection {
             perms: None,
             pub_allowed: AHashMap::new(),
             auth_wait: None,
+            reauth_wait: None,
         }
     }
 
@@ -512,7 +521,9 @@ impl Connection {
                 self.send(env, PONG);
                 self.ponged = true;
                 if std::mem::take(&mut self.info_owed) && self.opts.protocol >= 1 {
-                    let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
+                    let info = env
+                        .shared
+                        .client_info(env.live, self.cid, Some(self.peer.ip()));
                     self.send(env, &info);
                 }
                 ControlFlow::Continue(())
@@ -574,7 +585,9 @@ impl Connection {
         if !self.ponged {
             self.info_owed = true;
         } else if self.opts.protocol >= 1 {
-            let info = env.shared.client_info(self.cid, Some(self.peer.ip()));
+            let info = env
+                .shared
+                .client_info(env.live, self.cid, Some(self.peer.ip()));
             self.send(env, &info);
         }
     }
@@ -669,9 +682,137 @@ impl Connection {
         let _ = self.fail(ProtoError::AuthViolation, env);
     }
 
+    /// A reload changed the ping interval: the next keepalive PING is due no later than one
+    /// new interval from `now`.
+    pub fn ping_interval_changed(&mut self, now: Instant, interval: Duration) {
+        self.next_ping = self.next_ping.min(now + interval);
+    }
+
+    /// A reload's re-check waits for a bcrypt verdict ([`on_auth_done`](Self::on_auth_done)
+    /// takes it; input goes on being read meanwhile).
+    pub fn reauth_pending(&self) -> bool {
+        self.reauth_wait.is_some()
+    }
+
+    /// The authorization changed in a reload: checks this connection's stored CONNECT
+    /// credentials again (spec §4.7). A client that no longer passes gets
+    /// `Authorization Violation` and is closed; one that passes gets the new permissions,
+    /// losing the subscriptions they no longer allow. An inbound route is checked against
+    /// the cluster credentials. A connection whose CONNECT is still awaited is left to it.
+    pub fn reauthorize(&mut self, env: &mut Env<'_>) {
+        if self.closing.is_some()
+            || self.auth_wait.is_some()
+            || self.reauth_wait.is_some()
+            || self.auth_deadline.is_some()
+        {
+            return;
+        }
+        let cache = &env.shared.auth_pool.cache;
+        let check = match &self.kind {
+            Kind::Client => env.cfg().auth.check(&self.opts, cache),
+            // A route we dialled is checked by the peer, not by us.
+            Kind::Route(r) if r.dial.is_some() => return,
+            Kind::Route(_) => match env.shared.cluster.as_ref() {
+                Some(cluster) => cluster.check_auth(&self.opts, cache),
+                None => return,
+            },
+        };
+        match check {
+            Check::Ok(permissions) => self.set_permissions(permissions, env),
+            Check::Fail => self.reauth_failed(env),
+            Check::Bcrypt {
+                hash,
+                given,
+                key,
+                permissions,
+            } => {
+                let job = Job {
+                    hash,
+                    given,
+                    key,
+                    reactor: self.out.reactor,
+                    token: self.out.token,
+                };
+                match env.shared.auth_pool.submit(job) {
+                    Ok(()) => self.reauth_wait = Some(AuthWait { permissions }),
+                    Err(_) => {
+                        // Unverified credentials keep nothing they had.
+                        crate::error!(
+                            "{}Authorization Error - bcrypt verification unavailable on reload",
+                            self.log_prefix
+                        );
+                        self.reauth_failed(env);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reauth_failed(&mut self, env: &mut Env<'_>) {
+        if let Kind::Route(r) = &mut self.kind {
+            // Closed for its credentials: not to be dialled again.
+            r.no_reconnect = true;
+            crate::error!("{}Authorization Error", self.log_prefix);
+            let _ = self.fail(ProtoError::AuthViolation, env);
+            return;
+        }
+        self.auth_failed(env);
+    }
+
+    /// New permissions for a client: the publish verdicts are forgotten and every
+    /// subscription they no longer allow is removed (and withdrawn from the routes), with
+    /// gnatsd's `-ERR` naming its subject and sid.
+    fn set_permissions(&mut self, permissions: Option<Arc<Permissions>>, env: &mut Env<'_>) {
+        if !matches!(self.kind, Kind::Client) {
+            return;
+        }
+        self.perms = permissions;
+        self.pub_allowed.clear();
+        let Some(perms) = self.perms.clone() else {
+            return;
+        };
+        let mut denied: Vec<Box<[u8]>> = self
+            .subs
+            .iter()
+            // One past its auto-unsubscribe limit is already gone from the index.
+            .filter(|(_, sub)| !sub.exhausted() && !perms.can_subscribe(&sub.subject))
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        denied.sort_unstable();
+        for sid in denied {
+            let Some(sub) = self.subs.remove(&sid) else {
+                continue;
+            };
+            if env.subs.sublist().remove(&sub) {
+                route::forward_unsub(&sub, None, env);
+            }
+            crate::error!(
+                "{}Subscription Violation - User {:?}, Subject {:?}, SID {}",
+                self.log_prefix,
+                self.opts.user.as_deref().unwrap_or(""),
+                String::from_utf8_lossy(&sub.subject),
+                String::from_utf8_lossy(&sid)
+            );
+            let err =
+                crate::proto::error::permission_violation_subscription_sid(&sub.subject, &sid);
+            self.send(env, &err);
+        }
+    }
+
     /// The bcrypt verdict for the CONNECT this connection waits on. On success the CONNECT
     /// completes (`+OK` if verbose) and the caller goes on with the held input.
     pub fn on_auth_done(&mut self, ok: bool, env: &mut Env<'_>) -> ControlFlow<()> {
+        if let Some(wait) = self.reauth_wait.take() {
+            if self.closing.is_some() {
+                return ControlFlow::Break(());
+            }
+            if ok {
+                self.set_permissions(wait.permissions, env);
+                return ControlFlow::Continue(());
+            }
+            self.reauth_failed(env);
+            return ControlFlow::Break(());
+        }
         let Some(wait) = self.auth_wait.take() else {
             return ControlFlow::Continue(());
         };

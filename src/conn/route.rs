@@ -226,7 +226,7 @@ fn send_info(conn: &mut Connection, cluster: &Cluster, env: &mut Env<'_>, dialec
     }
     state.info_sent = true;
     match dialect {
-        Dialect::V1 => env.batch.stage_bytes(&conn.out, cluster.info_line()),
+        Dialect::V1 => env.batch.stage_bytes(&conn.out, &cluster.info_line()),
         Dialect::V2 => {
             let line = cluster.info_line_v2(&state.cluster_name);
             env.batch.stage_bytes(&conn.out, &line);

@@ -72,7 +72,7 @@ fn transcript_2_10_replayed() {
     assert_eq!(drain(&fake), "", "no local subscriptions to send yet");
 
     // The client INFO now carries FAKE's client URL, not our own.
-    let info = String::from_utf8(h.shared.client_info(3, None)).unwrap();
+    let info = String::from_utf8(h.shared.client_info(&h.live, 3, None)).unwrap();
     assert!(
         info.contains("\"connect_urls\":[\"127.0.0.1:35399\"]"),
         "{info}"

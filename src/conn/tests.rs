@@ -7,6 +7,8 @@ use rand::SeedableRng;
 
 pub(super) struct Harness {
     pub shared: Shared,
+    /// The reloadable options the connections see (a reactor's cached copy).
+    pub live: crate::shared::Live,
     pub batch: WakeBatch,
     rng: SmallRng,
     pub now: Instant,
@@ -23,10 +25,12 @@ impl Harness {
         Harness::with_shared(Shared::new(Options::default(), "SERVER".into(), 4222, None))
     }
 
-    pub fn with_shared(mut shared: Shared) -> Self {
-        shared.conn_cfg.ping_interval = Duration::from_secs(120);
+    pub fn with_shared(shared: Shared) -> Self {
+        let mut live = crate::shared::Live::clone(&shared.live());
+        live.conn_cfg.ping_interval = Duration::from_secs(120);
         Harness {
             shared,
+            live,
             batch: WakeBatch::new(1),
             rng: SmallRng::seed_from_u64(7),
             now: Instant::now(),
@@ -40,7 +44,7 @@ impl Harness {
     pub fn peer(&self, cid: u64) -> Peer {
         let out = Arc::new(Outbound::new(cid, 0, cid, 1 << 20));
         Peer {
-            conn: Connection::client(cid, out, Self::peer_addr(), self.now, &self.shared.conn_cfg),
+            conn: Connection::client(cid, out, Self::peer_addr(), self.now, &self.live.conn_cfg),
             parser: Parser::new(ParserConfig {
                 max_control_line: 1024,
                 max_payload: 1 << 20,
@@ -68,7 +72,7 @@ impl Harness {
                 dial,
                 auth,
                 self.now,
-                &self.shared.conn_cfg,
+                &self.live.conn_cfg,
             ),
             parser: Parser::new(ParserConfig {
                 max_control_line: 4096,
@@ -87,7 +91,13 @@ impl Harness {
     }
 
     pub fn env(&mut self) -> Env<'_> {
-        Env::new(&self.shared, &mut self.batch, &mut self.rng, self.now)
+        Env::new(
+            &self.shared,
+            &self.live,
+            &mut self.batch,
+            &mut self.rng,
+            self.now,
+        )
     }
 
     /// Parses `bytes` from `peer`; what a route holds for merging is released at the end,
@@ -183,7 +193,7 @@ fn auto_unsubscribe_counts_deliveries() {
 #[test]
 fn keepalive_pings_then_stale() {
     let mut h = Harness::new();
-    h.shared.conn_cfg.ping_interval = Duration::from_secs(1);
+    h.live.conn_cfg.ping_interval = Duration::from_secs(1);
     let mut a = h.peer(1);
     for _ in 0..2 {
         h.now += Duration::from_secs(1);
@@ -202,7 +212,7 @@ fn keepalive_pings_then_stale() {
 #[test]
 fn pong_resets_outstanding_pings() {
     let mut h = Harness::new();
-    h.shared.conn_cfg.ping_interval = Duration::from_secs(1);
+    h.live.conn_cfg.ping_interval = Duration::from_secs(1);
     let mut a = h.peer(1);
     for _ in 0..6 {
         h.now += Duration::from_secs(1);
@@ -215,7 +225,7 @@ fn pong_resets_outstanding_pings() {
 #[test]
 fn auth_timeout_fires_without_connect() {
     let mut h = Harness::new();
-    h.shared.conn_cfg.auth.token = Some("t".into());
+    h.live.conn_cfg.auth.token = Some("t".into());
     let mut a = h.peer(1);
     h.now += Duration::from_millis(999);
     h.tick(&mut a);
@@ -338,6 +348,58 @@ fn users_permissions_publish_and_subscribe() {
     h.feed(&mut b, &connect_line("bob", "bar"));
     h.feed(&mut b, b"SUB > 1\r\nPUB any 0\r\n\r\n");
     assert_eq!(drain(&b), "+OK\r\n+OK\r\n+OK\r\nMSG any 1 0\r\n\r\n");
+}
+
+#[test]
+fn reload_recheck_prunes_subscriptions_and_drops_failed_credentials() {
+    let mut h = users_harness(
+        &[
+            ("alice", "apw", Some("{subscribe: [\"foo.>\", \"bar.>\"]}")),
+            ("bob", "bpw", None),
+        ],
+        None,
+    );
+    let mut a = h.peer(1);
+    let mut b = h.peer(2);
+    h.feed(&mut a, &connect_line("alice", "apw"));
+    h.feed(&mut a, b"SUB foo.x 1\r\nSUB bar.y 2\r\nSUB bar.z 3\r\n");
+    h.feed(&mut b, &connect_line("bob", "bpw"));
+    assert_eq!(drain(&a), "+OK\r\n+OK\r\n+OK\r\n+OK\r\n");
+    assert_eq!(drain(&b), "+OK\r\n");
+    // The reload: alice may subscribe to foo.> only, bob's password changed.
+    let reloaded = users_harness(
+        &[
+            ("alice", "apw", Some("{subscribe: \"foo.>\"}")),
+            ("bob", "new", None),
+        ],
+        None,
+    );
+    h.live.conn_cfg = reloaded.live.conn_cfg.clone();
+    for p in [&mut a, &mut b] {
+        let mut env = h.env();
+        p.conn.reauthorize(&mut env);
+        drop(env);
+        h.batch.flush(&mut p.stalled);
+    }
+    assert_eq!(
+        drain(&a),
+        "-ERR 'Permissions Violation for Subscription to \"bar.y\" (sid 2)'\r\n\
+         -ERR 'Permissions Violation for Subscription to \"bar.z\" (sid 3)'\r\n"
+    );
+    assert!(a.conn.closing().is_none());
+    assert_eq!(a.conn.sub_count(), 1);
+    assert_eq!(h.shared.sublist.count(), 1, "pruned from the index");
+    assert_eq!(drain(&b), "-ERR 'Authorization Violation'\r\n");
+    assert_eq!(
+        b.conn.closing(),
+        Some(&CloseReason::Protocol(ProtoError::AuthViolation))
+    );
+    // Still connected, alice gets the new rules for new SUBs too.
+    h.feed(&mut a, b"SUB bar.w 4\r\n");
+    assert_eq!(
+        drain(&a),
+        "-ERR 'Permissions Violation for Subscription to \"bar.w\"'\r\n"
+    );
 }
 
 #[test]
@@ -505,7 +567,7 @@ fn auth_timeout_fires_while_bcrypt_is_pending() {
     let mut a = h.peer(1);
     h.feed(&mut a, &connect_line("u", "pw"));
     assert!(a.conn.auth_pending());
-    h.now += h.shared.conn_cfg.auth_timeout;
+    h.now += h.live.conn_cfg.auth_timeout;
     h.tick(&mut a);
     assert_eq!(drain(&a), "-ERR 'Authorization Timeout'\r\n");
     // A verdict that arrives afterwards changes nothing.

@@ -90,7 +90,8 @@ pub fn varz(
     usage: Usage,
     now: SystemTime,
 ) -> Varz {
-    let o = &shared.opts;
+    let live = shared.live();
+    let o = &live.opts;
     let totals = shared.total_stats();
     let cluster_opts = o.cluster.clone().unwrap_or_default();
     let routes = shared.cluster.as_ref().map_or(0, |c| c.route_count());
@@ -101,9 +102,9 @@ pub fn varz(
         go: runtime_version(),
         host: o.host.clone(),
         auth_required: o.auth_required(),
-        ssl_required: shared.tls.is_some(),
-        tls_required: shared.tls.is_some(),
-        tls_verify: shared.tls.as_ref().is_some_and(|t| t.verify),
+        ssl_required: live.tls.is_some(),
+        tls_required: live.tls.is_some(),
+        tls_verify: live.tls.as_ref().is_some_and(|t| t.verify),
         connect_urls: shared
             .cluster
             .as_ref()
@@ -155,7 +156,7 @@ pub fn varz(
         slow_consumers: totals.slow_consumers,
         subscriptions: shared.sublist.count(),
         http_req_stats,
-        config_load_time: start,
+        config_load_time: rfc3339_nano(live.loaded_wall),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{mono_ns, Outbound, Taken, WakeBatch};
 use crate::proto::{Op, Parsed, Parser, ParserConfig, ProtoError};
-use crate::shared::{ConnRef, Shared};
+use crate::shared::{ConnRef, Live, Shared};
 use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
 use crate::tls::{Phase, ReadError, TlsSession};
 use bufring::BufRing;
@@ -175,6 +175,8 @@ pub struct Reactor {
     accept_resume: [Option<Instant>; 2],
     /// Counters for the monitoring port, published once per loop iteration.
     stats: LocalStats,
+    /// The reloadable options, taken from `server.live` at start and on `Mail::Reload`.
+    live: Arc<Live>,
 }
 
 /// Drops what a TLS connection queued before its handshake failed (a route's INFO and
@@ -216,6 +218,28 @@ fn parse(
             held_plain.extend_from_slice(&data[parser.stopped_at()..]);
         }
         Ok(_) => {}
+    }
+}
+
+/// A client's parser limits under `live`.
+fn client_parser_config(live: &Live) -> ParserConfig {
+    ParserConfig {
+        max_control_line: live.opts.max_control_line,
+        max_payload: live.opts.max_payload,
+        headers: false,
+        route: false,
+        require_connect: live.conn_cfg.auth.required(),
+    }
+}
+
+/// A route's parser limits under `live` (never below what a peer may forward).
+fn route_parser_config(live: &Live, require_connect: bool) -> ParserConfig {
+    ParserConfig {
+        max_control_line: live.opts.max_control_line.max(4096),
+        max_payload: live.opts.max_payload.max(ROUTE_MAX_PAYLOAD),
+        headers: false,
+        route: true,
+        require_connect,
     }
 }
 
@@ -325,6 +349,7 @@ impl Reactor {
             accept_backoff: [Duration::ZERO; 2],
             accept_resume: [None; 2],
             stats: LocalStats::default(),
+            live: server.live(),
             server,
         })
     }
@@ -578,16 +603,11 @@ impl Reactor {
         let server = Arc::clone(&self.server);
         let cid = server.next_cid();
         let token = self.conns.vacant_token();
+        let live = Arc::clone(&self.live);
         let out = Arc::new(Outbound::new(cid, self.id, token, server.opts.max_pending));
-        let conn = Connection::client(cid, Arc::clone(&out), peer, self.now, &server.conn_cfg);
-        let parser = Parser::new(ParserConfig {
-            max_control_line: server.opts.max_control_line,
-            max_payload: server.opts.max_payload,
-            headers: false,
-            route: false,
-            require_connect: server.conn_cfg.auth.required(),
-        });
-        let tls = match &server.tls {
+        let conn = Connection::client(cid, Arc::clone(&out), peer, self.now, &live.conn_cfg);
+        let parser = Parser::new(client_parser_config(&live));
+        let tls = match &live.tls {
             None => None,
             Some(t) => match TlsSession::new(Arc::clone(&t.config), self.now + t.timeout) {
                 Ok(s) => Some(Box::new(s)),
@@ -612,15 +632,15 @@ impl Reactor {
             // INFO goes out in clear before the handshake, ahead of anything queued.
             (Some(tls), Some(slot)) => {
                 crate::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
-                slot.sending = server.client_info(cid, Some(peer.ip()));
+                slot.sending = server.client_info(&live, cid, Some(peer.ip()));
                 slot.tls = Some(tls);
             }
             _ => {
-                out.push(&server.client_info(cid, Some(peer.ip())));
+                out.push(&server.client_info(&live, cid, Some(peer.ip())));
             }
         }
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
-        if count > server.opts.max_connections {
+        if count > live.opts.max_connections {
             crate::error!("{peer} - cid:{cid} - Maximum Connections Exceeded");
             self.fail_conn(token, ProtoError::MaxConnections);
             return;
@@ -642,7 +662,8 @@ impl Reactor {
         let solicited = dial.is_some();
         let auth = cluster.auth_required();
         // Route TLS starts at once (no clear INFO): the dialling side is the TLS client.
-        let tls = match &server.route_tls {
+        let live = Arc::clone(&self.live);
+        let tls = match &live.route_tls {
             None => None,
             Some(t) => {
                 let deadline = self.now + t.timeout;
@@ -671,15 +692,9 @@ impl Reactor {
             dial,
             auth,
             self.now,
-            &server.conn_cfg,
+            &live.conn_cfg,
         );
-        let parser = Parser::new(ParserConfig {
-            max_control_line: server.opts.max_control_line.max(4096),
-            max_payload: server.opts.max_payload.max(ROUTE_MAX_PAYLOAD),
-            headers: false,
-            route: true,
-            require_connect: auth && !solicited,
-        });
+        let parser = Parser::new(route_parser_config(&live, auth && !solicited));
         let token = self.add_slot(stream, conn, parser);
         server.register_conn(
             cid,
@@ -715,10 +730,11 @@ impl Reactor {
             rng,
             server,
             now,
+            live,
             ..
         } = self;
         let slot = conns.get_mut(token)?;
-        let mut env = Env::new(server, batch, rng, *now);
+        let mut env = Env::new(server, live, batch, rng, *now);
         Some(f(slot, &mut env))
     }
 
@@ -859,6 +875,7 @@ impl Reactor {
             stats,
             dirty,
             held_routes,
+            live,
             ..
         } = self;
         let Some(conn) = conns.get_mut(token) else {
@@ -874,7 +891,7 @@ impl Reactor {
                 Input::Ring(bid, len) => bufs.get(*bid, *len),
                 Input::Held(v) | Input::Plain(v) => v.as_slice(),
             };
-            let mut env = Env::new(server, batch, rng, *now);
+            let mut env = Env::new(server, live, batch, rng, *now);
             let c = &mut conn.conn;
             match conn.tls.as_deref_mut() {
                 Some(tls) if !matches!(input, Input::Plain(_)) => {
@@ -894,7 +911,7 @@ impl Reactor {
                             dirty.push(token);
                             crate::debug!("{}TLS handshake complete", c.log_prefix);
                             crate::debug!("{}{}", c.log_prefix, tls.describe());
-                            c.tls_handshake_done(*now, &server.conn_cfg);
+                            c.tls_handshake_done(*now, &live.conn_cfg);
                         }
                         Ok(false) => {}
                         Err(e @ (ReadError::NotTls | ReadError::Handshake(_))) => {
@@ -1128,6 +1145,7 @@ impl Reactor {
                     }
                 }
                 Mail::Snapshot => self.answer_snapshots(),
+                Mail::Reload => self.reload(),
             }
         }
         if self.mail.is_empty() {
@@ -1152,15 +1170,27 @@ impl Reactor {
             rng,
             server,
             now,
+            live,
             ..
         } = self;
         let Some(slot) = conns.get_mut(token) else {
             return;
         };
+        if slot.conn.reauth_pending() {
+            // A reload's re-check: the connection kept running; only its verdict is new.
+            let mut env = Env::new(server, live, batch, rng, *now);
+            let _ = slot.conn.on_auth_done(ok, &mut env);
+            drop(env);
+            batch.flush(&mut slot.stalled_on);
+            if slot.conn.closing().is_some() {
+                self.after_input(token);
+            }
+            return;
+        }
         if !slot.conn.auth_pending() {
             return;
         }
-        let mut env = Env::new(server, batch, rng, *now);
+        let mut env = Env::new(server, live, batch, rng, *now);
         let _ = slot.conn.on_auth_done(ok, &mut env);
         drop(env);
         batch.flush(&mut slot.stalled_on);
@@ -1183,6 +1213,79 @@ impl Reactor {
         self.after_input(token);
     }
 
+    /// The configuration was reloaded: take the new options and bring every connection in
+    /// line (parser limits; the credentials again if the authorization changed), then
+    /// close this reactor's share of the clients over a lowered `max_connections`.
+    fn reload(&mut self) {
+        let live = self.server.live();
+        if Arc::ptr_eq(&live, &self.live) {
+            return;
+        }
+        let old = std::mem::replace(&mut self.live, Arc::clone(&live));
+        let reauth = old.auth_gen != live.auth_gen;
+        let ping_changed = old.conn_cfg.ping_interval != live.conn_cfg.ping_interval;
+        let mut clients = Vec::new();
+        for token in self.conns.tokens() {
+            let Some(slot) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if slot.close_deadline.is_some() {
+                continue;
+            }
+            let route = slot.conn.is_route();
+            let cfg = slot.parser.config_mut();
+            let fresh = if route {
+                route_parser_config(&live, cfg.require_connect)
+            } else {
+                client_parser_config(&live)
+            };
+            cfg.max_payload = fresh.max_payload;
+            cfg.max_control_line = fresh.max_control_line;
+            if !route {
+                clients.push((slot.conn.cid, token));
+            }
+            if ping_changed {
+                slot.conn
+                    .ping_interval_changed(self.now, live.conn_cfg.ping_interval);
+            }
+            if reauth {
+                let failed = self.with_env(token, |slot, env| {
+                    slot.conn.reauthorize(env);
+                    slot.conn.closing().is_some()
+                });
+                self.batch.flush(&mut Vec::new());
+                if failed == Some(true) {
+                    self.after_input(token);
+                }
+            }
+        }
+        // Newest first, as they would have been refused had the limit been in force.
+        clients.sort_unstable_by_key(|&(cid, _)| std::cmp::Reverse(cid));
+        for (_, token) in clients {
+            // Clients that left meanwhile count: never close more than the excess left.
+            if self.server.conn_count.load(Ordering::Relaxed) <= live.opts.max_connections {
+                break;
+            }
+            let claimed = self
+                .server
+                .conn_excess
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if !claimed {
+                break;
+            }
+            if let Some(slot) = self.conns.get(token) {
+                if slot.close_deadline.is_some() || slot.conn.closing().is_some() {
+                    continue;
+                }
+                crate::error!("{}Maximum Connections Exceeded", slot.conn.log_prefix);
+            }
+            self.fail_conn(token, ProtoError::MaxConnections);
+        }
+        // The -ERRs and route UNSUBs staged above go out this iteration.
+        self.hand_off();
+    }
+
     /// Answers the monitor's snapshot requests (between two iterations: a few µs per
     /// connection, only when asked).
     fn answer_snapshots(&mut self) {
@@ -1196,7 +1299,7 @@ impl Reactor {
     }
 
     fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
-        let auth = &self.server.conn_cfg.auth;
+        let auth = &self.live.conn_cfg.auth;
         let user_auth = auth.user.is_some() || !auth.users.is_empty();
         let wanted = |slot: &Slot| {
             let c = &slot.conn;
@@ -1245,7 +1348,7 @@ impl Reactor {
 
     fn tick(&mut self) {
         let now = self.now;
-        let deadline = self.server.opts.write_deadline;
+        let deadline = self.live.opts.write_deadline;
         let tokens = self.conns.tokens();
         let mut closing = Vec::new();
         let mut tls_timeouts = Vec::new();
@@ -1255,6 +1358,7 @@ impl Reactor {
                 batch,
                 rng,
                 server,
+                live,
                 ..
             } = self;
             let Some(conn) = conns.get_mut(token) else {
@@ -1274,7 +1378,7 @@ impl Reactor {
                 }
                 continue;
             }
-            let mut env = Env::new(server, batch, rng, now);
+            let mut env = Env::new(server, live, batch, rng, now);
             if conn.conn.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
@@ -1362,11 +1466,15 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let opts = &self.server.opts;
         let detail = match what {
-            SlowConsumer::MaxPending => format!("MaxPending of {} Exceeded", opts.max_pending),
+            SlowConsumer::MaxPending => {
+                format!("MaxPending of {} Exceeded", self.server.opts.max_pending)
+            }
             SlowConsumer::WriteDeadline => {
-                format!("WriteDeadline of {:?} Exceeded", opts.write_deadline)
+                format!(
+                    "WriteDeadline of {:?} Exceeded",
+                    self.live.opts.write_deadline
+                )
             }
             SlowConsumer::PendingBudget => {
                 format!("server pending output above {PENDING_BUDGET} bytes, consumer not reading")
@@ -1392,7 +1500,7 @@ impl Reactor {
 
     /// First step of closing: drop subscriptions and the connection count, then flush.
     fn start_close(&mut self, token: u64) {
-        let write_deadline = self.server.opts.write_deadline;
+        let write_deadline = self.live.opts.write_deadline;
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -1406,7 +1514,7 @@ impl Reactor {
         conn.conn.out.close();
         conn.close_deadline = Some(self.now + write_deadline);
         let server = &*self.server;
-        let mut env = Env::new(server, &mut self.batch, &mut self.rng, self.now);
+        let mut env = Env::new(server, &self.live, &mut self.batch, &mut self.rng, self.now);
         conn.conn.unsubscribe_all(&mut env);
         drop(env);
         server.unregister_conn(conn.conn.cid);
