@@ -23,8 +23,9 @@
 //! that produced it; that is how the model learns which queue member was picked.
 //!
 //! A connection that is cut as a slow consumer (small `max_pending`, or a client that
-//! stops reading) may lose any frame of the step in which it was cut; everything else is
-//! still checked exactly.
+//! stops reading) may lose any frame of the step in which it was cut, and the route lines
+//! of an auto-unsubscribe it sent in that step may take either form (deliveries to its dead
+//! queue are not counted); everything else is still checked exactly.
 //!
 //! Input layout: byte 0 = cluster on, auth token, client count, cache size; bytes 1–2 =
 //! per-client `max_pending`; then steps, each a tag byte and its arguments (missing bytes
@@ -1724,6 +1725,32 @@ impl Model {
         }
     }
 
+    /// Like [`withdraw`](Self::withdraw) for a client cut in this step: the limit line and
+    /// the removal line are both allowed, neither required.
+    fn withdraw_either(
+        &mut self,
+        ck: &mut Check<'_>,
+        c: usize,
+        sid: &[u8],
+        queue: Option<&[u8]>,
+        max: u64,
+    ) {
+        if !self.cluster {
+            return;
+        }
+        let cid = self.clients[c].cid;
+        if let Some(q) = queue {
+            self.gone.insert((cid, sid.to_vec()), q.to_vec());
+        }
+        if self.route.open {
+            let mut l = b"UNSUB ".to_vec();
+            l.extend_from_slice(&route_sid(cid, sid, queue.is_some()));
+            ck.optional.push((Dest::Route, Frame::Line(l.clone())));
+            l.extend_from_slice(format!(" {max}").as_bytes());
+            ck.optional.push((Dest::Route, Frame::Line(l)));
+        }
+    }
+
     /// Counts a delivery; at the limit the subscription leaves the index (and a client's
     /// leaves the route).
     fn delivered(&mut self, ck: &mut Check<'_>, h: &Holder) {
@@ -1943,9 +1970,16 @@ impl Model {
             }
             COp::Unsub { sid, max, .. } => {
                 let sid = sid.as_bytes();
+                let slow = ck.is_slow(Dest::Client(c));
                 let m = &mut self.clients[c];
                 if let Some(s) = m.subs.get_mut(sid) {
-                    if *max > 0 && s.delivered < *max {
+                    if *max > 0 && slow {
+                        // Cut in this step: deliveries after its queue died were not
+                        // counted, so the server may still be below the limit (the route
+                        // gets the limit now and the removal at close) or not.
+                        let s = m.subs.remove(sid).expect("present");
+                        self.withdraw_either(ck, c, sid, s.queue.as_deref(), *max);
+                    } else if *max > 0 && s.delivered < *max {
                         s.max = *max;
                         let q = s.queue.clone();
                         self.withdraw(ck, c, sid, q.as_deref(), Some(*max));
