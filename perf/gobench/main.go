@@ -26,6 +26,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
@@ -94,6 +95,8 @@ type summary struct {
 	StuckCut   int      `json:"stuck_cut"`
 	StuckCutS  *float64 `json:"stuck_cut_s"`
 	StuckWatch string   `json:"stuck_watch,omitempty"`
+	// With -tlsca: the protocol version and cipher suite of the first connection.
+	TLS string `json:"tls,omitempty"`
 }
 
 type config struct {
@@ -116,6 +119,8 @@ type config struct {
 }
 
 var (
+	tlsOnce sync.Once
+	tlsInfo string
 	cfg     config
 	jsonOut bool
 	failMu  sync.Mutex
@@ -186,7 +191,25 @@ func connectTo(url, name string) *nats.Conn {
 		fail("io", fmt.Sprintf("%s: connect %s: %v", name, url, err))
 		finish(nil)
 	}
+	if cfg.tlsCA != "" {
+		tlsOnce.Do(func() {
+			if cs, err := nc.TLSConnectionState(); err == nil {
+				tlsInfo = tlsVersion(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+			}
+		})
+	}
 	return nc
+}
+
+// tlsVersion names a TLS version (tls.VersionName needs Go 1.21; Debian has 1.19).
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS12:
+		return "TLS 1.2"
+	case tls.VersionTLS13:
+		return "TLS 1.3"
+	}
+	return fmt.Sprintf("TLS 0x%04x", v)
 }
 
 func payload(size int) []byte {
@@ -220,6 +243,7 @@ func finish(s *summary) {
 		s = &summary{Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns, Msgs: cfg.msgs, Size: cfg.size}
 	}
 	s.SubServer = cfg.subURL
+	s.TLS = tlsInfo
 	s.Generator = "gobench"
 	s.ClientVersion = nats.Version
 	s.OK = msg == ""
