@@ -10,6 +10,9 @@
 // and requesters stay on -s (two servers joined by a route); the load starts
 // only after a probe message published on -s has reached every subscriber.
 //
+// With -tlsca FILE, every client connects with TLS (tls:// URLs too) and
+// trusts the CA certificates in FILE; -stuck is plain TCP only.
+//
 // With -stuck N, N more subscribers on the same subject (raw TCP sockets with a
 // small receive buffer, on -sub-url if given) send CONNECT, SUB and PING, read
 // the PONG and then never read again. They are not counted; the summary says
@@ -23,6 +26,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"flag"
@@ -91,6 +95,8 @@ type summary struct {
 	StuckCut   int      `json:"stuck_cut"`
 	StuckCutS  *float64 `json:"stuck_cut_s"`
 	StuckWatch string   `json:"stuck_watch,omitempty"`
+	// With -tlsca: the protocol version and cipher suite of the first connection.
+	TLS string `json:"tls,omitempty"`
 }
 
 type config struct {
@@ -109,9 +115,12 @@ type config struct {
 	subject  string
 	stuck    int
 	rcvbuf   int
+	tlsCA    string
 }
 
 var (
+	tlsOnce sync.Once
+	tlsInfo string
 	cfg     config
 	jsonOut bool
 	failMu  sync.Mutex
@@ -165,19 +174,42 @@ func connectSub(name string) *nats.Conn {
 }
 
 func connectTo(url, name string) *nats.Conn {
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.Name(name),
 		nats.NoReconnect(),
-		nats.Timeout(5*time.Second),
+		nats.Timeout(5 * time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			fail("io", fmt.Sprintf("%s: async error: %v", name, err))
 		}),
-	)
+	}
+	if cfg.tlsCA != "" {
+		// Also turns TLS on for nats:// URLs; tls:// URLs need it for a private CA.
+		opts = append(opts, nats.RootCAs(cfg.tlsCA))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		fail("io", fmt.Sprintf("%s: connect %s: %v", name, url, err))
 		finish(nil)
 	}
+	if cfg.tlsCA != "" {
+		tlsOnce.Do(func() {
+			if cs, err := nc.TLSConnectionState(); err == nil {
+				tlsInfo = tlsVersion(cs.Version) + " " + tls.CipherSuiteName(cs.CipherSuite)
+			}
+		})
+	}
 	return nc
+}
+
+// tlsVersion names a TLS version (tls.VersionName needs Go 1.21; Debian has 1.19).
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS12:
+		return "TLS 1.2"
+	case tls.VersionTLS13:
+		return "TLS 1.3"
+	}
+	return fmt.Sprintf("TLS 0x%04x", v)
 }
 
 func payload(size int) []byte {
@@ -211,6 +243,7 @@ func finish(s *summary) {
 		s = &summary{Server: cfg.url, SubServer: cfg.subURL, Subject: cfg.subject, NP: cfg.np, NS: cfg.ns, Msgs: cfg.msgs, Size: cfg.size}
 	}
 	s.SubServer = cfg.subURL
+	s.TLS = tlsInfo
 	s.Generator = "gobench"
 	s.ClientVersion = nats.Version
 	s.OK = msg == ""
@@ -974,9 +1007,10 @@ func main() {
 	fs.BoolVar(&jsonOut, "json", false, "print one JSON summary object")
 	timeout := fs.Float64("timeout", 60, "give up after this many seconds (exit 3)")
 	fs.IntVar(&cfg.stuck, "stuck", 0, "also open N subscribers on the subject that never read after subscribing (not counted; the summary says when the server cut them)")
+	fs.StringVar(&cfg.tlsCA, "tlsca", "", "connect with TLS, trusting the CA certificates in this PEM file")
 	fs.IntVar(&cfg.rcvbuf, "stuck-rcvbuf", 4096, "SO_RCVBUF of the -stuck connections, set before connecting (the kernel doubles it)")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [-sub-url url [-sync-wait S]] [-stuck N [-stuck-rcvbuf B]] [subject]")
+		fmt.Fprintln(os.Stderr, "Usage: gobench [-s url] [-np N] [-ns N] [-n MSGS] [-ms SIZE] [-csv FILE] [-queue G] [-subjects K] [-req] [-json] [-timeout S] [-sub-url url [-sync-wait S]] [-stuck N [-stuck-rcvbuf B]] [-tlsca FILE] [subject]")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(normalizeArgs(os.Args[1:]))
@@ -985,7 +1019,7 @@ func main() {
 		cfg.subject = fs.Arg(0)
 	}
 	if cfg.np < 1 || cfg.msgs < cfg.np || cfg.subjects < 1 || cfg.size < 0 || cfg.stuck < 0 ||
-		(cfg.stuck > 0 && (cfg.req || cfg.queue != "")) {
+		(cfg.stuck > 0 && (cfg.req || cfg.queue != "" || cfg.tlsCA != "")) {
 		fs.Usage()
 		os.Exit(2)
 	}
