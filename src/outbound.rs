@@ -188,8 +188,11 @@ impl Outbound {
         self.push_with(bytes.len(), |b| b.extend_from_slice(bytes))
     }
 
-    /// Appends a whole staged buffer. When nothing is pending the buffers are swapped, so
-    /// the bytes are not copied; `bytes` comes back empty either way (keeping a capacity).
+    /// Appends a whole staged buffer. When nothing is pending and the queue's buffer is the
+    /// smaller one, the buffers are swapped, so the bytes are not copied; otherwise they are
+    /// copied into the queue's (warm, already grown) buffer, so a busy queue keeps one large
+    /// allocation instead of regrowing a small one (reallocation copies and fresh pages cost
+    /// more than the one copy). `bytes` comes back empty either way (keeping a capacity).
     pub fn push_vec(&self, bytes: &mut Vec<u8>) -> Pushed {
         self.push_vec_counted(bytes, 0, 0)
     }
@@ -198,7 +201,7 @@ impl Outbound {
     pub fn push_vec_counted(&self, bytes: &mut Vec<u8>, msgs: u64, payload_bytes: u64) -> Pushed {
         let len = bytes.len();
         let pushed = self.push_counted(len, msgs, payload_bytes, |b| {
-            if b.is_empty() {
+            if b.is_empty() && b.capacity() < bytes.capacity() {
                 std::mem::swap(b, bytes);
             } else {
                 b.extend_from_slice(bytes);

@@ -278,12 +278,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             );
             conn.stats.in_msgs += 1;
             conn.stats.in_bytes += payload.len() as u64;
-            let msg = Message {
-                subject,
-                reply,
-                header_len: None,
-                payload,
-            };
+            let msg = Message::new(subject, reply, None, payload);
             deliver_from_route(&msg, sid, env);
             ControlFlow::Continue(())
         }
@@ -295,12 +290,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
         } => {
             conn.stats.in_msgs += 1;
             conn.stats.in_bytes += payload.len() as u64;
-            let msg = Message {
-                subject,
-                reply,
-                header_len: None,
-                payload,
-            };
+            let msg = Message::new(subject, reply, None, payload);
             deliver_from_route(&msg, b"", env);
             ControlFlow::Continue(())
         }
@@ -401,12 +391,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             if account != GLOBAL {
                 return ControlFlow::Continue(());
             }
-            let msg = Message {
-                subject,
-                reply,
-                header_len,
-                payload,
-            };
+            let msg = Message::new(subject, reply, header_len, payload);
             deliver_from_route_v2(&msg, queues, env);
             ControlFlow::Continue(())
         }

@@ -232,12 +232,7 @@ fn message_encoding_matches_length_estimate() {
     ] {
         for headers in [false, true] {
             sub.out.headers.store(headers, Ordering::Relaxed);
-            let m = Message {
-                subject: b"a.b",
-                reply,
-                header_len: hdr,
-                payload,
-            };
+            let m = Message::new(b"a.b", reply, hdr, payload);
             let mut buf = Vec::new();
             m.encode(&sub, &mut buf);
             assert_eq!(
