@@ -987,7 +987,7 @@ def write_csv(path, rows):
 
 def command_line():
     keys = ["SCALE", "REPS", "CASES", "ROUTED_TWINS", "GEN", "SERVERS", "PIN", "CEILING", "TIMEOUT",
-            "GNATSD_BIN", "RINGNATS_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
+            "GNATSD_BIN", "RINGNATS_BIN", "BASE_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
     parts = ["%s=%s" % (k, shlex.quote(os.environ[k])) for k in keys if os.environ.get(k)]
     parts.append(os.environ.get("COMPARE_ARGV0", "perf/compare"))
     return " ".join(parts)
