@@ -66,6 +66,7 @@ ROUTE_WAIT = 10.0
 # Route flags per server kind: (listen URL scheme, extra arguments).
 CLUSTER_FLAVOUR = {
     "ringnats": ("nats-route", []),
+    "ringnats-base": ("nats-route", []),
     "gnatsd": ("nats-route", []),
     "nats-server": ("nats", ["--cluster_name", "ringnats-bench"]),
 }
@@ -81,6 +82,7 @@ CSV_FIELDS = [
     "run", "started", "rep", "case", "server", "gen", "np", "ns", "msgs", "size",
     "ok", "failure", "error", "rate", "pub_rate", "sub_rate", "published",
     "delivered", "routed", "duration_s", "rss_kib", "cpu_s", "cpu_us_per_msg",
+    "cpu_sys_s", "cpu_sys_us_per_msg",
     "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "wall_s",
     # routed cases only: node A (publishers) and node B (subscribers)
     "cpu_a_s", "cpu_b_s", "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib",
@@ -191,6 +193,16 @@ def proc_cpu_s(pid):
         return None
 
 
+def proc_sys_s(pid):
+    """System (kernel) CPU seconds of a process, all threads."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def proc_hwm_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -288,6 +300,14 @@ def pick_servers(cfg):
         servers.append(("ringnats", [cfg.ringnats] + cfg.ringnats_args))
     else:
         log("ringnats binary not found at %s: skipping ringnats" % cfg.ringnats)
+    base = env("BASE_BIN", "")
+    if base:
+        # A second ringnats build (say, the commit before a change), run alternately with
+        # the one under test so before/after come from the same run.
+        if executable(base):
+            servers.append(("ringnats-base", [base] + cfg.ringnats_args))
+        else:
+            log("BASE_BIN=%s is not an executable: skipping ringnats-base" % base)
     if cfg.nats_server:
         servers.append(("nats-server", [cfg.nats_server]))
     else:
@@ -530,6 +550,7 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
                 row["error"] = "idle helper failed: " + (line or helper_err(helper))
                 return row
         cpu0 = [proc_cpu_s(srv.pid) for _, srv, _ in nodes]
+        sys0 = [proc_sys_s(srv.pid) for _, srv, _ in nodes]
         cmd = gen_cmd(cfg, gen, url, np_, ns, msgs, size, extra, "bench.%s" % name, sub_url)
         try:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=cfg.timeout + 20,
@@ -540,6 +561,7 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
             out = out.decode() if isinstance(out, bytes) else out
             err = err.decode() if isinstance(err, bytes) else err
         cpu1 = [proc_cpu_s(srv.pid) for _, srv, _ in nodes]
+        sys1 = [proc_sys_s(srv.pid) for _, srv, _ in nodes]
         rss = [proc_hwm_kib(srv.pid) for _, srv, _ in nodes]
         # routed: the sum of both nodes' peak RSS (the cluster's footprint)
         row["rss_kib"] = sum(rss) if None not in rss else None
@@ -593,6 +615,11 @@ def run_one(cfg, server, gen, case, rep, tmpdir):
             row["cpu_s"] = round(sum(deltas), 3)
             if row["routed"]:
                 row["cpu_us_per_msg"] = round(sum(deltas) * 1e6 / row["routed"], 4)
+            if None not in sys0 and None not in sys1:
+                sys_s = sum(b - a for a, b in zip(sys0, sys1))
+                row["cpu_sys_s"] = round(sys_s, 3)
+                if row["routed"]:
+                    row["cpu_sys_us_per_msg"] = round(sys_s * 1e6 / row["routed"], 4)
             if routed:
                 for (label, _, _), d, kib in zip(nodes, deltas, rss):
                     k = label.lower()
@@ -707,7 +734,7 @@ def aggregate(rows):
             a["median"] = statistics.median(rates)
             a["min"] = min(rates)
             a["max"] = max(rates)
-            for k in ("rss_kib", "cpu_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+            for k in ("rss_kib", "cpu_us_per_msg", "cpu_sys_us_per_msg", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
                       "cpu_a_us_per_msg", "cpu_b_us_per_msg", "rss_a_kib", "rss_b_kib",
                       "pub_rate", "sub_rate", "stuck_cut_s"):
                 vals = [r[k] for r in good if r.get(k) is not None]
@@ -798,7 +825,7 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
                     "| CPU µs/msg A+B | CPU A / B |")
             sep = "|---|---|---|---|---|---|---|---|"
         else:
-            head = "| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB | CPU µs/msg |"
+            head = "| server | gen | msgs/s median (min–max) | vs nats-server | vs gnatsd | peak RSS MiB | CPU µs/msg (sys) |"
             sep = "|---|---|---|---|---|---|---|"
         if is_req:
             head += " p50 µs | p90 µs | p99 µs | p99.9 µs | max µs |"
@@ -819,6 +846,8 @@ def markdown(cfg, rows, meta, svg_rel, csv_rel):
                     cell = "failed"
                 rss = "%.1f" % (a["rss_kib"] / 1024) if a.get("rss_kib") else "-"
                 cpu = "%.3f" % a["cpu_us_per_msg"] if a.get("cpu_us_per_msg") is not None else "-"
+                if a.get("cpu_sys_us_per_msg") is not None:
+                    cpu += " (sys %.3f)" % a["cpu_sys_us_per_msg"]
                 line = "| %s | %s | %s | %s | %s | %s | %s |" % (
                     s, g, cell, ratio(a, agg.get((name, g, "nats-server"))),
                     ratio(a, agg.get((name, g, "gnatsd"))), rss, cpu)
@@ -958,7 +987,7 @@ def write_csv(path, rows):
 
 def command_line():
     keys = ["SCALE", "REPS", "CASES", "ROUTED_TWINS", "GEN", "SERVERS", "PIN", "CEILING", "TIMEOUT",
-            "GNATSD_BIN", "RINGNATS_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
+            "GNATSD_BIN", "RINGNATS_BIN", "BASE_BIN", "RINGNATS_ARGS", "BENCH_BIN", "SINK_BIN", "GOBENCH_BIN"]
     parts = ["%s=%s" % (k, shlex.quote(os.environ[k])) for k in keys if os.environ.get(k)]
     parts.append(os.environ.get("COMPARE_ARGV0", "perf/compare"))
     return " ".join(parts)

@@ -188,8 +188,11 @@ impl Outbound {
         self.push_with(bytes.len(), |b| b.extend_from_slice(bytes))
     }
 
-    /// Appends a whole staged buffer. When nothing is pending the buffers are swapped, so
-    /// the bytes are not copied; `bytes` comes back empty either way (keeping a capacity).
+    /// Appends a whole staged buffer. When nothing is pending and the queue's buffer is the
+    /// smaller one, the buffers are swapped, so the bytes are not copied; otherwise they are
+    /// copied into the queue's (warm, already grown) buffer, so a busy queue keeps one large
+    /// allocation instead of regrowing a small one (reallocation copies and fresh pages cost
+    /// more than the one copy). `bytes` comes back empty either way (keeping a capacity).
     pub fn push_vec(&self, bytes: &mut Vec<u8>) -> Pushed {
         self.push_vec_counted(bytes, 0, 0)
     }
@@ -198,7 +201,7 @@ impl Outbound {
     pub fn push_vec_counted(&self, bytes: &mut Vec<u8>, msgs: u64, payload_bytes: u64) -> Pushed {
         let len = bytes.len();
         let pushed = self.push_counted(len, msgs, payload_bytes, |b| {
-            if b.is_empty() {
+            if b.is_empty() && b.capacity() < bytes.capacity() {
                 std::mem::swap(b, bytes);
             } else {
                 b.extend_from_slice(bytes);
@@ -314,6 +317,8 @@ pub struct WakeBatch {
     now_ns: u64,
     /// Destinations found past their stall threshold by early appends.
     over: Vec<Arc<Outbound>>,
+    /// Index in `staged` after the last destination looked up (the likeliest next one).
+    next_hint: usize,
 }
 
 struct Staged {
@@ -338,6 +343,7 @@ impl WakeBatch {
             spare_bytes: 0,
             now_ns: 0,
             over: Vec::new(),
+            next_hint: 0,
         }
     }
 
@@ -397,9 +403,22 @@ impl WakeBatch {
     #[inline]
     fn staged_idx(&mut self, out: &Arc<Outbound>) -> usize {
         let key = Arc::as_ptr(out) as usize;
-        // The last destination is the likeliest next one (1:1 traffic, a reply after a PUB).
-        let idx = match self.staged.last() {
-            Some(last) if Arc::as_ptr(&last.out) as usize == key => self.staged.len() - 1,
+        // The last destination is the likeliest next one (1:1 traffic, a reply after a PUB);
+        // in a fan-out the subscribers come in the same order for every message, so the one
+        // after the previous destination is next: both checks spare the hash lookup.
+        let at = |i: usize| {
+            self.staged
+                .get(i)
+                .is_some_and(|s| Arc::as_ptr(&s.out) as usize == key)
+        };
+        let next = if self.next_hint >= self.staged.len() {
+            0
+        } else {
+            self.next_hint
+        };
+        let idx = match () {
+            _ if at(next) => next,
+            _ if at(self.staged.len().wrapping_sub(1)) => self.staged.len() - 1,
             _ => match self.index.get(&key) {
                 Some(&i) => i,
                 None => {
@@ -422,6 +441,7 @@ impl WakeBatch {
                 }
             },
         };
+        self.next_hint = idx + 1;
         idx
     }
 
@@ -577,6 +597,30 @@ mod tests {
         assert_eq!(batch.list_mut(0).as_slice(), &[Mail::Flush(10)]);
         assert_eq!(batch.list_mut(1).as_slice(), &[Mail::Flush(20)]);
         assert!(stalled.is_empty());
+    }
+
+    #[test]
+    fn fan_out_staging_keeps_each_destination_apart_in_any_order() {
+        let outs: Vec<_> = (0..4)
+            .map(|i| Arc::new(Outbound::new(i, 0, i, 1024)))
+            .collect();
+        let mut batch = WakeBatch::new(1);
+        // Same order twice (the hinted path), then a different order and a repeat.
+        for round in [b'a', b'b'] {
+            for o in &outs {
+                batch.stage_bytes(o, &[round]);
+            }
+        }
+        for i in [2, 0, 3, 3, 1] {
+            batch.stage_bytes(&outs[i], b"c");
+        }
+        batch.flush(&mut Vec::new());
+        let want: [&[u8]; 4] = [b"abc", b"abc", b"abc", b"abcc"];
+        for (o, w) in outs.iter().zip(want) {
+            let mut v = Vec::new();
+            o.take(&mut v);
+            assert_eq!(v, w, "destination {}", o.cid);
+        }
     }
 
     #[test]

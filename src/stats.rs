@@ -76,6 +76,8 @@ reactor_stats! {
     paused_publishers,
     /// Send operations started.
     sends,
+    /// Bytes handed to those sends (divide by sends for bytes per send).
+    send_bytes,
     /// Messages received from clients and routes owned by this reactor.
     in_msgs,
     /// Payload bytes of those messages.

@@ -22,6 +22,7 @@ use crate::sublist::{MatchResult, SubEntry, Sublist};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use smallvec::SmallVec;
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -140,9 +141,80 @@ pub struct Message<'a> {
     /// Length of the header block at the start of `payload` (HPUB), if any.
     pub header_len: Option<usize>,
     pub payload: &'a [u8],
+    /// The MSG line around the sid, built once when the message goes to a second
+    /// subscriber (fan-out), so each further one costs three copies.
+    pub cache: EncodeCache,
 }
 
-impl Message<'_> {
+/// Payloads up to this size are kept in the [`Template`] with the line, so a fan-out
+/// copies each message in three pieces (before the sid, the sid, the rest).
+const TEMPLATE_PAYLOAD_MAX: usize = 192;
+
+/// Per-message encoding state; [`Default`] when a message is built.
+#[derive(Default)]
+pub struct EncodeCache {
+    encoded: Cell<bool>,
+    tpl: OnceCell<Template>,
+}
+
+/// `MSG <subject> ` and ` [reply ]<len>\r\n[<payload>\r\n]` of one plain MSG.
+struct Template {
+    bytes: SmallVec<[u8; 320]>,
+    /// Length of the part before the sid.
+    pre: usize,
+    /// The payload and its CRLF are in `bytes`.
+    whole: bool,
+}
+
+impl<'a> Message<'a> {
+    /// A message with an empty encoding cache.
+    pub fn new(
+        subject: &'a [u8],
+        reply: Option<&'a [u8]>,
+        header_len: Option<usize>,
+        payload: &'a [u8],
+    ) -> Self {
+        Message {
+            subject,
+            reply,
+            header_len,
+            payload,
+            cache: EncodeCache::default(),
+        }
+    }
+
+    /// The shared parts of a plain MSG, from the second delivery of this message on
+    /// (a lone delivery encodes directly: building the template would only add copies).
+    #[inline]
+    fn template(&self) -> Option<&Template> {
+        if self.header_len.is_some() {
+            return None;
+        }
+        if !self.cache.encoded.replace(true) {
+            return None;
+        }
+        Some(self.cache.tpl.get_or_init(|| {
+            let mut bytes = SmallVec::new();
+            bytes.extend_from_slice(b"MSG ");
+            bytes.extend_from_slice(self.subject);
+            bytes.push(b' ');
+            let pre = bytes.len();
+            bytes.push(b' ');
+            if let Some(r) = self.reply {
+                bytes.extend_from_slice(r);
+                bytes.push(b' ');
+            }
+            let mut len = [0u8; 20];
+            bytes.extend_from_slice(usize_text(self.payload.len(), &mut len));
+            bytes.extend_from_slice(b"\r\n");
+            let whole = self.payload.len() <= TEMPLATE_PAYLOAD_MAX;
+            if whole {
+                bytes.extend_from_slice(self.payload);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            Template { bytes, pre, whole }
+        }))
+    }
     /// What this subscriber gets: HMSG if its connection has headers on, else MSG without
     /// the headers (1.0 routes and old clients).
     #[inline]
@@ -172,6 +244,16 @@ impl Message<'_> {
     /// bytes serve clients and routes: a route subscription's sid is its `RSID:...`.
     #[inline]
     pub(crate) fn encode(&self, sub: &Subscription, buf: &mut Vec<u8>) {
+        if let Some(t) = self.template() {
+            buf.extend_from_slice(&t.bytes[..t.pre]);
+            buf.extend_from_slice(&sub.sid);
+            buf.extend_from_slice(&t.bytes[t.pre..]);
+            if !t.whole {
+                buf.extend_from_slice(self.payload);
+                buf.extend_from_slice(b"\r\n");
+            }
+            return;
+        }
         let (hdr, body) = self.wire_form(sub);
         buf.extend_from_slice(if hdr.is_some() { b"HMSG " } else { b"MSG " });
         buf.extend_from_slice(self.subject);
@@ -496,6 +578,12 @@ pub(crate) fn digits(mut n: usize) -> usize {
 #[inline]
 pub(crate) fn put_usize(buf: &mut Vec<u8>, n: usize) {
     let mut tmp = [0u8; 20];
+    buf.extend_from_slice(usize_text(n, &mut tmp));
+}
+
+/// `n` in decimal, written at the end of `tmp`.
+#[inline]
+fn usize_text(n: usize, tmp: &mut [u8; 20]) -> &[u8] {
     let mut i = tmp.len();
     let mut v = n;
     loop {
@@ -506,5 +594,5 @@ pub(crate) fn put_usize(buf: &mut Vec<u8>, n: usize) {
             break;
         }
     }
-    buf.extend_from_slice(&tmp[i..]);
+    &tmp[i..]
 }

@@ -1022,12 +1022,7 @@ impl Connection {
             return ControlFlow::Continue(());
         }
         self.ok(env);
-        let msg = Message {
-            subject,
-            reply,
-            header_len,
-            payload,
-        };
+        let msg = Message::new(subject, reply, header_len, payload);
         let skip = (!self.opts.echo).then_some(&self.out);
         let (subs, mut targets) = env.delivery();
         let delivered = subs.match_with(subject, |result| {
@@ -1080,12 +1075,7 @@ impl Connection {
         header.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
         header.extend_from_slice(msg.subject);
         header.extend_from_slice(b"\r\n\r\n");
-        let status = Message {
-            subject: reply,
-            reply: None,
-            header_len: Some(header.len()),
-            payload: &header,
-        };
+        let status = Message::new(reply, None, Some(header.len()), &header);
         env.batch
             .stage_msg(&sub.out, status.encoded_len(sub), header.len(), |b| {
                 status.encode(sub, b)

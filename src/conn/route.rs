@@ -284,12 +284,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             );
             conn.stats.in_msgs += 1;
             conn.stats.in_bytes += payload.len() as u64;
-            let msg = Message {
-                subject,
-                reply,
-                header_len: None,
-                payload,
-            };
+            let msg = Message::new(subject, reply, None, payload);
             let held = &mut conn.route_state().held;
             let twin = sid.starts_with(b"QRSID") && held.holds(&msg);
             if !twin {
@@ -306,12 +301,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
         } => {
             conn.stats.in_msgs += 1;
             conn.stats.in_bytes += payload.len() as u64;
-            let msg = Message {
-                subject,
-                reply,
-                header_len: None,
-                payload,
-            };
+            let msg = Message::new(subject, reply, None, payload);
             deliver_from_route(&msg, b"", &mut conn.route_state().held, env);
             ControlFlow::Continue(())
         }
@@ -412,12 +402,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             if account != GLOBAL {
                 return ControlFlow::Continue(());
             }
-            let msg = Message {
-                subject,
-                reply,
-                header_len,
-                payload,
-            };
+            let msg = Message::new(subject, reply, header_len, payload);
             deliver_from_route_v2(&msg, queues, env);
             ControlFlow::Continue(())
         }
@@ -1002,12 +987,7 @@ impl Held {
         let Some(h) = self.msg.take() else {
             return;
         };
-        let msg = Message {
-            subject: &h.subject,
-            reply: h.reply.as_deref(),
-            header_len: None,
-            payload: &h.payload,
-        };
+        let msg = Message::new(&h.subject, h.reply.as_deref(), None, &h.payload);
         let (_, mut targets) = env.delivery();
         for (via, queues) in &h.routes {
             let t = RouteTarget {

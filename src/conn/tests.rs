@@ -256,12 +256,7 @@ fn message_encoding_matches_length_estimate() {
     ] {
         for headers in [false, true] {
             sub.out.headers.store(headers, Ordering::Relaxed);
-            let m = Message {
-                subject: b"a.b",
-                reply,
-                header_len: hdr,
-                payload,
-            };
+            let m = Message::new(b"a.b", reply, hdr, payload);
             let mut buf = Vec::new();
             m.encode(&sub, &mut buf);
             assert_eq!(
@@ -272,6 +267,40 @@ fn message_encoding_matches_length_estimate() {
             );
         }
     }
+}
+
+#[test]
+fn fan_out_encoding_is_the_same_bytes_for_every_subscriber() {
+    let subs: Vec<_> = [&b"1"[..], b"22", b"RSID:7:333"]
+        .iter()
+        .map(|sid| {
+            let out = Arc::new(Outbound::new(1, 0, 1, 1 << 20));
+            Subscription::new(b"a.*", None, sid, Origin::Client { cid: 1 }, out)
+        })
+        .collect();
+    let big = vec![b'x'; 300];
+    for (reply, payload) in [
+        (None, &b"hello"[..]),
+        (Some(&b"_INBOX.r"[..]), &b""[..]),
+        (Some(&b"r"[..]), &big[..]),
+    ] {
+        // One message encoded for each subscriber in turn (the template from the second
+        // on) against a fresh message per subscriber (always the direct encoding).
+        let shared = Message::new(b"a.b", reply, None, payload);
+        for sub in &subs {
+            let mut got = Vec::new();
+            shared.encode(sub, &mut got);
+            let mut want = Vec::new();
+            Message::new(b"a.b", reply, None, payload).encode(sub, &mut want);
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(&got));
+            assert_eq!(got.len(), shared.encoded_len(sub));
+        }
+    }
+    let mut buf = Vec::new();
+    let m = Message::new(b"a.b", Some(b"r"), None, b"hi");
+    m.encode(&subs[0], &mut buf);
+    m.encode(&subs[1], &mut buf);
+    assert_eq!(buf, b"MSG a.b 1 r 2\r\nhi\r\nMSG a.b 22 r 2\r\nhi\r\n");
 }
 
 // ---- authorization: users, permissions (2.x wildcard rules), bcrypt off the reactor --------

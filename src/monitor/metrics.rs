@@ -268,7 +268,7 @@ fn route_families(t: &mut Text, routes: &[ConnSnapshot]) {
 
 fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
     type Field = fn(&LocalStats) -> u64;
-    let families: [(&str, Type, &str, Field); 14] = [
+    let families: [(&str, Type, &str, Field); 15] = [
         (
             "ringnats_reactor_loop_iterations_total",
             Type::Counter,
@@ -292,6 +292,12 @@ fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
             Type::Counter,
             "Send operations started (divide out_msgs by sends for messages per send).",
             |s| s.sends,
+        ),
+        (
+            "ringnats_reactor_send_bytes_total",
+            Type::Counter,
+            "Bytes handed to send operations (divide by sends for bytes per send).",
+            |s| s.send_bytes,
         ),
         (
             "ringnats_reactor_out_msgs_total",

@@ -1042,7 +1042,10 @@ impl Reactor {
         if conn.send_off >= conn.sending.len() {
             conn.sending.clear();
             conn.send_off = 0;
-            if conn.sending.capacity() > OUT_KEEP {
+            // Large buffers are given back only once the connection is idle: under steady
+            // load the next send reuses this one, and freeing it each time cost a fresh
+            // allocation, its reallocation copies and page faults on every send.
+            if conn.sending.capacity() > OUT_KEEP && conn.conn.out.pending_hint() == 0 {
                 conn.sending = Vec::new();
                 conn.conn.out.shrink_idle(OUT_KEEP);
             }
@@ -1107,6 +1110,7 @@ impl Reactor {
         conn.send_started = now;
         conn.conn.out.send_started(now);
         self.stats.sends += 1;
+        self.stats.send_bytes += u64::from(len);
         self.push_sqe(sqe);
     }
 
