@@ -634,14 +634,11 @@ impl Connection {
                 key,
                 permissions,
             } => {
-                let job = Job {
-                    hash,
-                    given,
-                    key,
-                    reactor: self.out.reactor,
-                    token: self.out.token,
-                };
-                match env.shared.auth_pool.submit(job) {
+                match env
+                    .shared
+                    .auth_pool
+                    .submit(self.bcrypt_job(hash, given, key))
+                {
                     Ok(()) => {
                         // The auth timer keeps running: a verdict that takes too long
                         // ends in 'Authorization Timeout'.
@@ -665,6 +662,17 @@ impl Connection {
     }
 
     /// Logs a rejected CONNECT as gnatsd does and fails the connection.
+    /// A bcrypt check for the pool; its verdict comes back to this connection's reactor.
+    fn bcrypt_job(&self, hash: Arc<str>, given: String, key: crate::auth::CacheKey) -> Job {
+        Job {
+            hash,
+            given,
+            key,
+            reactor: self.out.reactor,
+            token: self.out.token,
+        }
+    }
+
     fn auth_failed(&mut self, env: &mut Env<'_>) {
         self.auth_deadline = None;
         if self.is_route() {
@@ -726,14 +734,11 @@ impl Connection {
                 key,
                 permissions,
             } => {
-                let job = Job {
-                    hash,
-                    given,
-                    key,
-                    reactor: self.out.reactor,
-                    token: self.out.token,
-                };
-                match env.shared.auth_pool.submit(job) {
+                match env
+                    .shared
+                    .auth_pool
+                    .submit(self.bcrypt_job(hash, given, key))
+                {
                     Ok(()) => self.reauth_wait = Some(AuthWait { permissions }),
                     Err(_) => {
                         // Unverified credentials keep nothing they had.
