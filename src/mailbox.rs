@@ -139,6 +139,12 @@ impl ReactorHandle {
     }
 
     /// Owner only: the reactor is awake again.
+    /// True while the reactor sleeps (or is about to): mail would cost it a wake-up.
+    #[inline]
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
     pub fn awake(&self) {
         self.sleeping.store(false, Ordering::SeqCst);
     }

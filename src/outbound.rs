@@ -12,10 +12,17 @@
 //! owner last took the bytes returns [`Pushed::First`], and only then is the connection put
 //! on a [`WakeBatch`]. At the end of its batch the publishing reactor moves each
 //! destination's list into that reactor's inbox and wakes it only if it is about to sleep.
+//!
+//! Direct sends: waking a sleeping reactor costs 60-140 µs on these machines, so when the
+//! owner sleeps, the publishing reactor may send a plain-text connection's bytes itself
+//! ([`Outbound::send_direct`], one non-blocking `send`). Whoever sends holds the queue's
+//! *send claim* (one atomic) from taking the bytes until they are all written, so sends never
+//! interleave; the owner takes the claim for good before it closes the socket.
 
 use crate::mailbox::Mail;
 use ahash::AHashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -59,6 +66,30 @@ pub struct Outbound {
     /// Mirror of the pending length, written under the queue lock, read without it.
     pending: AtomicUsize,
     queue: Mutex<Pending>,
+    /// Who may send: [`CLAIM_FREE`], [`CLAIM_HELD`] (a send is being made, by the owner or by
+    /// a direct sender) or [`CLAIM_CLOSED`] (the owner is closing the socket).
+    claim: AtomicU8,
+    /// The socket other reactors may send on directly, -1 when they may not (TLS, routes,
+    /// closing). Read only while holding the claim.
+    direct_fd: AtomicI32,
+    /// Messages and payload bytes sent by direct senders, folded into the owner's
+    /// per-connection counters when it next looks.
+    direct_msgs: AtomicU64,
+    direct_bytes: AtomicU64,
+}
+
+const CLAIM_FREE: u8 = 0;
+const CLAIM_HELD: u8 = 1;
+const CLAIM_CLOSED: u8 = 2;
+
+/// What [`Outbound::send_direct`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// Everything pending was written (possibly nothing): the owner need not be told.
+    Sent(Taken),
+    /// Not sent, or not all of it (the rest is back at the front of the queue), or more
+    /// arrived meanwhile: the owner must be told as usual.
+    Owner(Taken),
 }
 
 #[derive(Default)]
@@ -131,7 +162,133 @@ impl Outbound {
             send_since_ns: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             queue: Mutex::new(Pending::default()),
+            claim: AtomicU8::new(CLAIM_FREE),
+            direct_fd: AtomicI32::new(-1),
+            direct_msgs: AtomicU64::new(0),
+            direct_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Owner only: lets other reactors send on `fd` directly (a plain-text client socket,
+    /// open until the owner closes the queue).
+    pub fn allow_direct(&self, fd: i32) {
+        self.direct_fd.store(fd, Ordering::SeqCst);
+    }
+
+    /// True when a direct send may be tried (a hint: [`send_direct`](Self::send_direct)
+    /// checks again under the claim).
+    #[inline]
+    pub fn direct_allowed(&self) -> bool {
+        self.direct_fd.load(Ordering::Relaxed) >= 0
+    }
+
+    /// Takes the send claim; false when someone else holds it (or the socket is closing).
+    #[inline]
+    pub fn try_claim(&self) -> bool {
+        self.claim
+            .compare_exchange(CLAIM_FREE, CLAIM_HELD, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives the send claim back (after everything taken was written).
+    #[inline]
+    pub fn release_claim(&self) {
+        self.claim.store(CLAIM_FREE, Ordering::SeqCst);
+    }
+
+    /// Owner only, before the socket is closed: takes the claim for good, so no direct send
+    /// can start on the descriptor once it is closed (and possibly reused). False while a
+    /// direct send holds it (try again later). `held_by_owner` says the owner itself holds it.
+    pub fn claim_for_close(&self, held_by_owner: bool) -> bool {
+        if held_by_owner {
+            self.claim.store(CLAIM_CLOSED, Ordering::SeqCst);
+            return true;
+        }
+        match self.claim.compare_exchange(
+            CLAIM_FREE,
+            CLAIM_CLOSED,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => true,
+            Err(c) => c == CLAIM_CLOSED,
+        }
+    }
+
+    /// Messages and payload bytes written by direct senders since the last call.
+    pub fn take_direct_counts(&self) -> (u64, u64) {
+        if self.direct_msgs.load(Ordering::Relaxed) == 0 {
+            return (0, 0);
+        }
+        (
+            self.direct_msgs.swap(0, Ordering::Relaxed),
+            self.direct_bytes.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    /// Sends what is pending from the calling (non-owner) thread with one non-blocking
+    /// `send(2)`, if the queue allows direct sends and nobody else is sending. `buf` is
+    /// scratch space (returned empty, keeping its capacity). Never blocks: a full socket
+    /// buffer leaves the rest at the front of the queue for the owner.
+    pub fn send_direct(&self, buf: &mut Vec<u8>) -> Direct {
+        if !self.try_claim() {
+            return Direct::Owner(Taken::default());
+        }
+        let fd = self.direct_fd.load(Ordering::SeqCst);
+        if fd < 0 || self.is_dead() {
+            self.release_claim();
+            return Direct::Owner(Taken::default());
+        }
+        buf.clear();
+        let taken = self.take_counted(buf);
+        let mut off = 0;
+        while off < buf.len() {
+            // SAFETY: `fd` is an open socket: the owner closes it only after taking the
+            // claim for good (`claim_for_close`), and we hold the claim. The pointer and
+            // length describe initialised bytes of `buf`.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    buf[off..].as_ptr().cast(),
+                    buf.len() - off,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n <= 0 {
+                if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            off += n as usize;
+        }
+        let all = off == buf.len();
+        if !all {
+            // Full socket buffer or an error: the owner sends the rest (and meets the error).
+            self.put_back_front(&buf[off..]);
+        }
+        buf.clear();
+        if taken.msgs > 0 {
+            self.direct_msgs.fetch_add(taken.msgs, Ordering::Relaxed);
+            self.direct_bytes
+                .fetch_add(taken.payload_bytes, Ordering::Relaxed);
+        }
+        self.release_claim();
+        // Bytes appended while we held the claim may have found the owner unable to send
+        // (it could not claim): checked after the release, under the queue lock, so either
+        // we see them here or their appender's owner finds the claim free.
+        if all && self.pending_len() == 0 && !self.is_dead() {
+            Direct::Sent(taken)
+        } else {
+            Direct::Owner(taken)
+        }
+    }
+
+    /// Puts unsent bytes back in front of anything appended since they were taken.
+    fn put_back_front(&self, rest: &[u8]) {
+        let mut q = self.lock();
+        q.buf.splice(0..0, rest.iter().copied());
+        self.pending.store(q.buf.len(), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -266,10 +423,12 @@ impl Outbound {
         self.lock().buf.len()
     }
 
-    /// Stops accepting appends. Queued bytes stay so the owner can flush them (an -ERR).
+    /// Stops accepting appends and direct sends. Queued bytes stay so the owner can flush
+    /// them (an -ERR).
     pub fn close(&self) {
         self.lock().closed = true;
         self.dead.store(true, Ordering::Relaxed);
+        self.direct_fd.store(-1, Ordering::SeqCst);
     }
 
     /// True once the queue stopped accepting bytes (closing or cut off).
@@ -306,6 +465,10 @@ impl Outbound {
 /// `PONG`) and the messages it receives is kept.
 pub struct WakeBatch {
     per_reactor: Vec<Vec<Mail>>,
+    /// The marked destinations of each other reactor that allow direct sends.
+    direct: Vec<Vec<Arc<Outbound>>>,
+    /// The reactor this batch belongs to (its own connections are never sent directly).
+    home: usize,
     staged: Vec<Staged>,
     /// Destination (by `Arc` address) → index in `staged`.
     index: AHashMap<usize, usize>,
@@ -337,6 +500,8 @@ impl WakeBatch {
     pub fn new(reactors: usize) -> Self {
         WakeBatch {
             per_reactor: (0..reactors).map(|_| Vec::new()).collect(),
+            direct: (0..reactors).map(|_| Vec::new()).collect(),
+            home: usize::MAX,
             staged: Vec::new(),
             index: AHashMap::new(),
             spare: Vec::new(),
@@ -345,6 +510,12 @@ impl WakeBatch {
             over: Vec::new(),
             next_hint: 0,
         }
+    }
+
+    /// The reactor that owns this batch: only other reactors' destinations are candidates
+    /// for direct sends.
+    pub fn set_home(&mut self, reactor: usize) {
+        self.home = reactor;
     }
 
     /// Sets the time of the batches that follow (once per loop iteration).
@@ -356,6 +527,9 @@ impl WakeBatch {
     #[inline]
     pub fn mark(&mut self, out: &Arc<Outbound>) {
         self.per_reactor[out.reactor].push(Mail::Flush(out.token));
+        if out.reactor != self.home && out.direct_allowed() {
+            self.direct[out.reactor].push(Arc::clone(out));
+        }
     }
 
     /// Pushes the result of an append and marks the connection if needed.
@@ -514,6 +688,12 @@ impl WakeBatch {
     /// The list for one reactor, to be drained by the caller.
     pub fn list_mut(&mut self, reactor: usize) -> &mut Vec<Mail> {
         &mut self.per_reactor[reactor]
+    }
+
+    /// One reactor's mail list and its destinations that allow direct sends (both to be
+    /// drained by the caller; every direct candidate also has its `Flush` in the list).
+    pub fn lists_mut(&mut self, reactor: usize) -> (&mut Vec<Mail>, &mut Vec<Arc<Outbound>>) {
+        (&mut self.per_reactor[reactor], &mut self.direct[reactor])
     }
 
     pub fn reactors(&self) -> usize {

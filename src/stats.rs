@@ -78,6 +78,8 @@ reactor_stats! {
     sends,
     /// Bytes handed to those sends (divide by sends for bytes per send).
     send_bytes,
+    /// Sends this reactor made itself on another (sleeping) reactor's connections.
+    direct_sends,
     /// Messages received from clients and routes owned by this reactor.
     in_msgs,
     /// Payload bytes of those messages.

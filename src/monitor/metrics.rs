@@ -268,7 +268,7 @@ fn route_families(t: &mut Text, routes: &[ConnSnapshot]) {
 
 fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
     type Field = fn(&LocalStats) -> u64;
-    let families: [(&str, Type, &str, Field); 15] = [
+    let families: [(&str, Type, &str, Field); 16] = [
         (
             "ringnats_reactor_loop_iterations_total",
             Type::Counter,
@@ -298,6 +298,12 @@ fn reactor_families(t: &mut Text, per_reactor: &[LocalStats]) {
             Type::Counter,
             "Bytes handed to send operations (divide by sends for bytes per send).",
             |s| s.send_bytes,
+        ),
+        (
+            "ringnats_reactor_direct_sends_total",
+            Type::Counter,
+            "Sends made on another, sleeping reactor's connection instead of waking it.",
+            |s| s.direct_sends,
         ),
         (
             "ringnats_reactor_out_msgs_total",

@@ -13,7 +13,7 @@ mod slab;
 use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
-use crate::outbound::{mono_ns, Outbound, Taken, WakeBatch};
+use crate::outbound::{mono_ns, Direct, Outbound, Taken, WakeBatch};
 use crate::proto::{Op, Parsed, Parser, ParserConfig, ProtoError};
 use crate::shared::{ConnRef, Live, Shared};
 use crate::stats::{self, LocalStats, ReactorSnapshot, SnapshotKind, SnapshotQuery};
@@ -24,6 +24,7 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rustls::pki_types::ServerName;
 use slab::Slab;
+use smallvec::SmallVec;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::VecDeque;
 use std::io;
@@ -49,6 +50,9 @@ const TICK: Duration = Duration::from_millis(50);
 const STALL_MAX: Duration = Duration::from_millis(5);
 /// Output buffers bigger than this are released once drained.
 const OUT_KEEP: usize = 256 * 1024;
+/// Destinations on one sleeping reactor that a publishing reactor writes itself at the end
+/// of a batch; with more, the owner is woken to share the work (a fan-out stays parallel).
+const DIRECT_MAX: usize = 4;
 /// A route's outbound queue may hold this many times `max_pending`: it carries a whole
 /// server's traffic and must ride out bursts it can drain.
 const ROUTE_PENDING_FACTOR: usize = 4;
@@ -91,6 +95,8 @@ struct Slot {
     sending: Vec<u8>,
     send_off: usize,
     send_inflight: bool,
+    /// This reactor holds the queue's send claim (from taking bytes until all are sent).
+    claimed: bool,
     send_started: Instant,
     recv_armed: bool,
     /// Subscribers this publisher is waiting on, and since when.
@@ -175,12 +181,23 @@ pub struct Reactor {
     accept_resume: [Option<Instant>; 2],
     /// Counters for the monitoring port, published once per loop iteration.
     stats: LocalStats,
+    /// Scratch buffer for direct sends to other reactors' connections.
+    direct_buf: Vec<u8>,
     /// The reloadable options, taken from `server.live` at start and on `Mail::Reload`.
     live: Arc<Live>,
 }
 
 /// Drops what a TLS connection queued before its handshake failed (a route's INFO and
 /// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
+/// Adds what direct senders wrote to a connection's own counters.
+fn fold_direct_counts(conn: &mut Connection) {
+    let (msgs, bytes) = conn.out.take_direct_counts();
+    if msgs > 0 {
+        conn.stats.out_msgs += msgs;
+        conn.stats.out_bytes += bytes;
+    }
+}
+
 fn discard_queued(out: &Outbound) {
     let mut queued = Vec::new();
     out.take(&mut queued);
@@ -332,7 +349,12 @@ impl Reactor {
             route_listener: listeners.route,
             conns: Slab::new(),
             dials: Slab::new(),
-            batch: WakeBatch::new(reactors),
+            batch: {
+                let mut batch = WakeBatch::new(reactors);
+                batch.set_home(id);
+                batch
+            },
+            direct_buf: Vec::new(),
             mail: Vec::new(),
             urls_gen: 0,
             handles,
@@ -584,6 +606,7 @@ impl Reactor {
             sending: Vec::new(),
             send_off: 0,
             send_inflight: false,
+            claimed: false,
             send_started: self.now,
             recv_armed: false,
             stalled_on: Vec::new(),
@@ -635,9 +658,13 @@ impl Reactor {
                 slot.sending = server.client_info(&live, cid, Some(peer.ip()));
                 slot.tls = Some(tls);
             }
-            _ => {
+            (None, Some(slot)) => {
                 out.push(&server.client_info(&live, cid, Some(peer.ip())));
+                // Plain text: a publishing reactor may write to this socket itself while
+                // this one sleeps (`Outbound::send_direct`).
+                out.allow_direct(slot.stream.as_raw_fd());
             }
+            _ => {}
         }
         let count = server.conn_count.fetch_add(1, Ordering::Relaxed) + 1;
         if count > live.opts.max_connections {
@@ -1032,6 +1059,9 @@ impl Reactor {
         if res < 0 {
             conn.sending.clear();
             conn.send_off = 0;
+            if std::mem::take(&mut conn.claimed) {
+                conn.conn.out.release_claim();
+            }
             if conn.close_deadline.is_none() {
                 conn.conn.close(CloseReason::WriteError);
                 self.start_close(token);
@@ -1042,6 +1072,9 @@ impl Reactor {
         if conn.send_off >= conn.sending.len() {
             conn.sending.clear();
             conn.send_off = 0;
+            if std::mem::take(&mut conn.claimed) {
+                conn.conn.out.release_claim();
+            }
             // Large buffers are given back only once the connection is idle: under steady
             // load the next send reuses this one, and freeing it each time cost a fresh
             // allocation, its reallocation copies and page faults on every send.
@@ -1069,6 +1102,15 @@ impl Reactor {
         }
         if conn.sending.is_empty() {
             conn.send_off = 0;
+            // A direct sender on another reactor may be writing this queue; it tells us
+            // if bytes are left when it is done.
+            if !conn.claimed {
+                if !conn.conn.out.try_claim() {
+                    return;
+                }
+                conn.claimed = true;
+            }
+            fold_direct_counts(&mut conn.conn);
             let taken = match conn.tls.as_deref_mut() {
                 None => conn.conn.out.take_counted(&mut conn.sending),
                 Some(tls) => {
@@ -1089,6 +1131,9 @@ impl Reactor {
                 }
             };
             if taken.bytes == 0 {
+                if std::mem::take(&mut conn.claimed) {
+                    conn.conn.out.release_claim();
+                }
                 return;
             }
             if taken.msgs > 0 {
@@ -1117,7 +1162,38 @@ impl Reactor {
     /// Moves this batch's cross-core marks to their owners' inboxes.
     fn hand_off(&mut self) {
         for r in 0..self.batch.reactors() {
-            let list = self.batch.list_mut(r);
+            let (list, direct) = self.batch.lists_mut(r);
+            if !direct.is_empty() {
+                // The owner sleeps: waking it costs more than writing a few sockets from
+                // here. Past DIRECT_MAX destinations it is woken to share the work.
+                if r != self.id && direct.len() <= DIRECT_MAX && self.handles[r].is_sleeping() {
+                    let mut sent = SmallVec::<[u64; DIRECT_MAX]>::new();
+                    for out in direct.iter() {
+                        match out.send_direct(&mut self.direct_buf) {
+                            Direct::Sent(t) => {
+                                sent.push(out.token);
+                                self.stats.direct_sends += 1;
+                                self.stats.out_msgs += t.msgs;
+                                self.stats.out_bytes += t.payload_bytes;
+                            }
+                            Direct::Owner(t) => {
+                                self.stats.out_msgs += t.msgs;
+                                self.stats.out_bytes += t.payload_bytes;
+                            }
+                        }
+                    }
+                    // `list` holds a Flush for each candidate, in the same order.
+                    let mut next = sent.iter().peekable();
+                    list.retain(|m| match (m, next.peek()) {
+                        (Mail::Flush(t), Some(&&s)) if *t == s => {
+                            next.next();
+                            false
+                        }
+                        _ => true,
+                    });
+                }
+                direct.clear();
+            }
             if list.is_empty() {
                 continue;
             }
@@ -1303,6 +1379,9 @@ impl Reactor {
     }
 
     fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
+        for (_, slot) in self.conns.iter_mut() {
+            fold_direct_counts(&mut slot.conn);
+        }
         let auth = &self.live.conn_cfg.auth;
         let user_auth = auth.user.is_some() || !auth.users.is_empty();
         let wanted = |slot: &Slot| {
@@ -1577,7 +1656,13 @@ impl Reactor {
                 unsafe { libc::shutdown(conn.stream.as_raw_fd(), libc::SHUT_RDWR) };
                 conn.shut = true;
             }
-            if conn.shut && !conn.recv_armed && !conn.send_inflight {
+            // The fd is closed with the slot: first make sure no direct send is writing to
+            // it, or can start to.
+            if conn.shut
+                && !conn.recv_armed
+                && !conn.send_inflight
+                && conn.conn.out.claim_for_close(conn.claimed)
+            {
                 done.push(token);
                 false
             } else {

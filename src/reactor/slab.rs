@@ -52,6 +52,14 @@ impl<T> Slab<T> {
             .filter_map(|(i, e)| e.val.as_ref().map(|v| (token(i as u32, e.gen), v)))
     }
 
+    /// Occupied slots, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, e)| e.val.as_mut().map(|v| (token(i as u32, e.gen), v)))
+    }
+
     /// The token the next `insert` will return.
     pub fn vacant_token(&self) -> u64 {
         match self.free.last() {
