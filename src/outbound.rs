@@ -882,4 +882,136 @@ mod tests {
         assert_eq!(stalled.len(), 1);
         assert!(Arc::ptr_eq(&stalled[0], &a));
     }
+
+    /// A connected pair of non-blocking stream sockets (the far end reads what was sent).
+    fn socket_pair() -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    fn read_all(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[test]
+    fn direct_send_writes_pending_bytes_and_needs_no_owner() {
+        use std::os::fd::AsRawFd;
+        let (near, mut far) = socket_pair();
+        let out = Arc::new(Outbound::new(1, 1, 10, 1 << 20));
+        let mut scratch = Vec::new();
+        assert_eq!(
+            out.send_direct(&mut scratch),
+            Direct::Owner(Taken::default()),
+            "not allowed until the owner says so"
+        );
+        out.allow_direct(near.as_raw_fd());
+        let mut batch = WakeBatch::new(2);
+        batch.set_home(0);
+        batch.stage_msg(&out, 5, 1, |b| b.extend_from_slice(b"MSG1\n"));
+        batch.flush(&mut Vec::new());
+        let (list, direct) = batch.lists_mut(1);
+        assert_eq!(list.as_slice(), &[Mail::Flush(10)]);
+        assert_eq!(
+            direct.len(),
+            1,
+            "a plain queue of another reactor is a candidate"
+        );
+        let sent = out.send_direct(&mut scratch);
+        assert_eq!(
+            sent,
+            Direct::Sent(Taken {
+                bytes: 5,
+                msgs: 1,
+                payload_bytes: 1
+            })
+        );
+        assert_eq!(read_all(&mut far), b"MSG1\n");
+        assert_eq!(out.take_direct_counts(), (1, 1));
+        // The claim was given back: the owner can send next.
+        assert!(out.try_claim());
+        out.release_claim();
+        // A candidate of the batch's own reactor is never sent directly.
+        let own = Arc::new(Outbound::new(2, 0, 20, 1024));
+        own.allow_direct(near.as_raw_fd());
+        batch.lists_mut(1).1.clear();
+        batch.stage_bytes(&own, b"x");
+        batch.flush(&mut Vec::new());
+        assert!(batch.lists_mut(0).1.is_empty());
+    }
+
+    #[test]
+    fn direct_send_leaves_what_the_socket_did_not_take_in_front_for_the_owner() {
+        use std::os::fd::AsRawFd;
+        let (near, mut far) = socket_pair();
+        let out = Outbound::new(1, 1, 10, 64 << 20);
+        out.allow_direct(near.as_raw_fd());
+        // More than a socket buffer holds: the send is partial, never blocking.
+        let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
+        out.push(&big);
+        let mut scratch = Vec::new();
+        let r = out.send_direct(&mut scratch);
+        assert!(
+            matches!(r, Direct::Owner(t) if t.bytes == big.len()),
+            "{r:?}"
+        );
+        let first = read_all(&mut far);
+        assert!(!first.is_empty() && first.len() < big.len());
+        // Bytes appended later go after the unsent rest.
+        out.push(b"tail");
+        let mut rest = Vec::new();
+        assert!(out.try_claim(), "the direct sender gave the claim back");
+        out.take(&mut rest);
+        out.release_claim();
+        let mut all = first;
+        all.extend_from_slice(&rest);
+        let mut want = big.clone();
+        want.extend_from_slice(b"tail");
+        assert!(all == want, "order kept across the partial direct send");
+    }
+
+    #[test]
+    fn send_claim_keeps_one_sender_and_guards_the_close() {
+        use std::os::fd::AsRawFd;
+        let (near, mut far) = socket_pair();
+        let out = Outbound::new(1, 1, 10, 1024);
+        out.allow_direct(near.as_raw_fd());
+        out.push(b"abc");
+        // The owner is sending: a direct sender backs off without touching the queue.
+        assert!(out.try_claim());
+        let mut scratch = Vec::new();
+        assert_eq!(
+            out.send_direct(&mut scratch),
+            Direct::Owner(Taken::default())
+        );
+        assert_eq!(out.pending_len(), 3);
+        // Held by someone else, the close must wait; held by the closer, it proceeds.
+        assert!(!out.claim_for_close(false));
+        assert!(out.claim_for_close(true));
+        assert!(
+            !out.try_claim(),
+            "nobody sends once the socket is being closed"
+        );
+        assert!(out.claim_for_close(false), "closing twice is fine");
+        // A closed queue is never sent directly, even with the claim free.
+        let q = Outbound::new(2, 1, 20, 1024);
+        q.allow_direct(near.as_raw_fd());
+        q.push(b"x");
+        q.close();
+        assert_eq!(q.send_direct(&mut scratch), Direct::Owner(Taken::default()));
+        assert!(read_all(&mut far).is_empty());
+    }
 }

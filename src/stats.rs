@@ -84,7 +84,8 @@ reactor_stats! {
     in_msgs,
     /// Payload bytes of those messages.
     in_bytes,
-    /// Messages sent to connections owned by this reactor (counted when a send takes them).
+    /// Messages this reactor sent: to its own connections (counted when a send takes them)
+    /// and, by direct sends, to other reactors' connections.
     out_msgs,
     /// Payload bytes of those messages.
     out_bytes,

@@ -192,3 +192,70 @@ async fn many_connections_across_reactors_exactly_once_in_order() {
         );
     }
 }
+
+/// Subscribers owned by another reactor that sleeps are written by the publishing reactor
+/// itself (a direct send, no wake-up): every message still arrives once and in order, and
+/// the server's counters still count each delivery once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
+    const PAIRS: usize = 16;
+    const N: usize = 300;
+    let srv = start(); // two reactors: about half the pairs land on different ones
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for i in 0..PAIRS {
+        let s = client(srv.addr).await;
+        let sub = s.subscribe(format!("direct.{i}")).await.unwrap();
+        s.flush().await.unwrap();
+        subs.push((s, sub));
+        pubs.push(client(srv.addr).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, p) in pubs.iter().enumerate() {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..N {
+                p.publish(format!("direct.{i}"), n.to_string().into())
+                    .await
+                    .unwrap();
+                // Pauses let the reactors go to sleep between bursts.
+                if n % 10 == 9 {
+                    p.flush().await.unwrap();
+                }
+            }
+            p.flush().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        timeout(T, t).await.unwrap().unwrap();
+    }
+    for (i, (_, sub)) in subs.iter_mut().enumerate() {
+        for n in 0..N {
+            let m = timeout(T, sub.next()).await.unwrap().unwrap();
+            assert_eq!(&m.payload[..], n.to_string().as_bytes(), "pair {i}");
+        }
+    }
+    // Nothing more: each message arrived exactly once.
+    for (s, sub) in subs.iter_mut() {
+        s.flush().await.unwrap();
+        assert!(timeout(Duration::from_millis(50), sub.next())
+            .await
+            .is_err());
+    }
+    let totals = || {
+        srv.server.stats.iter().fold((0, 0), |(o, d), s| {
+            let l = s.load();
+            (o + l.out_msgs, d + l.direct_sends)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (out_msgs, direct) = loop {
+        let t = totals();
+        if t.0 >= (PAIRS * N) as u64 || std::time::Instant::now() > deadline {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(out_msgs, (PAIRS * N) as u64, "each delivery counted once");
+    assert!(direct > 0, "no pair was written by a direct send");
+}
