@@ -245,23 +245,23 @@ impl<'a> Message<'a> {
     #[inline]
     pub(crate) fn encode(&self, sub: &Subscription, buf: &mut Vec<u8>) {
         if let Some(t) = self.template() {
-            buf.extend_from_slice(&t.bytes[..t.pre]);
-            buf.extend_from_slice(&sub.sid);
-            buf.extend_from_slice(&t.bytes[t.pre..]);
+            put(buf, &t.bytes[..t.pre]);
+            put(buf, &sub.sid);
+            put(buf, &t.bytes[t.pre..]);
             if !t.whole {
-                buf.extend_from_slice(self.payload);
-                buf.extend_from_slice(b"\r\n");
+                put(buf, self.payload);
+                put(buf, b"\r\n");
             }
             return;
         }
         let (hdr, body) = self.wire_form(sub);
-        buf.extend_from_slice(if hdr.is_some() { b"HMSG " } else { b"MSG " });
-        buf.extend_from_slice(self.subject);
+        put(buf, if hdr.is_some() { b"HMSG " } else { b"MSG " });
+        put(buf, self.subject);
         buf.push(b' ');
-        buf.extend_from_slice(&sub.sid);
+        put(buf, &sub.sid);
         buf.push(b' ');
         if let Some(r) = self.reply {
-            buf.extend_from_slice(r);
+            put(buf, r);
             buf.push(b' ');
         }
         if let Some(h) = hdr {
@@ -269,9 +269,9 @@ impl<'a> Message<'a> {
             buf.push(b' ');
         }
         put_usize(buf, body.len());
-        buf.extend_from_slice(b"\r\n");
-        buf.extend_from_slice(body);
-        buf.extend_from_slice(b"\r\n");
+        put(buf, b"\r\n");
+        put(buf, body);
+        put(buf, b"\r\n");
     }
 }
 
@@ -578,7 +578,45 @@ pub(crate) fn digits(mut n: usize) -> usize {
 #[inline]
 pub(crate) fn put_usize(buf: &mut Vec<u8>, n: usize) {
     let mut tmp = [0u8; 20];
-    buf.extend_from_slice(usize_text(n, &mut tmp));
+    put(buf, usize_text(n, &mut tmp));
+}
+
+/// Appends `src` to `buf`. A MSG line is a handful of short pieces (subject, sid, length,
+/// CRLF, a small payload); copied inline they cost a few instructions each, where
+/// `extend_from_slice` called `memcpy` for every piece (12-14 % of a 1:1 profile).
+#[inline(always)]
+pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
+    let n = src.len();
+    if n > 16 {
+        buf.extend_from_slice(src);
+        return;
+    }
+    buf.reserve(n);
+    let len = buf.len();
+    // SAFETY: after `reserve(n)` the `n` bytes after `len` are allocated and writable; every
+    // read below is within `src[..n]` and every write within `dst[..n]` (the two overlapping
+    // words of a 4..=16-byte copy both end at or before `n`), and all `n` bytes are written
+    // before `set_len` makes them part of the vector.
+    unsafe {
+        let d = buf.as_mut_ptr().add(len);
+        let s = src.as_ptr();
+        if n >= 8 {
+            let a = s.cast::<u64>().read_unaligned();
+            let b = s.add(n - 8).cast::<u64>().read_unaligned();
+            d.cast::<u64>().write_unaligned(a);
+            d.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = s.cast::<u32>().read_unaligned();
+            let b = s.add(n - 4).cast::<u32>().read_unaligned();
+            d.cast::<u32>().write_unaligned(a);
+            d.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *d.add(i) = *s.add(i);
+            }
+        }
+        buf.set_len(len + n);
+    }
 }
 
 /// `n` in decimal, written at the end of `tmp`.

@@ -650,3 +650,24 @@ fn no_responders_status_skips_a_subscription_gone_at_its_limit() {
         "HMSG _INBOX.y 2 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n"
     );
 }
+
+#[test]
+fn inline_copy_appends_every_length_exactly() {
+    let src: Vec<u8> = (1..=40u8).collect();
+    for n in 0..=src.len() {
+        for prefix in [0usize, 1, 7, 15] {
+            // A vector that is exactly full, so the copy has to grow it.
+            let mut buf = vec![0xAAu8; prefix];
+            buf.shrink_to_fit();
+            super::deliver::put(&mut buf, &src[..n]);
+            let mut want = vec![0xAAu8; prefix];
+            want.extend_from_slice(&src[..n]);
+            assert_eq!(buf, want, "n={n} prefix={prefix}");
+        }
+    }
+    let mut buf = Vec::new();
+    super::deliver::put_usize(&mut buf, 0);
+    buf.push(b' ');
+    super::deliver::put_usize(&mut buf, usize::MAX);
+    assert_eq!(buf, format!("0 {}", usize::MAX).as_bytes());
+}
