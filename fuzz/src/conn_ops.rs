@@ -1361,6 +1361,10 @@ struct Check<'a> {
     /// frames. For choices that change no state and carry no unique tag (the 503).
     any_of: Vec<(Dest, usize, Vec<Frame>)>,
     group: usize,
+    /// (client, sid) withdrawn with [`Model::withdraw_either`] in this step: the server
+    /// may still hold the subscription (below its limit) until the close at the end of the
+    /// step, so later UNSUBs and SUBs of that sid in the step may or may not reach the route.
+    uncertain: BTreeSet<(usize, Vec<u8>)>,
 }
 
 fn count(v: &[Frame], f: &Frame) -> usize {
@@ -1742,11 +1746,51 @@ impl Model {
         if let Some(q) = queue {
             self.gone.insert((cid, sid.to_vec()), q.to_vec());
         }
+        ck.uncertain.insert((c, sid.to_vec()));
         if self.route.open {
             let mut l = b"UNSUB ".to_vec();
             l.extend_from_slice(&route_sid(cid, sid, queue.is_some()));
             ck.optional.push((Dest::Route, Frame::Line(l.clone())));
             l.extend_from_slice(format!(" {max}").as_bytes());
+            ck.optional.push((Dest::Route, Frame::Line(l)));
+        }
+    }
+
+    /// A SUB or UNSUB (with `max`) of a sid left uncertain by
+    /// [`withdraw_either`](Self::withdraw_either): if the server still holds the old
+    /// subscription the SUB is ignored and the UNSUB sends the limit again; if not, the SUB
+    /// is a new subscription (withdrawn again at the close). Every such line may come.
+    fn uncertain_op(
+        &mut self,
+        ck: &mut Check<'_>,
+        c: usize,
+        sid: &[u8],
+        sub: Option<(&str, Option<&str>)>,
+        max: u64,
+    ) {
+        if !self.cluster || !self.route.open {
+            return;
+        }
+        let cid = self.clients[c].cid;
+        let mut lines = Vec::new();
+        for queued in [false, true] {
+            let rsid = route_sid(cid, sid, queued);
+            let mut l = b"UNSUB ".to_vec();
+            l.extend_from_slice(&rsid);
+            lines.push(l.clone());
+            if max > 0 {
+                l.extend_from_slice(format!(" {max}").as_bytes());
+                lines.push(l);
+            }
+            if let Some((subject, queue)) = sub {
+                if queue.is_some() == queued {
+                    let mut l = format!("SUB {subject} {} ", queue.unwrap_or("")).into_bytes();
+                    l.extend_from_slice(&rsid);
+                    lines.push(l);
+                }
+            }
+        }
+        for l in lines {
             ck.optional.push((Dest::Route, Frame::Line(l)));
         }
     }
@@ -1947,6 +1991,11 @@ impl Model {
                 if m.subs.contains_key(sid) {
                     // A SUB reusing a live sid is ignored.
                     self.ok(ck, c);
+                } else if ck.uncertain.contains(&(c, sid.to_vec())) {
+                    // The client is cut in this step; whether the server still held the sid
+                    // decides if this SUB counts (its subscriptions all go at the close).
+                    self.uncertain_op(ck, c, sid, Some((subject, queue.as_deref())), 0);
+                    self.ok(ck, c);
                 } else if !valid_pattern(subject.as_bytes()) {
                     ck.expect_lines(d, ProtoError::InvalidSubject.err_line());
                 } else {
@@ -1973,10 +2022,11 @@ impl Model {
                 let slow = ck.is_slow(Dest::Client(c));
                 let m = &mut self.clients[c];
                 if let Some(s) = m.subs.get_mut(sid) {
-                    if *max > 0 && slow {
+                    if *max > 0 && slow && s.delivered >= *max {
                         // Cut in this step: deliveries after its queue died were not
                         // counted, so the server may still be below the limit (the route
-                        // gets the limit now and the removal at close) or not.
+                        // gets the limit now and the removal at close) or not. (Below the
+                        // model's count the server is below too: it never counts more.)
                         let s = m.subs.remove(sid).expect("present");
                         self.withdraw_either(ck, c, sid, s.queue.as_deref(), *max);
                     } else if *max > 0 && s.delivered < *max {
@@ -1987,6 +2037,8 @@ impl Model {
                         let s = m.subs.remove(sid).expect("present");
                         self.withdraw(ck, c, sid, s.queue.as_deref(), None);
                     }
+                } else if ck.uncertain.contains(&(c, sid.to_vec())) {
+                    self.uncertain_op(ck, c, sid, None, *max);
                 } else {
                     // Unknown, or already gone at its limit: nothing to do.
                     m.lingering.remove(sid);
@@ -2259,6 +2311,7 @@ impl Model {
             optional: Vec::new(),
             any_of: Vec::new(),
             group: 0,
+            uncertain: BTreeSet::new(),
         };
         for m in self.clients.iter_mut().chain([&mut self.route]) {
             m.failed = false;
