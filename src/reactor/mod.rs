@@ -187,8 +187,6 @@ pub struct Reactor {
     live: Arc<Live>,
 }
 
-/// Drops what a TLS connection queued before its handshake failed (a route's INFO and
-/// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
 /// Adds what direct senders wrote to a connection's own counters.
 fn fold_direct_counts(conn: &mut Connection) {
     let (msgs, bytes) = conn.out.take_direct_counts();
@@ -198,6 +196,8 @@ fn fold_direct_counts(conn: &mut Connection) {
     }
 }
 
+/// Drops what a TLS connection queued before its handshake failed (a route's INFO and
+/// CONNECT, meant for the encrypted session): only the `-ERR` goes out, in clear.
 fn discard_queued(out: &Outbound) {
     let mut queued = Vec::new();
     out.take(&mut queued);
