@@ -200,7 +200,8 @@ async fn many_connections_across_reactors_exactly_once_in_order() {
 async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
     const PAIRS: usize = 16;
     const N: usize = 300;
-    let srv = start(); // two reactors: about half the pairs land on different ones
+    // Two reactors: about half the pairs land on different ones.
+    let srv = start_with(|o| o.http_port = Some(0));
     let mut subs = Vec::new();
     let mut pubs = Vec::new();
     for i in 0..PAIRS {
@@ -258,4 +259,32 @@ async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
     };
     assert_eq!(out_msgs, (PAIRS * N) as u64, "each delivery counted once");
     assert!(direct > 0, "no pair was written by a direct send");
+    // Per connection too: /connz gives each subscriber its N messages.
+    let connz = http_get(srv.http_addr.unwrap(), "/connz?limit=1000");
+    let v: serde_json::Value = serde_json::from_str(&connz).unwrap();
+    let mut per_conn: Vec<u64> = v["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["out_msgs"].as_u64().unwrap())
+        .filter(|&n| n > 0)
+        .collect();
+    per_conn.sort_unstable();
+    assert_eq!(per_conn, vec![N as u64; PAIRS], "{connz}");
+}
+
+/// The body of a plain HTTP/1.0 GET.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    body.to_string()
 }

@@ -187,12 +187,14 @@ pub struct Reactor {
     live: Arc<Live>,
 }
 
-/// Adds what direct senders wrote to a connection's own counters.
-fn fold_direct_counts(conn: &mut Connection) {
+/// Adds what direct senders wrote to a connection's own counters (and counts it as
+/// activity, as a send of its own would).
+fn fold_direct_counts(conn: &mut Connection, now: Instant) {
     let (msgs, bytes) = conn.out.take_direct_counts();
     if msgs > 0 {
         conn.stats.out_msgs += msgs;
         conn.stats.out_bytes += bytes;
+        conn.stats.last_activity = now;
     }
 }
 
@@ -1110,7 +1112,7 @@ impl Reactor {
                 }
                 conn.claimed = true;
             }
-            fold_direct_counts(&mut conn.conn);
+            fold_direct_counts(&mut conn.conn, now);
             let taken = match conn.tls.as_deref_mut() {
                 None => conn.conn.out.take_counted(&mut conn.sending),
                 Some(tls) => {
@@ -1379,8 +1381,9 @@ impl Reactor {
     }
 
     fn snapshot(&mut self, q: &SnapshotQuery) -> ReactorSnapshot {
+        let now = self.now;
         for (_, slot) in self.conns.iter_mut() {
-            fold_direct_counts(&mut slot.conn);
+            fold_direct_counts(&mut slot.conn, now);
         }
         let auth = &self.live.conn_cfg.auth;
         let user_auth = auth.user.is_some() || !auth.users.is_empty();
