@@ -1281,6 +1281,11 @@ struct MSub {
     queue: Option<Vec<u8>>,
     max: u64,
     delivered: u64,
+    /// Given a limit in a step in which its client was cut: the server's delivered count
+    /// may differ from the model's either way (it counts a delivery its dead queue then
+    /// drops, and skips deliveries once the queue is dead), so whether and when the limit
+    /// removed it is not known. Its route lines are optional until the close ends it.
+    uncertain: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1811,7 +1816,11 @@ impl Model {
             let s = conn.subs.remove(sid).expect("present");
             conn.lingering.insert(sid.clone());
             if let Holder::Client(c, sid) = h {
-                self.withdraw(ck, *c, sid, s.queue.as_deref(), None);
+                if s.uncertain {
+                    self.withdraw_either(ck, *c, sid, s.queue.as_deref(), s.max);
+                } else {
+                    self.withdraw(ck, *c, sid, s.queue.as_deref(), None);
+                }
             }
         }
     }
@@ -1988,7 +1997,11 @@ impl Model {
             } => {
                 let sid = sid.as_bytes();
                 let m = &mut self.clients[c];
-                if m.subs.contains_key(sid) {
+                if m.subs.get(sid).is_some_and(|s| s.uncertain) {
+                    // The server may have removed it at its limit: then this is a new one.
+                    self.uncertain_op(ck, c, sid, Some((subject, queue.as_deref())), 0);
+                    self.ok(ck, c);
+                } else if m.subs.contains_key(sid) {
                     // A SUB reusing a live sid is ignored.
                     self.ok(ck, c);
                 } else if ck.uncertain.contains(&(c, sid.to_vec())) {
@@ -2007,6 +2020,7 @@ impl Model {
                             queue: queue.map(|q| q.as_bytes().to_vec()),
                             max: 0,
                             delivered: 0,
+                            uncertain: false,
                         },
                     );
                     if self.cluster && self.route.open {
@@ -2022,13 +2036,16 @@ impl Model {
                 let slow = ck.is_slow(Dest::Client(c));
                 let m = &mut self.clients[c];
                 if let Some(s) = m.subs.get_mut(sid) {
-                    if *max > 0 && slow && s.delivered >= *max {
-                        // Cut in this step: deliveries after its queue died were not
-                        // counted, so the server may still be below the limit (the route
-                        // gets the limit now and the removal at close) or not. (Below the
-                        // model's count the server is below too: it never counts more.)
-                        let s = m.subs.remove(sid).expect("present");
-                        self.withdraw_either(ck, c, sid, s.queue.as_deref(), *max);
+                    if *max > 0 && slow {
+                        // Cut in this step: the server's count may differ from the model's
+                        // (see `MSub::uncertain`), so the route may get the limit now and
+                        // the removal at the close, or the removal now. The subscription
+                        // stays a candidate (the server may still pick it, and the dead
+                        // queue swallows the message) until the close.
+                        s.max = *max;
+                        s.uncertain = true;
+                        let q = s.queue.clone();
+                        self.withdraw_either(ck, c, sid, q.as_deref(), *max);
                     } else if *max > 0 && s.delivered < *max {
                         s.max = *max;
                         let q = s.queue.clone();
@@ -2155,6 +2172,7 @@ impl Model {
                             queue: queue.map(|q| q.as_bytes().to_vec()),
                             max: 0,
                             delivered: 0,
+                            uncertain: false,
                         },
                     );
                 }
@@ -2261,7 +2279,11 @@ impl Model {
             Dest::Client(c) => {
                 let subs = std::mem::take(&mut self.clients[c].subs);
                 for (sid, s) in subs {
-                    self.withdraw(ck, c, &sid, s.queue.as_deref(), None);
+                    if s.uncertain {
+                        self.withdraw_either(ck, c, &sid, s.queue.as_deref(), s.max);
+                    } else {
+                        self.withdraw(ck, c, &sid, s.queue.as_deref(), None);
+                    }
                 }
                 self.clients[c].open = false;
             }
