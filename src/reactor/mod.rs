@@ -1171,17 +1171,13 @@ impl Reactor {
                 if r != self.id && direct.len() <= DIRECT_MAX && self.handles[r].is_sleeping() {
                     let mut sent = SmallVec::<[u64; DIRECT_MAX]>::new();
                     for out in direct.iter() {
-                        match out.send_direct(&mut self.direct_buf) {
-                            Direct::Sent(t) => {
-                                sent.push(out.token);
-                                self.stats.direct_sends += 1;
-                                self.stats.out_msgs += t.msgs;
-                                self.stats.out_bytes += t.payload_bytes;
-                            }
-                            Direct::Owner(t) => {
-                                self.stats.out_msgs += t.msgs;
-                                self.stats.out_bytes += t.payload_bytes;
-                            }
+                        let r = out.send_direct(&mut self.direct_buf);
+                        let (Direct::Sent(t) | Direct::Owner(t)) = r;
+                        self.stats.out_msgs += t.msgs;
+                        self.stats.out_bytes += t.payload_bytes;
+                        if let Direct::Sent(_) = r {
+                            sent.push(out.token);
+                            self.stats.direct_sends += 1;
                         }
                     }
                     // `list` holds a Flush for each candidate, in the same order.
