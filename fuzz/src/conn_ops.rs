@@ -1370,6 +1370,10 @@ struct Check<'a> {
     /// may still hold the subscription (below its limit) until the close at the end of the
     /// step, so later UNSUBs and SUBs of that sid in the step may or may not reach the route.
     uncertain: BTreeSet<(usize, Vec<u8>)>,
+    /// (client, subject, queue) of queue subscriptions a SUB of an uncertain sid may have
+    /// made at a client cut in this step: the server may pick one, and its dead queue
+    /// swallows the message.
+    maybe_members: Vec<(usize, Vec<u8>, Vec<u8>)>,
 }
 
 fn count(v: &[Frame], f: &Frame) -> usize {
@@ -1416,7 +1420,10 @@ impl Check<'_> {
     /// Exactly one of `cands` must have been sent (one queue member, one route sid):
     /// returns its index. The frames carry a unique tag, so two present means two
     /// deliveries. A candidate cut as slow may have swallowed it.
-    fn choose(&mut self, cands: &[(Dest, Frame)]) -> Result<usize, String> {
+    ///
+    /// With `phantom`, a member the model cannot name (see `Check::maybe_members`) may
+    /// have taken it: then none present is `None`.
+    fn choose(&mut self, cands: &[(Dest, Frame)], phantom: bool) -> Result<Option<usize>, String> {
         let present: Vec<usize> = (0..cands.len())
             .filter(|&i| self.avail(cands[i].0, &cands[i].1) > 0)
             .collect();
@@ -1429,11 +1436,14 @@ impl Check<'_> {
         }
         if let Some(&i) = present.first() {
             self.expect(cands[i].0, cands[i].1.clone());
-            return Ok(i);
+            return Ok(Some(i));
         }
         if let Some(i) = (0..cands.len()).find(|&i| self.is_slow(cands[i].0)) {
             self.optional.push(cands[i].clone());
-            return Ok(i);
+            return Ok(Some(i));
+        }
+        if phantom {
+            return Ok(None);
         }
         Err(format!("message lost: none of {cands:?} got it"))
     }
@@ -1773,6 +1783,10 @@ impl Model {
         sub: Option<(&str, Option<&str>)>,
         max: u64,
     ) {
+        if let Some((subject, Some(q))) = sub {
+            ck.maybe_members
+                .push((c, subject.as_bytes().to_vec(), q.as_bytes().to_vec()));
+        }
         if !self.cluster || !self.route.open {
             return;
         }
@@ -1909,8 +1923,9 @@ impl Model {
                     .iter()
                     .map(|h| self.frame_for(h, subject, reply, hdr, payload))
                     .collect();
-                let i = ck.choose(&frames)?;
-                self.delivered(ck, &cands[i]);
+                if let Some(i) = ck.choose(&frames, false)? {
+                    self.delivered(ck, &cands[i]);
+                }
                 n += 1;
             }
         }
@@ -1938,7 +1953,7 @@ impl Model {
                 }
             }
         }
-        for members in groups.values() {
+        for (q, members) in &groups {
             if members.is_empty() {
                 continue;
             }
@@ -1946,8 +1961,13 @@ impl Model {
                 .iter()
                 .map(|h| self.frame_for(h, subject, reply, hdr, payload))
                 .collect();
-            let i = ck.choose(&frames)?;
-            self.delivered(ck, &members[i]);
+            let phantom = ck
+                .maybe_members
+                .iter()
+                .any(|(c, s, mq)| mq == q && matches(s, subject) && skip != Some(*c));
+            if let Some(i) = ck.choose(&frames, phantom)? {
+                self.delivered(ck, &members[i]);
+            }
             n += 1;
         }
         Ok(n)
@@ -2059,6 +2079,10 @@ impl Model {
                 } else {
                     // Unknown, or already gone at its limit: nothing to do.
                     m.lingering.remove(sid);
+                }
+                if *max == 0 {
+                    // Removed now whatever the server's count was: the sid is free.
+                    ck.uncertain.remove(&(c, sid.to_vec()));
                 }
                 self.ok(ck, c);
             }
@@ -2267,8 +2291,13 @@ impl Model {
             .iter()
             .map(|h| self.frame_for(h, subject, reply, None, payload))
             .collect();
-        let i = ck.choose(&frames)?;
-        self.delivered(ck, &members[i]);
+        let phantom = ck
+            .maybe_members
+            .iter()
+            .any(|(_, s, q)| *q == group && matches(s, subject));
+        if let Some(i) = ck.choose(&frames, phantom)? {
+            self.delivered(ck, &members[i]);
+        }
         Ok(())
     }
 
@@ -2334,6 +2363,7 @@ impl Model {
             any_of: Vec::new(),
             group: 0,
             uncertain: BTreeSet::new(),
+            maybe_members: Vec::new(),
         };
         for m in self.clients.iter_mut().chain([&mut self.route]) {
             m.failed = false;
