@@ -22,7 +22,7 @@ use crate::sublist::{MatchResult, SubEntry, Sublist};
 use rand::rngs::SmallRng;
 use rand::Rng;
 use smallvec::SmallVec;
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -153,11 +153,15 @@ const TEMPLATE_PAYLOAD_MAX: usize = 192;
 /// Per-message encoding state; [`Default`] when a message is built.
 #[derive(Default)]
 pub struct EncodeCache {
-    encoded: Cell<bool>,
-    tpl: OnceCell<Template>,
+    /// Deliveries encoded so far, counted up to 2 (the template is built at the second).
+    encoded: Cell<u8>,
+    /// Filled in place at the second delivery: building it on the stack and moving it in
+    /// copied the whole inline buffer once per published message.
+    tpl: RefCell<Template>,
 }
 
 /// `MSG <subject> ` and ` [reply ]<len>\r\n[<payload>\r\n]` of one plain MSG.
+#[derive(Default)]
 struct Template {
     bytes: SmallVec<[u8; 320]>,
     /// Length of the part before the sid.
@@ -186,35 +190,46 @@ impl<'a> Message<'a> {
     /// The shared parts of a plain MSG, from the second delivery of this message on
     /// (a lone delivery encodes directly: building the template would only add copies).
     #[inline]
-    fn template(&self) -> Option<&Template> {
+    fn template(&self) -> Option<Ref<'_, Template>> {
         if self.header_len.is_some() {
             return None;
         }
-        if !self.cache.encoded.replace(true) {
-            return None;
+        match self.cache.encoded.get() {
+            0 => {
+                self.cache.encoded.set(1);
+                return None;
+            }
+            1 => {
+                self.cache.encoded.set(2);
+                self.build_template(&mut self.cache.tpl.borrow_mut());
+            }
+            _ => {}
         }
-        Some(self.cache.tpl.get_or_init(|| {
-            let mut bytes = SmallVec::new();
-            bytes.extend_from_slice(b"MSG ");
-            bytes.extend_from_slice(self.subject);
-            bytes.push(b' ');
-            let pre = bytes.len();
-            bytes.push(b' ');
-            if let Some(r) = self.reply {
-                bytes.extend_from_slice(r);
-                bytes.push(b' ');
-            }
-            let mut len = [0u8; 20];
-            bytes.extend_from_slice(usize_text(self.payload.len(), &mut len));
-            bytes.extend_from_slice(b"\r\n");
-            let whole = self.payload.len() <= TEMPLATE_PAYLOAD_MAX;
-            if whole {
-                bytes.extend_from_slice(self.payload);
-                bytes.extend_from_slice(b"\r\n");
-            }
-            Template { bytes, pre, whole }
-        }))
+        Some(self.cache.tpl.borrow())
     }
+
+    #[cold]
+    fn build_template(&self, t: &mut Template) {
+        let bytes = &mut t.bytes;
+        bytes.extend_from_slice(b"MSG ");
+        bytes.extend_from_slice(self.subject);
+        bytes.push(b' ');
+        t.pre = bytes.len();
+        bytes.push(b' ');
+        if let Some(r) = self.reply {
+            bytes.extend_from_slice(r);
+            bytes.push(b' ');
+        }
+        let mut len = [0u8; 20];
+        bytes.extend_from_slice(usize_text(self.payload.len(), &mut len));
+        bytes.extend_from_slice(b"\r\n");
+        t.whole = self.payload.len() <= TEMPLATE_PAYLOAD_MAX;
+        if t.whole {
+            bytes.extend_from_slice(self.payload);
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// What this subscriber gets: HMSG if its connection has headers on, else MSG without
     /// the headers (1.0 routes and old clients).
     #[inline]
@@ -587,7 +602,7 @@ pub(crate) fn put_usize(buf: &mut Vec<u8>, n: usize) {
 #[inline(always)]
 pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
     let n = src.len();
-    if n > 16 {
+    if n > 32 {
         buf.extend_from_slice(src);
         return;
     }
@@ -595,12 +610,17 @@ pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
     let len = buf.len();
     // SAFETY: after `reserve(n)` the `n` bytes after `len` are allocated and writable; every
     // read below is within `src[..n]` and every write within `dst[..n]` (the two overlapping
-    // words of a 4..=16-byte copy both end at or before `n`), and all `n` bytes are written
+    // words of a 4..=32-byte copy both end at or before `n`), and all `n` bytes are written
     // before `set_len` makes them part of the vector.
     unsafe {
         let d = buf.as_mut_ptr().add(len);
         let s = src.as_ptr();
-        if n >= 8 {
+        if n >= 16 {
+            let a = s.cast::<u128>().read_unaligned();
+            let b = s.add(n - 16).cast::<u128>().read_unaligned();
+            d.cast::<u128>().write_unaligned(a);
+            d.add(n - 16).cast::<u128>().write_unaligned(b);
+        } else if n >= 8 {
             let a = s.cast::<u64>().read_unaligned();
             let b = s.add(n - 8).cast::<u64>().read_unaligned();
             d.cast::<u64>().write_unaligned(a);
