@@ -2054,6 +2054,9 @@ impl Model {
             COp::Unsub { sid, max, .. } => {
                 let sid = sid.as_bytes();
                 let slow = ck.is_slow(Dest::Client(c));
+                // Left uncertain earlier in this step: the server may hold a different
+                // subscription under this sid (one a later SUB made), plain or queued.
+                let was_uncertain = ck.uncertain.contains(&(c, sid.to_vec()));
                 let m = &mut self.clients[c];
                 if let Some(s) = m.subs.get_mut(sid) {
                     if *max > 0 && slow {
@@ -2074,11 +2077,12 @@ impl Model {
                         let s = m.subs.remove(sid).expect("present");
                         self.withdraw(ck, c, sid, s.queue.as_deref(), None);
                     }
-                } else if ck.uncertain.contains(&(c, sid.to_vec())) {
-                    self.uncertain_op(ck, c, sid, None, *max);
-                } else {
+                } else if !was_uncertain {
                     // Unknown, or already gone at its limit: nothing to do.
                     m.lingering.remove(sid);
+                }
+                if was_uncertain {
+                    self.uncertain_op(ck, c, sid, None, *max);
                 }
                 if *max == 0 {
                     // Removed now whatever the server's count was: the sid is free.
