@@ -1370,10 +1370,17 @@ struct Check<'a> {
     /// may still hold the subscription (below its limit) until the close at the end of the
     /// step, so later UNSUBs and SUBs of that sid in the step may or may not reach the route.
     uncertain: BTreeSet<(usize, Vec<u8>)>,
-    /// (client, subject, queue) of queue subscriptions a SUB of an uncertain sid may have
-    /// made at a client cut in this step: the server may pick one, and its dead queue
-    /// swallows the message.
-    maybe_members: Vec<(usize, Vec<u8>, Vec<u8>)>,
+    /// Subscriptions a SUB of an uncertain sid may have made at a client cut in this step:
+    /// each may get messages (frames allowed, not required), and a queue one may be the
+    /// member the server picks (its dead queue may swallow the message).
+    maybe_subs: Vec<MaybeSub>,
+}
+
+struct MaybeSub {
+    c: usize,
+    sid: Vec<u8>,
+    subject: Vec<u8>,
+    queue: Option<Vec<u8>>,
 }
 
 fn count(v: &[Frame], f: &Frame) -> usize {
@@ -1421,7 +1428,7 @@ impl Check<'_> {
     /// returns its index. The frames carry a unique tag, so two present means two
     /// deliveries. A candidate cut as slow may have swallowed it.
     ///
-    /// With `phantom`, a member the model cannot name (see `Check::maybe_members`) may
+    /// With `phantom`, a member the model cannot name (see `Check::maybe_subs`) may
     /// have taken it: then none present is `None`.
     fn choose(&mut self, cands: &[(Dest, Frame)], phantom: bool) -> Result<Option<usize>, String> {
         let present: Vec<usize> = (0..cands.len())
@@ -1783,9 +1790,13 @@ impl Model {
         sub: Option<(&str, Option<&str>)>,
         max: u64,
     ) {
-        if let Some((subject, Some(q))) = sub {
-            ck.maybe_members
-                .push((c, subject.as_bytes().to_vec(), q.as_bytes().to_vec()));
+        if let Some((subject, queue)) = sub {
+            ck.maybe_subs.push(MaybeSub {
+                c,
+                sid: sid.to_vec(),
+                subject: subject.as_bytes().to_vec(),
+                queue: queue.map(|q| q.as_bytes().to_vec()),
+            });
         }
         if !self.cluster || !self.route.open {
             return;
@@ -1896,6 +1907,7 @@ impl Model {
             _ => None,
         };
         let skipped = |h: &Holder| matches!(h, Holder::Client(c, _) if Some(*c) == skip);
+        self.allow_maybe_subs(ck, subject, reply, hdr, payload, skip, None);
         let mut n = 0;
         for h in self.local_matches(subject, None) {
             if skipped(&h) {
@@ -1961,10 +1973,9 @@ impl Model {
                 .iter()
                 .map(|h| self.frame_for(h, subject, reply, hdr, payload))
                 .collect();
-            let phantom = ck
-                .maybe_members
-                .iter()
-                .any(|(c, s, mq)| mq == q && matches(s, subject) && skip != Some(*c));
+            let phantom = ck.maybe_subs.iter().any(|m| {
+                m.queue.as_ref() == Some(q) && matches(&m.subject, subject) && skip != Some(m.c)
+            });
             if let Some(i) = ck.choose(&frames, phantom)? {
                 self.delivered(ck, &members[i]);
             }
@@ -2255,6 +2266,34 @@ impl Model {
         Ok(())
     }
 
+    /// Frames a subscription in [`Check::maybe_subs`] may get for this message (only the
+    /// members of `group`, if given): allowed, not required.
+    #[allow(clippy::too_many_arguments)]
+    fn allow_maybe_subs(
+        &self,
+        ck: &mut Check<'_>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        hdr: Option<usize>,
+        payload: &[u8],
+        skip: Option<usize>,
+        group: Option<&Vec<u8>>,
+    ) {
+        let mut frames = Vec::new();
+        for m in &ck.maybe_subs {
+            if Some(m.c) == skip || !matches(&m.subject, subject) {
+                continue;
+            }
+            if group.is_some_and(|g| m.queue.as_ref() != Some(g)) {
+                continue;
+            }
+            let headers = self.clients[m.c].headers;
+            let f = msg_frame(subject, &m.sid, reply, hdr, payload, headers);
+            frames.push((Dest::Client(m.c), f));
+        }
+        ck.optional.extend(frames);
+    }
+
     /// A `QRSID` message: exactly the named local member, or another local member of its
     /// group when it is gone.
     fn route_qrsid(
@@ -2287,6 +2326,7 @@ impl Model {
             None => self.gone.get(&(cid, csid)).cloned(),
         };
         let Some(group) = group else { return Ok(()) };
+        self.allow_maybe_subs(ck, subject, reply, None, payload, None, Some(&group));
         let members = self.local_matches(subject, Some(Some(&group)));
         if members.is_empty() {
             return Ok(());
@@ -2296,9 +2336,9 @@ impl Model {
             .map(|h| self.frame_for(h, subject, reply, None, payload))
             .collect();
         let phantom = ck
-            .maybe_members
+            .maybe_subs
             .iter()
-            .any(|(_, s, q)| *q == group && matches(s, subject));
+            .any(|m| m.queue.as_ref() == Some(&group) && matches(&m.subject, subject));
         if let Some(i) = ck.choose(&frames, phantom)? {
             self.delivered(ck, &members[i]);
         }
@@ -2367,7 +2407,7 @@ impl Model {
             any_of: Vec::new(),
             group: 0,
             uncertain: BTreeSet::new(),
-            maybe_members: Vec::new(),
+            maybe_subs: Vec::new(),
         };
         for m in self.clients.iter_mut().chain([&mut self.route]) {
             m.failed = false;
