@@ -2028,17 +2028,27 @@ impl Model {
             } => {
                 let sid = sid.as_bytes();
                 let m = &mut self.clients[c];
-                if m.subs.get(sid).is_some_and(|s| s.uncertain) {
-                    // The server may have removed it at its limit: then this is a new one.
+                let maybe_held = m.subs.get(sid).is_some_and(|s| s.uncertain)
+                    || (!m.subs.contains_key(sid) && ck.uncertain.contains(&(c, sid.to_vec())));
+                if maybe_held && !valid_pattern(subject.as_bytes()) {
+                    // Ignored (+OK) if the server still holds the sid, else refused. The
+                    // client is cut in this step: either reply may come, or none.
+                    ck.optional.push((d, line(b"+OK")));
+                    for l in ProtoError::InvalidSubject
+                        .err_line()
+                        .split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                    {
+                        ck.optional
+                            .push((d, line(l.strip_suffix(b"\r").unwrap_or(l))));
+                    }
+                } else if maybe_held {
+                    // The server may have removed it at its limit (or the client's cut
+                    // left it uncertain): then this is a new one, withdrawn at the close.
                     self.uncertain_op(ck, c, sid, Some((subject, queue.as_deref())), 0);
                     self.ok(ck, c);
                 } else if m.subs.contains_key(sid) {
                     // A SUB reusing a live sid is ignored.
-                    self.ok(ck, c);
-                } else if ck.uncertain.contains(&(c, sid.to_vec())) {
-                    // The client is cut in this step; whether the server still held the sid
-                    // decides if this SUB counts (its subscriptions all go at the close).
-                    self.uncertain_op(ck, c, sid, Some((subject, queue.as_deref())), 0);
                     self.ok(ck, c);
                 } else if !valid_pattern(subject.as_bytes()) {
                     ck.expect_lines(d, ProtoError::InvalidSubject.err_line());
