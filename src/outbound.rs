@@ -431,6 +431,19 @@ impl Outbound {
         self.direct_fd.store(-1, Ordering::SeqCst);
     }
 
+    /// Gives back the queue's memory once its connection is gone (the owner freed the slot:
+    /// nothing more will be sent). The `Outbound` itself may live on for a while: the
+    /// subscription index's retired cache entries hold its subscriptions until their
+    /// deferred reclamation, and a cut slow consumer's queue can hold up to `max_pending`.
+    pub fn release(&self) {
+        let mut q = self.lock();
+        debug_assert!(q.closed, "released before close");
+        q.buf = Vec::new();
+        q.msgs = 0;
+        q.payload_bytes = 0;
+        self.pending.store(0, Ordering::Relaxed);
+    }
+
     /// True once the queue stopped accepting bytes (closing or cut off).
     #[inline]
     pub fn is_dead(&self) -> bool {

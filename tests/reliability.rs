@@ -73,22 +73,38 @@ fn spawn_with_fd_limit(
     u16,
     BufReader<std::process::ChildStderr>,
 ) {
+    spawn_server(Some(limit), &["--workers", "1"])
+}
+
+/// The server binary on a free port with `extra` flags (and a descriptor limit); returns
+/// the child, its port and its log (stderr), read up to "Server is ready".
+fn spawn_server(
+    fd_limit: Option<u64>,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    u16,
+    BufReader<std::process::ChildStderr>,
+) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringnats"));
-    cmd.args(["-a", "127.0.0.1", "-p", "-1", "--workers", "1"])
+    cmd.args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    // SAFETY: setrlimit is async-signal-safe; it only changes the child's own limit.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if let Some(limit) = fd_limit {
+        // SAFETY: setrlimit is async-signal-safe; it only changes the child's own limit.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let mut child = cmd.spawn().expect("spawn ringnats");
     let mut err = BufReader::new(child.stderr.take().unwrap());
@@ -176,6 +192,114 @@ fn accept_backs_off_when_out_of_descriptors_and_recovers() {
             }
         }
     }
+    // SAFETY: signalling the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// A slow consumer that is cut gives its queue's memory back. Six subscribers that never
+/// read are cut in turn while a publisher floods their subject: the server's RSS after the
+/// last is where the first left it. (A cut consumer's queue, up to `max_pending`, used to
+/// stay allocated while the subscription index's retired cache entries still referenced
+/// the connection: tens of MB per cut, for as long as the server ran.)
+#[test]
+fn cut_slow_consumers_give_their_queue_memory_back() {
+    let (mut child, port, log) = spawn_server(None, &["--write_deadline", "0.5"]);
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: signalling the child this test spawned.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(child.id());
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let rss_kib = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut healthy = Raw::quiet(addr);
+    healthy.send(b"SUB flood 1\r\nPING\r\n");
+    healthy.expect(b"PONG\r\n");
+    let reader = {
+        let mut s = healthy.stream.try_clone().unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    let publisher = {
+        let mut p = Raw::quiet(addr);
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut frame = b"PUB flood 1024\r\n".to_vec();
+            frame.extend_from_slice(&[b'x'; 1024]);
+            frame.extend_from_slice(b"\r\n");
+            let burst = frame.repeat(64);
+            p.stream
+                .set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let _ = p.stream.write_all(&burst);
+            }
+        })
+    };
+    let mut after_first = 0;
+    for i in 0..6 {
+        let mut stuck = Raw::quiet(addr);
+        socket2::SockRef::from(&stuck.stream)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        stuck.send(b"SUB flood 1\r\nPING\r\n");
+        stuck.expect(b"PONG\r\n");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains("Slow Consumer Detected") => break,
+                Ok(_) => {}
+                Err(_) => panic!("stuck subscriber {i} not cut"),
+            }
+        }
+        drop(stuck);
+        // The slot is freed once the cut connection's socket is shut and its operations
+        // are back (well within the write deadline).
+        std::thread::sleep(Duration::from_millis(700));
+        if i == 0 {
+            after_first = rss_kib();
+        }
+    }
+    let last = rss_kib();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    reader.join().unwrap();
+    assert!(
+        last < after_first + 24 * 1024,
+        "RSS grew from {after_first} KiB after the first cut to {last} KiB after the sixth"
+    );
     // SAFETY: signalling the child this test spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();

@@ -1669,7 +1669,9 @@ impl Reactor {
             }
         });
         for token in done {
-            self.conns.remove(token);
+            if let Some(conn) = self.conns.remove(token) {
+                conn.conn.out.release();
+            }
         }
     }
 
