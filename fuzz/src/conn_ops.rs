@@ -1348,6 +1348,9 @@ struct Model {
     auth: bool,
     /// (cid, sid) → queue of local queue members withdrawn from the routes.
     gone: HashMap<(u64, Vec<u8>), Vec<u8>>,
+    /// Groups a subscription made by an uncertain SUB (see `Check::maybe_subs`) may have had
+    /// under (cid, sid): after its close, the server may route that sid's `QRSID`s to any.
+    gone_maybe: HashMap<(u64, Vec<u8>), BTreeSet<Vec<u8>>>,
     urls_learned: bool,
     now: Instant,
     next_cid: u64,
@@ -1699,6 +1702,7 @@ impl Model {
             cluster: setup.cluster,
             auth: setup.auth,
             gone: HashMap::new(),
+            gone_maybe: HashMap::new(),
             urls_learned: false,
             now,
             next_cid: setup.clients as u64 + 1,
@@ -1790,6 +1794,13 @@ impl Model {
         sub: Option<(&str, Option<&str>)>,
         max: u64,
     ) {
+        if let Some((_, Some(q))) = sub {
+            let cid = self.clients[c].cid;
+            self.gone_maybe
+                .entry((cid, sid.to_vec()))
+                .or_default()
+                .insert(q.as_bytes().to_vec());
+        }
         if let Some((subject, queue)) = sub {
             ck.maybe_subs.push(MaybeSub {
                 c,
@@ -2333,7 +2344,15 @@ impl Model {
                 return Ok(());
             }
             Some(c) => self.clients[c].subs[&csid].queue.clone(),
-            None => self.gone.get(&(cid, csid)).cloned(),
+            None => {
+                let maybe = self.gone_maybe.get(&(cid, csid.clone())).cloned();
+                if let Some(mut groups) = maybe {
+                    // Which subscription the server last held under this sid is not known.
+                    groups.extend(self.gone.get(&(cid, csid)).cloned());
+                    return self.route_qrsid_any(ck, subject, reply, payload, &groups);
+                }
+                self.gone.get(&(cid, csid)).cloned()
+            }
         };
         let Some(group) = group else { return Ok(()) };
         self.allow_maybe_subs(ck, subject, reply, None, payload, None, Some(&group));
@@ -2350,6 +2369,31 @@ impl Model {
             .iter()
             .any(|m| m.queue.as_ref() == Some(&group) && matches(&m.subject, subject));
         if let Some(i) = ck.choose(&frames, phantom)? {
+            self.delivered(ck, &members[i]);
+        }
+        Ok(())
+    }
+
+    /// A `QRSID` message whose group is one of `groups`, or none: at most one member of
+    /// them gets it.
+    fn route_qrsid_any(
+        &mut self,
+        ck: &mut Check<'_>,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+        groups: &BTreeSet<Vec<u8>>,
+    ) -> Result<(), String> {
+        let mut members = Vec::new();
+        for g in groups {
+            self.allow_maybe_subs(ck, subject, reply, None, payload, None, Some(g));
+            members.extend(self.local_matches(subject, Some(Some(g))));
+        }
+        let frames: Vec<(Dest, Frame)> = members
+            .iter()
+            .map(|h| self.frame_for(h, subject, reply, None, payload))
+            .collect();
+        if let Some(i) = ck.choose(&frames, true)? {
             self.delivered(ck, &members[i]);
         }
         Ok(())
