@@ -1377,6 +1377,9 @@ struct Check<'a> {
     /// each may get messages (frames allowed, not required), and a queue one may be the
     /// member the server picks (its dead queue may swallow the message).
     maybe_subs: Vec<MaybeSub>,
+    /// The last [`Check::choose`] fell back to a candidate cut as slow: which one the
+    /// server picked is not known.
+    picked_slow: bool,
 }
 
 struct MaybeSub {
@@ -1444,12 +1447,18 @@ impl Check<'_> {
                 present.iter().map(|&i| &cands[i]).collect::<Vec<_>>()
             ));
         }
+        self.picked_slow = false;
         if let Some(&i) = present.first() {
             self.expect(cands[i].0, cands[i].1.clone());
             return Ok(Some(i));
         }
+        self.picked_slow = false;
         if let Some(i) = (0..cands.len()).find(|&i| self.is_slow(cands[i].0)) {
             self.optional.push(cands[i].clone());
+            self.picked_slow = (0..cands.len())
+                .filter(|&j| self.is_slow(cands[j].0))
+                .count()
+                > 1;
             return Ok(Some(i));
         }
         if phantom {
@@ -1836,6 +1845,37 @@ impl Model {
         }
     }
 
+    /// After a choice among several members cut as slow (see `Check::picked_slow`): any of
+    /// them may have been the one picked, so one with a limit may or may not have reached
+    /// it. Each becomes uncertain (its limit and removal lines optional, and it may still
+    /// take messages in this step).
+    fn maybe_picked(&mut self, ck: &mut Check<'_>, members: &[Holder], frames: &[(Dest, Frame)]) {
+        if !ck.picked_slow {
+            return;
+        }
+        for (h, (d, _)) in members.iter().zip(frames) {
+            let Holder::Client(c, sid) = h else { continue };
+            if !ck.is_slow(*d) {
+                continue;
+            }
+            let Some(s) = self.clients[*c].subs.get_mut(sid) else {
+                continue;
+            };
+            if s.max == 0 || s.uncertain {
+                continue;
+            }
+            s.uncertain = true;
+            let (subject, queue, max) = (s.subject.clone(), s.queue.clone(), s.max);
+            ck.maybe_subs.push(MaybeSub {
+                c: *c,
+                sid: sid.clone(),
+                subject,
+                queue: queue.clone(),
+            });
+            self.withdraw_either(ck, *c, sid, queue.as_deref(), max);
+        }
+    }
+
     /// Counts a delivery; at the limit the subscription leaves the index (and a client's
     /// leaves the route).
     fn delivered(&mut self, ck: &mut Check<'_>, h: &Holder) {
@@ -1988,6 +2028,7 @@ impl Model {
                 m.queue.as_ref() == Some(q) && matches(&m.subject, subject) && skip != Some(m.c)
             });
             if let Some(i) = ck.choose(&frames, phantom)? {
+                self.maybe_picked(ck, &members, &frames);
                 self.delivered(ck, &members[i]);
             }
             n += 1;
@@ -2369,6 +2410,7 @@ impl Model {
             .iter()
             .any(|m| m.queue.as_ref() == Some(&group) && matches(&m.subject, subject));
         if let Some(i) = ck.choose(&frames, phantom)? {
+            self.maybe_picked(ck, &members, &frames);
             self.delivered(ck, &members[i]);
         }
         Ok(())
@@ -2394,6 +2436,7 @@ impl Model {
             .map(|h| self.frame_for(h, subject, reply, None, payload))
             .collect();
         if let Some(i) = ck.choose(&frames, true)? {
+            self.maybe_picked(ck, &members, &frames);
             self.delivered(ck, &members[i]);
         }
         Ok(())
@@ -2462,6 +2505,7 @@ impl Model {
             group: 0,
             uncertain: BTreeSet::new(),
             maybe_subs: Vec::new(),
+            picked_slow: false,
         };
         for m in self.clients.iter_mut().chain([&mut self.route]) {
             m.failed = false;
