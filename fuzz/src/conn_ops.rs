@@ -2028,7 +2028,7 @@ impl Model {
                 m.queue.as_ref() == Some(q) && matches(&m.subject, subject) && skip != Some(m.c)
             });
             if let Some(i) = ck.choose(&frames, phantom)? {
-                self.maybe_picked(ck, &members, &frames);
+                self.maybe_picked(ck, members, &frames);
                 self.delivered(ck, &members[i]);
             }
             n += 1;
