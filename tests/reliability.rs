@@ -129,19 +129,18 @@ fn spawn_server(
     (child, port.expect("listen line"), err)
 }
 
-/// Out of descriptors, the accept loop backs off (one log line per back-off, not a flood)
-/// and serves new clients again once descriptors are free.
-#[test]
-fn accept_backs_off_when_out_of_descriptors_and_recovers() {
-    let (mut child, port, log) = spawn_with_fd_limit(48);
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: signalling the child this test spawned.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-        }
+/// Kills the spawned server when a test ends, passed or not.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: signalling the child this test spawned.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
     }
-    let _reap = Reap(child.id());
+}
+
+/// The server's log lines, as they come, from a reader thread.
+fn log_lines(log: BufReader<std::process::ChildStderr>) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in log.lines().map_while(Result::ok) {
@@ -150,6 +149,16 @@ fn accept_backs_off_when_out_of_descriptors_and_recovers() {
             }
         }
     });
+    rx
+}
+
+/// Out of descriptors, the accept loop backs off (one log line per back-off, not a flood)
+/// and serves new clients again once descriptors are free.
+#[test]
+fn accept_backs_off_when_out_of_descriptors_and_recovers() {
+    let (mut child, port, log) = spawn_with_fd_limit(48);
+    let _reap = Reap(child.id());
+    let rx = log_lines(log);
     // More connections than the server has descriptors for: the kernel completes the
     // handshakes (backlog), the server cannot accept them all.
     let mut held: Vec<TcpStream> = (0..80)
@@ -205,23 +214,9 @@ fn accept_backs_off_when_out_of_descriptors_and_recovers() {
 #[test]
 fn cut_slow_consumers_give_their_queue_memory_back() {
     let (mut child, port, log) = spawn_server(None, &["--write_deadline", "0.5"]);
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            // SAFETY: signalling the child this test spawned.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-        }
-    }
     let _reap = Reap(child.id());
     let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in log.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = log_lines(log);
     let rss_kib = || -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
