@@ -61,6 +61,19 @@ impl Server {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
+    /// The log once `done` holds for it (lines are written by the logger's own thread, so
+    /// they may trail what a client already saw), or as it is after 10 s.
+    fn log_when(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if done(&log) || Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A raw client that has read the INFO line.
     fn raw(&self) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -140,7 +153,9 @@ fn bcrypt_user_connects_wrong_password_is_refused_and_secrets_stay_out_of_the_tr
         c.expect("-ERR 'Authorization Violation'\r\n");
         c.expect_eof();
     }
-    let log = s.log();
+    // All three rejections are logged (naming the user).
+    let log = s.log_when(|l| l.matches("Authorization Error").count() >= 3);
+    assert_eq!(log.matches("Authorization Error").count(), 3, "{log}");
     assert!(
         log.contains("Authorization Error - User \"alice\""),
         "{log}"
