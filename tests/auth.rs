@@ -2,13 +2,15 @@
 //! CONNECT that waits for bcrypt (no stall of other clients, pipelined input kept in order),
 //! secrets kept out of the trace, and route authorization with a bcrypt cluster password.
 
+#[path = "common/process.rs"]
+mod process;
+
+use process::{poll, BIN};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ringnats");
 
 /// A server started from a config file; killed on drop.
 struct Server {
@@ -59,19 +61,6 @@ impl Server {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    /// The log once `done` holds for it (lines are written by the logger's own thread, so
-    /// they may trail what a client already saw), or as it is after 10 s.
-    fn log_when(&self, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let log = self.log();
-            if done(&log) || Instant::now() >= deadline {
-                return log;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     /// A raw client that has read the INFO line.
@@ -153,8 +142,16 @@ fn bcrypt_user_connects_wrong_password_is_refused_and_secrets_stay_out_of_the_tr
         c.expect("-ERR 'Authorization Violation'\r\n");
         c.expect_eof();
     }
-    // All three rejections are logged (naming the user).
-    let log = s.log_when(|l| l.matches("Authorization Error").count() >= 3);
+    // All three rejections are logged (naming the user). The logger writes on its own
+    // thread, so its lines may trail the -ERR the client already saw.
+    let log = poll(
+        Duration::from_secs(10),
+        "three rejections in the log",
+        || {
+            let log = s.log();
+            (log.matches("Authorization Error").count() >= 3).then_some(log)
+        },
+    );
     assert_eq!(log.matches("Authorization Error").count(), 3, "{log}");
     assert!(
         log.contains("Authorization Error - User \"alice\""),
