@@ -1452,7 +1452,6 @@ impl Check<'_> {
             self.expect(cands[i].0, cands[i].1.clone());
             return Ok(Some(i));
         }
-        self.picked_slow = false;
         if let Some(i) = (0..cands.len()).find(|&i| self.is_slow(cands[i].0)) {
             self.optional.push(cands[i].clone());
             self.picked_slow = (0..cands.len())
