@@ -42,6 +42,9 @@ const SNAPSHOTS_MAX: usize = 64;
 pub struct ReactorHandle {
     inbox: Mutex<Vec<Mail>>,
     sleeping: AtomicBool,
+    /// Something the reactor waits for besides mail happened elsewhere (a subscriber a
+    /// paused publisher waits on drained): its next sleep is skipped.
+    nudged: AtomicBool,
     eventfd: OwnedFd,
     snapshots: Mutex<Vec<SnapshotRequest>>,
 }
@@ -56,6 +59,7 @@ impl ReactorHandle {
         Ok(ReactorHandle {
             inbox: Mutex::new(Vec::new()),
             sleeping: AtomicBool::new(false),
+            nudged: AtomicBool::new(false),
             // SAFETY: fd is a fresh descriptor we own.
             eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
             snapshots: Mutex::new(Vec::new()),
@@ -100,6 +104,16 @@ impl ReactorHandle {
         }
     }
 
+    /// Tells the reactor to look again at what it waits for, waking it only if it sleeps.
+    /// Never lost: either the reactor's `prepare_sleep` sees the flag, or this sees the
+    /// reactor's sleeping flag and writes the eventfd.
+    pub fn nudge(&self) {
+        self.nudged.store(true, Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
     /// Owner only: moves every posted message into `into`.
     pub fn drain(&self, into: &mut Vec<Mail>) {
         let mut inbox = self.lock();
@@ -128,10 +142,10 @@ impl ReactorHandle {
     }
 
     /// Owner only: flags the reactor as about to sleep. Returns false (and clears the flag)
-    /// if mail is already waiting, in which case the owner must not sleep.
+    /// if mail or a nudge is already waiting, in which case the owner must not sleep.
     pub fn prepare_sleep(&self) -> bool {
         self.sleeping.store(true, Ordering::SeqCst);
-        if !self.lock().is_empty() {
+        if self.nudged.swap(false, Ordering::SeqCst) || !self.lock().is_empty() {
             self.sleeping.store(false, Ordering::SeqCst);
             return false;
         }
@@ -181,6 +195,25 @@ mod tests {
         h.post(&mut vec![Mail::Close(2)]);
         assert_eq!(read(&mut buf), 8, "sleeping reactor is woken");
         assert!(!h.prepare_sleep(), "mail waiting: do not sleep");
+    }
+
+    #[test]
+    fn nudge_is_never_lost() {
+        let h = ReactorHandle::new().unwrap();
+        let mut buf = [0u8; 8];
+        let read = |buf: &mut [u8; 8]| {
+            // SAFETY: reads at most 8 bytes into a valid buffer from our eventfd.
+            unsafe { libc::read(h.eventfd(), buf.as_mut_ptr().cast(), 8) }
+        };
+        // Nudged while awake: no eventfd write, but the next sleep is skipped (once).
+        h.nudge();
+        assert_eq!(read(&mut buf), -1, "awake reactor: no eventfd write");
+        assert!(!h.prepare_sleep(), "nudged: look again before sleeping");
+        assert!(h.prepare_sleep(), "the nudge is used up");
+        // Nudged while asleep: woken.
+        h.nudge();
+        assert_eq!(read(&mut buf), 8, "sleeping reactor is woken");
+        h.awake();
     }
 
     #[test]

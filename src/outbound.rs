@@ -22,7 +22,7 @@
 use crate::mailbox::Mail;
 use ahash::AHashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,9 @@ pub struct Outbound {
     /// per-connection counters when it next looks.
     direct_msgs: AtomicU64,
     direct_bytes: AtomicU64,
+    /// Reactors (bit `r % 64`) with a publisher paused on this queue, to be nudged when its
+    /// bytes are taken: without it they would poll for the drain.
+    drain_watchers: AtomicU64,
 }
 
 const CLAIM_FREE: u8 = 0;
@@ -166,6 +169,7 @@ impl Outbound {
             direct_fd: AtomicI32::new(-1),
             direct_msgs: AtomicU64::new(0),
             direct_bytes: AtomicU64::new(0),
+            drain_watchers: AtomicU64::new(0),
         }
     }
 
@@ -404,6 +408,28 @@ impl Outbound {
     pub fn is_stuck(&self, now_ns: u64) -> bool {
         let since = self.send_since_ns.load(Ordering::Relaxed);
         since != 0 && now_ns.saturating_sub(since) >= STUCK_AFTER.as_nanos() as u64
+    }
+
+    /// Reactor `reactor` has a publisher paused on this queue: [`take_drain_watchers`]
+    /// will name it. Call before reading [`pending_hint`] to decide whether to stay paused,
+    /// so a take in between is never missed.
+    ///
+    /// [`take_drain_watchers`]: Self::take_drain_watchers
+    /// [`pending_hint`]: Self::pending_hint
+    pub fn watch_drain(&self, reactor: usize) {
+        self.drain_watchers
+            .fetch_or(1 << (reactor % 64), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// After bytes were taken: the reactors to nudge (and forgets them).
+    #[inline]
+    pub fn take_drain_watchers(&self) -> u64 {
+        fence(Ordering::SeqCst);
+        if self.drain_watchers.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.drain_watchers.swap(0, Ordering::SeqCst)
     }
 
     /// Pending bytes, read without the lock (may lag a concurrent append).
@@ -727,6 +753,19 @@ mod tests {
         assert_eq!(out.take(&mut v), 5);
         assert_eq!(v, b"abcde");
         assert_eq!(out.push(b"x"), Pushed::First(1));
+    }
+
+    #[test]
+    fn drain_watchers_are_named_once() {
+        let out = Outbound::new(1, 0, 0, 1 << 20);
+        assert_eq!(out.take_drain_watchers(), 0);
+        out.watch_drain(1);
+        out.watch_drain(3);
+        out.watch_drain(1);
+        assert_eq!(out.take_drain_watchers(), 0b1010);
+        assert_eq!(out.take_drain_watchers(), 0, "forgotten once named");
+        out.watch_drain(65);
+        assert_eq!(out.take_drain_watchers(), 0b10, "reactor ids wrap at 64");
     }
 
     #[test]

@@ -48,6 +48,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// so a stuck subscriber slows a publisher only briefly (the subscriber is cut off by the
 /// write deadline or max_pending).
 const STALL_MAX: Duration = Duration::from_millis(5);
+/// How often routes holding input for merging are looked at while they hold.
+const HOLD_POLL: Duration = Duration::from_micros(200);
 /// Output buffers bigger than this are released once drained.
 const OUT_KEEP: usize = 256 * 1024;
 /// Destinations on one sleeping reactor that a publishing reactor writes itself at the end
@@ -500,11 +502,18 @@ impl Reactor {
         if !self.ring.completion().is_empty() {
             return self.ring.submit().map(|_| ());
         }
-        let timeout = if self.stalled.is_empty() && self.held_routes.is_empty() {
-            self.next_tick.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_micros(200)
-        };
+        let mut until = self.next_tick;
+        if !self.held_routes.is_empty() {
+            until = until.min(self.now + HOLD_POLL);
+        }
+        for c in self.stalled.iter().filter_map(|&t| self.conns.get(t)) {
+            // A paused publisher resumes on its subscribers' drain (a send completion
+            // here, or a nudge from their owner) or when its pause expires.
+            if let Some(since) = c.stalled_since {
+                until = until.min(since + STALL_MAX);
+            }
+        }
+        let timeout = until.saturating_duration_since(Instant::now());
         let handle = &self.handles[self.id];
         if !handle.prepare_sleep() {
             return self.ring.submit().map(|_| ());
@@ -1017,6 +1026,7 @@ impl Reactor {
     fn check_stalls(&mut self) {
         let now = self.now;
         let now_ns = mono_ns(now);
+        let me = self.id;
         let mut resume = Vec::new();
         self.stalled.retain(|&token| {
             let Some(conn) = self.conns.get_mut(token) else {
@@ -1025,6 +1035,11 @@ impl Reactor {
             // Still waiting only on destinations that are backed up and draining; one
             // that got stuck meanwhile pauses nobody.
             conn.stalled_on.retain(|o| {
+                if o.reactor != me {
+                    // Its owner nudges us when it takes the bytes; ours are seen when our
+                    // own send completes.
+                    o.watch_drain(me);
+                }
                 !o.is_dead() && o.pending_hint() > o.stall_bytes() / 2 && !o.is_stuck(now_ns)
             });
             let expired = conn
@@ -1132,6 +1147,10 @@ impl Reactor {
                     Taken { bytes, ..counted }
                 }
             };
+            let watchers = conn.conn.out.take_drain_watchers();
+            if watchers != 0 {
+                nudge(&self.handles, self.id, watchers);
+            }
             if taken.bytes == 0 {
                 if std::mem::take(&mut conn.claimed) {
                     conn.conn.out.release_claim();
@@ -1172,6 +1191,10 @@ impl Reactor {
                     let mut sent = SmallVec::<[u64; DIRECT_MAX]>::new();
                     for out in direct.iter() {
                         let r = out.send_direct(&mut self.direct_buf);
+                        let watchers = out.take_drain_watchers();
+                        if watchers != 0 {
+                            nudge(&self.handles, self.id, watchers);
+                        }
                         let (Direct::Sent(t) | Direct::Owner(t)) = r;
                         self.stats.out_msgs += t.msgs;
                         self.stats.out_bytes += t.payload_bytes;
@@ -1781,6 +1804,15 @@ impl Reactor {
         }
         for token in self.conns.tokens() {
             self.start_close(token);
+        }
+    }
+}
+
+/// Nudges the reactors in `mask` (bit `r % 64`) other than `me`.
+fn nudge(handles: &[ReactorHandle], me: usize, mask: u64) {
+    for (r, h) in handles.iter().enumerate() {
+        if r != me && mask & (1 << (r % 64)) != 0 {
+            h.nudge();
         }
     }
 }
