@@ -460,8 +460,11 @@ impl Reactor {
             self.hand_off();
             self.drain_inbox();
             self.flush_dirty();
-            if !self.stalled.is_empty() {
-                self.check_stalls();
+            if !self.stalled.is_empty() && self.check_stalls() {
+                // What the resumed publishers' held input produced goes out now, not when
+                // something next wakes this reactor.
+                self.hand_off();
+                self.flush_dirty();
             }
             if self.now >= self.next_tick {
                 self.next_tick = self.now + TICK;
@@ -1022,8 +1025,8 @@ impl Reactor {
     }
 
     /// Resumes paused publishers whose subscribers drained (or after STALL_MAX): first the
-    /// buffers held while paused, then the recv.
-    fn check_stalls(&mut self) {
+    /// buffers held while paused, then the recv. True if any was resumed.
+    fn check_stalls(&mut self) -> bool {
         let now = self.now;
         let now_ns = mono_ns(now);
         let me = self.id;
@@ -1054,6 +1057,7 @@ impl Reactor {
                 true
             }
         });
+        let resumed = !resume.is_empty();
         for token in resume {
             while let Some(data) = self
                 .conns
@@ -1065,6 +1069,7 @@ impl Reactor {
             }
             self.after_input(token);
         }
+        resumed
     }
 
     fn on_send(&mut self, token: u64, res: i32) {
@@ -1149,7 +1154,7 @@ impl Reactor {
             };
             let watchers = conn.conn.out.take_drain_watchers();
             if watchers != 0 {
-                nudge(&self.handles, self.id, watchers);
+                nudge(&self.handles, watchers);
             }
             if taken.bytes == 0 {
                 if std::mem::take(&mut conn.claimed) {
@@ -1193,7 +1198,7 @@ impl Reactor {
                         let r = out.send_direct(&mut self.direct_buf);
                         let watchers = out.take_drain_watchers();
                         if watchers != 0 {
-                            nudge(&self.handles, self.id, watchers);
+                            nudge(&self.handles, watchers);
                         }
                         let (Direct::Sent(t) | Direct::Owner(t)) = r;
                         self.stats.out_msgs += t.msgs;
@@ -1808,10 +1813,12 @@ impl Reactor {
     }
 }
 
-/// Nudges the reactors in `mask` (bit `r % 64`) other than `me`.
-fn nudge(handles: &[ReactorHandle], me: usize, mask: u64) {
+/// Nudges the reactors in `mask` (bit `r % 64`). The caller's own reactor may be one
+/// of them (a publisher that drained, by a direct send, a queue it is paused on): its next
+/// sleep is then skipped, so it looks at its pauses again first.
+fn nudge(handles: &[ReactorHandle], mask: u64) {
     for (r, h) in handles.iter().enumerate() {
-        if r != me && mask & (1 << (r % 64)) != 0 {
+        if mask & (1 << (r % 64)) != 0 {
             h.nudge();
         }
     }
