@@ -66,6 +66,109 @@ fn paused_publishers_do_not_starve_a_healthy_pair_on_the_same_core() {
     drop(stuck);
 }
 
+/// Publishers flood subscribers that read slower than they write, so the publishers are
+/// paused and resumed over and over (resumed by the subscribers' owners
+/// taking their bytes, on either reactor, by direct sends, or by the pause's expiry): every
+/// subscriber still gets every message exactly once, in each publisher's order.
+#[test]
+fn paused_and_resumed_publishers_deliver_everything_once_in_order() {
+    const PUBS: usize = 4;
+    const SUBS: usize = 4;
+    const N: usize = 4000;
+    const SIZE: usize = 512;
+    let srv = start_with(|o| {
+        o.workers = 2;
+        // Slow, not stuck: the readers below must never be cut, however loaded the machine.
+        o.write_deadline = Duration::from_secs(30);
+    });
+    let addr = srv.addr;
+    let readers: Vec<_> = (0..SUBS)
+        .map(|_| {
+            let mut sub = Raw::quiet(addr);
+            sub.send(b"SUB flood 1\r\nPING\r\n");
+            sub.expect(b"PONG\r\n");
+            std::thread::spawn(move || {
+                let mut next = [0usize; PUBS];
+                let mut got = 0;
+                let mut buf: Vec<u8> = Vec::new();
+                let mut chunk = vec![0u8; 16 * 1024];
+                let deadline = Instant::now() + Duration::from_secs(60);
+                sub.stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                while got < PUBS * N && Instant::now() < deadline {
+                    let n = sub.stream.read(&mut chunk).expect("read");
+                    assert!(n > 0, "server closed the subscriber after {got} messages");
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut at = 0;
+                    let head = format!("MSG flood 1 {SIZE}\r\n");
+                    while buf.len() - at >= head.len() + SIZE + 2 {
+                        assert_eq!(&buf[at..at + head.len()], head.as_bytes(), "frame {got}");
+                        let body = &buf[at + head.len()..at + head.len() + SIZE];
+                        let p: usize = std::str::from_utf8(&body[..2]).unwrap().parse().unwrap();
+                        let seq: usize = std::str::from_utf8(&body[2..8]).unwrap().parse().unwrap();
+                        assert_eq!(
+                            seq, next[p],
+                            "publisher {p}: in order, none lost or repeated"
+                        );
+                        next[p] += 1;
+                        got += 1;
+                        at += head.len() + SIZE + 2;
+                    }
+                    buf.drain(..at);
+                    // Slower than the publishers: the server's queues for the readers back
+                    // up past the pause threshold.
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                (got, next)
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..PUBS)
+        .map(|p| {
+            let mut publ = Raw::quiet(addr);
+            std::thread::spawn(move || {
+                let mut frames = Vec::with_capacity(N * (SIZE + 24));
+                for seq in 0..N {
+                    let mut body = format!("{p:02}{seq:06}").into_bytes();
+                    body.resize(SIZE, b'x');
+                    frames.extend_from_slice(format!("PUB flood {SIZE}\r\n").as_bytes());
+                    frames.extend_from_slice(&body);
+                    frames.extend_from_slice(b"\r\n");
+                }
+                publ.send(&frames);
+                publ.send(b"PING\r\n");
+                publ.expect(b"PONG\r\n");
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for r in readers {
+        let (got, next) = r.join().unwrap();
+        assert_eq!(got, PUBS * N);
+        assert_eq!(next, [N; PUBS]);
+    }
+    let pauses: u64 = srv
+        .server
+        .stats
+        .iter()
+        .map(|s| s.load().publisher_pauses)
+        .sum();
+    assert!(
+        pauses > 0,
+        "the readers never backed up: nothing was paused"
+    );
+    let cut: u64 = srv
+        .server
+        .stats
+        .iter()
+        .map(|s| s.load().slow_consumers)
+        .sum();
+    assert_eq!(cut, 0, "a reader was cut");
+}
+
 fn spawn_with_fd_limit(
     limit: u64,
 ) -> (
