@@ -1,26 +1,28 @@
 //! `ringnats-floor` — the least a NATS broker can do on this machine: a
-//! thread per connection, blocking reads of up to 256 KiB, subject match
-//! against a per-thread copy of the subscription list, `MSG` lines encoded
-//! into one buffer per destination, and one blocking `write` per destination
-//! per read. No flow control, no limits, no auth, no monitoring, no routes.
+//! thread per connection, blocking reads of up to 256 KiB (more for a long
+//! payload), subject match against a per-thread copy of the subscription list,
+//! `MSG` lines encoded into one buffer per destination, and one blocking
+//! `write` per destination per read. No flow control, no limits, no auth, no
+//! monitoring, no routes.
 //!
 //! It is a measuring stick, not a server: run it under `perf/profile --counts`
 //! next to ringnats and gnatsd to see the CPU a delivery costs when nearly all
 //! of it is the kernel's socket work (the "floor" of a benchmark run), as
 //! `ringnats-sink` shows a generator's "ceiling".
 
+mod common;
+
 use clap::Parser;
+use common::{parse_len, read_loop, serve_each, Listen};
 use memchr::memchr;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread;
 
 const INFO: &[u8] = b"INFO {\"server_id\":\"floor\",\"version\":\"1.0.0\",\"proto\":1,\"max_payload\":1048576} \r\n";
 const MAX_LINE: usize = 64 * 1024;
-const READ_BUF: usize = 256 * 1024;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,12 +31,8 @@ const READ_BUF: usize = 256 * 1024;
     about = "Minimal thread-per-connection NATS forwarder: the floor of a benchmark's CPU"
 )]
 struct Args {
-    /// Address to listen on
-    #[arg(short = 'a', long = "addr", default_value = "127.0.0.1")]
-    addr: String,
-    /// Port to listen on
-    #[arg(short = 'p', long = "port", default_value_t = 4222)]
-    port: u16,
+    #[command(flatten)]
+    listen: Listen,
 }
 
 /// A connection's write side, shared by its own thread (PONG) and publishers.
@@ -70,15 +68,6 @@ fn subject_matches(filter: &[u8], subject: &[u8]) -> bool {
             _ => return false,
         }
     }
-}
-
-fn parse_len(tok: &[u8]) -> Option<usize> {
-    if tok.is_empty() || tok.len() > 12 {
-        return None;
-    }
-    tok.iter().try_fold(0usize, |v, &c| {
-        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as usize)
-    })
 }
 
 /// One connection's reader: parses its input and stages what it publishes.
@@ -233,37 +222,11 @@ fn serve(mut s: TcpStream, id: u64, subs: Arc<Subs>) -> io::Result<()> {
         pending: None,
         my_sids: Vec::new(),
     };
-    let mut buf = vec![0u8; READ_BUF];
-    let (mut start, mut end) = (0usize, 0usize);
-    loop {
-        if buf.len() - end < 4096 && start > 0 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        if end == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match s.read(&mut buf[end..]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        end += n;
-        match conn.scan(&buf[start..end]) {
-            Ok(k) => start += k,
-            Err(e) => {
-                let _ = s.write_all(format!("-ERR '{e}'\r\n").as_bytes());
-                break;
-            }
-        }
-        if start == end {
-            start = 0;
-            end = 0;
-        }
+    read_loop(&mut s, |_, data| {
+        let k = conn.scan(data)?;
         conn.flush();
-    }
+        Ok(k)
+    });
     if !conn.my_sids.is_empty() {
         conn.forget();
     }
@@ -272,27 +235,10 @@ fn serve(mut s: TcpStream, id: u64, subs: Arc<Subs>) -> io::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    let listener = match TcpListener::bind((args.addr.as_str(), args.port)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ringnats-floor: bind {}:{}: {e}", args.addr, args.port);
-            std::process::exit(1);
-        }
-    };
-    eprintln!("ringnats-floor: listening on {}:{}", args.addr, args.port);
     let subs = Arc::new(Subs::default());
-    let mut next_id = 0u64;
-    for conn in listener.incoming() {
-        let Ok(s) = conn else { continue };
-        next_id += 1;
-        let (id, subs) = (next_id, subs.clone());
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
-            .spawn(move || serve(s, id, subs));
-        if let Err(e) = spawned {
-            eprintln!("ringnats-floor: cannot spawn connection thread: {e}");
-        }
-    }
+    serve_each("ringnats-floor", &args.listen, move |s, id| {
+        let _ = serve(s, id, subs.clone());
+    });
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@
 //! Publishing against it shows the rate a load generator can reach on its
 //! own: the "ceiling" of a benchmark run.
 
+mod common;
+
 use clap::Parser;
+use common::{parse_len, read_loop, serve_each, Listen};
 use memchr::{memchr, memrchr};
-use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
+use std::io::{self, Write};
+use std::net::TcpStream;
 
 const INFO: &[u8] = b"INFO {\"server_id\":\"sink\",\"version\":\"0.0.0\",\"proto\":1,\"headers\":true,\"max_payload\":1048576} \r\n";
 const MAX_LINE: usize = 64 * 1024;
@@ -24,12 +24,8 @@ const MAX_LINE: usize = 64 * 1024;
     about = "NATS-looking discard server: INFO, PING->PONG, drops everything else"
 )]
 struct Args {
-    /// Address to listen on
-    #[arg(short = 'a', long = "addr", default_value = "127.0.0.1")]
-    addr: String,
-    /// Port to listen on
-    #[arg(short = 'p', long = "port", default_value_t = 4222)]
-    port: u16,
+    #[command(flatten)]
+    listen: Listen,
     /// Print per-connection totals when a connection closes
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
@@ -40,15 +36,6 @@ struct Totals {
     msgs: u64,
     bytes: u64,
     pings: u64,
-}
-
-fn parse_len(tok: &[u8]) -> Option<usize> {
-    if tok.is_empty() || tok.len() > 12 {
-        return None;
-    }
-    tok.iter().try_fold(0usize, |v, &c| {
-        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as usize)
-    })
 }
 
 /// Protocol state that survives across reads.
@@ -115,76 +102,37 @@ impl Scanner {
 fn serve(mut s: TcpStream, verbose: bool, id: u64) -> io::Result<Totals> {
     s.set_nodelay(true)?;
     s.write_all(INFO)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut start, mut end) = (0usize, 0usize);
     let mut sc = Scanner {
         skip: 0,
         totals: Totals::default(),
     };
     let mut out = Vec::with_capacity(1024);
-    loop {
-        if buf.len() - end < 4096 && start > 0 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        let n = match s.read(&mut buf[end..]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        end += n;
-        match sc.scan(&buf[start..end], &mut out) {
-            Ok(k) => start += k,
-            Err(e) => {
-                let _ = s.write_all(format!("-ERR '{e}'\r\n").as_bytes());
-                if verbose {
-                    eprintln!("ringnats-sink: conn {id}: {e}");
-                }
-                break;
-            }
-        }
-        if start == end {
-            start = 0;
-            end = 0;
-        }
+    let failed = read_loop(&mut s, |s, data| {
+        let k = sc.scan(data, &mut out)?;
         if !out.is_empty() {
-            s.write_all(&out)?;
+            s.write_all(&out).map_err(|e| e.to_string())?;
             out.clear();
         }
+        Ok(k)
+    });
+    if let (Some(e), true) = (failed, verbose) {
+        eprintln!("ringnats-sink: conn {id}: {e}");
     }
     Ok(sc.totals)
 }
 
 fn main() {
     let args = Args::parse();
-    let listener = match TcpListener::bind((args.addr.as_str(), args.port)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ringnats-sink: bind {}:{}: {e}", args.addr, args.port);
-            std::process::exit(1);
+    let verbose = args.verbose;
+    serve_each("ringnats-sink", &args.listen, move |s, id| {
+        match serve(s, verbose, id) {
+            Ok(t) if verbose => eprintln!(
+                "ringnats-sink: conn {id} closed: {} msgs, {} payload bytes, {} pings",
+                t.msgs, t.bytes, t.pings
+            ),
+            _ => {}
         }
-    };
-    eprintln!("ringnats-sink: listening on {}:{}", args.addr, args.port);
-    let next_id = Arc::new(AtomicU64::new(0));
-    for conn in listener.incoming() {
-        let Ok(s) = conn else { continue };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let verbose = args.verbose;
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
-            .spawn(move || match serve(s, verbose, id) {
-                Ok(t) if verbose => eprintln!(
-                    "ringnats-sink: conn {id} closed: {} msgs, {} payload bytes, {} pings",
-                    t.msgs, t.bytes, t.pings
-                ),
-                _ => {}
-            });
-        if let Err(e) = spawned {
-            eprintln!("ringnats-sink: cannot spawn connection thread: {e}");
-        }
-    }
+    });
 }
 
 #[cfg(test)]
