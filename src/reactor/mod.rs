@@ -1152,10 +1152,7 @@ impl Reactor {
                     Taken { bytes, ..counted }
                 }
             };
-            let watchers = conn.conn.out.take_drain_watchers();
-            if watchers != 0 {
-                nudge(&self.handles, watchers);
-            }
+            nudge_drain_watchers(&self.handles, &conn.conn.out);
             if taken.bytes == 0 {
                 if std::mem::take(&mut conn.claimed) {
                     conn.conn.out.release_claim();
@@ -1196,10 +1193,7 @@ impl Reactor {
                     let mut sent = SmallVec::<[u64; DIRECT_MAX]>::new();
                     for out in direct.iter() {
                         let r = out.send_direct(&mut self.direct_buf);
-                        let watchers = out.take_drain_watchers();
-                        if watchers != 0 {
-                            nudge(&self.handles, watchers);
-                        }
+                        nudge_drain_watchers(&self.handles, out);
                         let (Direct::Sent(t) | Direct::Owner(t)) = r;
                         self.stats.out_msgs += t.msgs;
                         self.stats.out_bytes += t.payload_bytes;
@@ -1813,10 +1807,14 @@ impl Reactor {
     }
 }
 
-/// Nudges the reactors in `mask` (bit `r % 64`). The caller's own reactor may be one
-/// of them (a publisher that drained, by a direct send, a queue it is paused on): its next
-/// sleep is then skipped, so it looks at its pauses again first.
-fn nudge(handles: &[ReactorHandle], mask: u64) {
+/// After bytes of `out` were taken: nudges the reactors with a publisher paused on it. The
+/// caller's own reactor may be one of them (a publisher that drained, by a direct send, a
+/// queue it is paused on): its next sleep is then skipped, so it looks at its pauses again.
+fn nudge_drain_watchers(handles: &[ReactorHandle], out: &Outbound) {
+    let mask = out.take_drain_watchers();
+    if mask == 0 {
+        return;
+    }
     for (r, h) in handles.iter().enumerate() {
         if mask & (1 << (r % 64)) != 0 {
             h.nudge();
