@@ -16,6 +16,17 @@ async fn client(addr: std::net::SocketAddr) -> async_nats::Client {
         .expect("connect")
 }
 
+/// Returns once the server has read everything `c` sent so far, its SUBs included (so
+/// another connection's publish finds them): async-nats' `flush` only writes the client's
+/// buffer out. A request nobody answers comes back (no responders) only after that.
+async fn synced(c: &async_nats::Client) {
+    let err = timeout(T, c.request("sync.nobody", "".into()))
+        .await
+        .expect("no-responders answer in time")
+        .expect_err("nobody answers");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pub_sub_and_wildcards() {
     let srv = start();
@@ -47,7 +58,7 @@ async fn request_reply_and_no_responders() {
     let responder = client(srv.addr).await;
     let requester = client(srv.addr).await;
     let mut svc = responder.subscribe("svc.echo").await.unwrap();
-    responder.flush().await.unwrap();
+    synced(&responder).await;
     let r2 = responder.clone();
     tokio::spawn(async move {
         while let Some(m) = svc.next().await {
@@ -97,7 +108,7 @@ async fn queue_group_members_share_the_work() {
     for _ in 0..3 {
         let c = client(srv.addr).await;
         let s = c.queue_subscribe("jobs", "workers".into()).await.unwrap();
-        c.flush().await.unwrap();
+        synced(&c).await;
         members.push((c, s));
     }
     const N: usize = 300;
@@ -143,7 +154,7 @@ async fn many_connections_across_reactors_exactly_once_in_order() {
     for i in 0..SUBS {
         let c = client(srv.addr).await;
         let s = c.subscribe(format!("fan.{}", i % 4)).await.unwrap();
-        c.flush().await.unwrap();
+        synced(&c).await;
         subs.push((c, s));
     }
     let mut pubs = Vec::new();
@@ -207,7 +218,7 @@ async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
     for i in 0..PAIRS {
         let s = client(srv.addr).await;
         let sub = s.subscribe(format!("direct.{i}")).await.unwrap();
-        s.flush().await.unwrap();
+        synced(&s).await;
         subs.push((s, sub));
         pubs.push(client(srv.addr).await);
     }
@@ -249,15 +260,17 @@ async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
             (o + l.out_msgs, d + l.direct_sends)
         })
     };
+    // Each subscriber also got one no-responders answer from `synced`.
+    let expected = PAIRS * (N + 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let (out_msgs, direct) = loop {
         let t = totals();
-        if t.0 >= (PAIRS * N) as u64 || std::time::Instant::now() > deadline {
+        if t.0 >= expected as u64 || std::time::Instant::now() > deadline {
             break t;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    assert_eq!(out_msgs, (PAIRS * N) as u64, "each delivery counted once");
+    assert_eq!(out_msgs, expected as u64, "each delivery counted once");
     assert!(direct > 0, "no pair was written by a direct send");
     // Per connection too: /connz gives each subscriber its N messages.
     let connz = http_get(srv.http_addr.unwrap(), "/connz?limit=1000");
@@ -270,7 +283,7 @@ async fn direct_sends_to_a_sleeping_reactor_keep_order_and_counts() {
         .filter(|&n| n > 0)
         .collect();
     per_conn.sort_unstable();
-    assert_eq!(per_conn, vec![N as u64; PAIRS], "{connz}");
+    assert_eq!(per_conn, vec![N as u64 + 1; PAIRS], "{connz}");
 }
 
 /// The body of a plain HTTP/1.0 GET.
