@@ -81,7 +81,8 @@ struct Conn {
     staged: HashMap<u64, (Arc<Writer>, Vec<u8>)>,
     /// A PUB line whose payload has not fully arrived: (subject, reply, size).
     pending: Option<(Vec<u8>, Vec<u8>, usize)>,
-    my_sids: Vec<Vec<u8>>,
+    /// This connection has subscribed: its entries leave the list when it closes.
+    subscribed: bool,
 }
 
 impl Conn {
@@ -161,7 +162,7 @@ impl Conn {
                         sid: sid.to_vec(),
                         to: self.me.clone(),
                     });
-                    self.my_sids.push(sid.to_vec());
+                    self.subscribed = true;
                     self.subs.generation.fetch_add(1, Ordering::Release);
                 }
                 (b"UNSUB", [sid, ..]) => {
@@ -220,14 +221,14 @@ fn serve(mut s: TcpStream, id: u64, subs: Arc<Subs>) -> io::Result<()> {
         cache_gen: u64::MAX,
         staged: HashMap::new(),
         pending: None,
-        my_sids: Vec::new(),
+        subscribed: false,
     };
     read_loop(&mut s, |_, data| {
         let k = conn.scan(data)?;
         conn.flush();
         Ok(k)
     });
-    if !conn.my_sids.is_empty() {
+    if conn.subscribed {
         conn.forget();
     }
     Ok(())
