@@ -582,6 +582,12 @@ pub(super) fn deliver_one(
 
 #[inline]
 pub(crate) fn digits(mut n: usize) -> usize {
+    if n < 10 {
+        return 1;
+    }
+    if n < 100 {
+        return 2;
+    }
     let mut d = 1;
     while n >= 10 {
         n /= 10;
@@ -639,18 +645,54 @@ pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
     }
 }
 
-/// `n` in decimal, written at the end of `tmp`.
+/// "00" to "99": two digits per step when writing a number.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// `n` in decimal, written at the end of `tmp`, two digits per step (a payload size is
+/// written once per lone delivery).
 #[inline]
 fn usize_text(n: usize, tmp: &mut [u8; 20]) -> &[u8] {
+    let pair = |v: usize| &DIGIT_PAIRS[v * 2..v * 2 + 2];
     let mut i = tmp.len();
     let mut v = n;
-    loop {
+    while v >= 100 {
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(pair(v % 100));
+        v /= 100;
+    }
+    if v >= 10 {
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(pair(v));
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        tmp[i] = b'0' + v as u8;
     }
     &tmp[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_written_in_decimal() {
+        let mut cases: Vec<usize> = (0..=1000).collect();
+        let mut p = 1usize;
+        while let Some(next) = p.checked_mul(10) {
+            cases.extend([p - 1, p, p + 1, next - 1]);
+            p = next;
+        }
+        cases.extend([usize::MAX, usize::MAX - 1, 1 << 20, 64 * 1024 * 1024]);
+        for n in cases {
+            let mut tmp = [0u8; 20];
+            let text = n.to_string();
+            assert_eq!(usize_text(n, &mut tmp), text.as_bytes(), "{n}");
+            assert_eq!(digits(n), text.len(), "{n}");
+        }
+    }
 }

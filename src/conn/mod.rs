@@ -483,7 +483,34 @@ impl Connection {
     }
 
     /// Handles one parsed op.
+    ///
+    /// A client's PUB, the op of almost every frame, goes straight to `on_pub` from here,
+    /// inlined into the parser's loop: through the general dispatch the op was written to
+    /// memory and read back with wider loads, a store-forwarding stall per message (10 %
+    /// of a publish-only profile).
+    #[inline(always)]
     pub fn on_op(&mut self, op: Op<'_>, env: &mut Env<'_>) -> ControlFlow<()> {
+        match op {
+            Op::Pub {
+                subject,
+                reply,
+                payload,
+            } if self.plain_client() => self.on_pub(subject, reply, None, payload, env),
+            op => self.on_any_op(op, env),
+        }
+    }
+
+    /// An open, authenticated client connection (what the PUB fast path requires).
+    #[inline(always)]
+    fn plain_client(&self) -> bool {
+        self.closing.is_none()
+            && self.auth_wait.is_none()
+            && self.auth_deadline.is_none()
+            && !self.is_route()
+    }
+
+    #[inline(never)]
+    fn on_any_op(&mut self, op: Op<'_>, env: &mut Env<'_>) -> ControlFlow<()> {
         if self.closing.is_some() || self.auth_wait.is_some() {
             return ControlFlow::Break(());
         }
