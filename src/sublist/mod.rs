@@ -30,7 +30,6 @@
 //! not churn the cache, while a subject that keeps being published gets in on its second
 //! miss. Eviction scans the cache once per `cache_max / 4` admissions: O(1) amortised.
 
-mod key;
 mod trie;
 
 use std::cell::Cell;
@@ -42,7 +41,6 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use smallvec::SmallVec;
 
-use key::{CacheKey, Lookup};
 use trie::{is_literal, pattern_matches, tokenize, valid_pattern, Level};
 
 /// Default bound on cached subjects.
@@ -194,7 +192,7 @@ fn counter_shard() -> usize {
     })
 }
 
-type Cache<S> = papaya::HashMap<CacheKey, MatchResult<S>, ahash::RandomState>;
+type Cache<S> = papaya::HashMap<Box<[u8]>, MatchResult<S>, ahash::RandomState>;
 
 /// Lookups for one batch, sharing one epoch guard. Cache entries removed while a `Reader`
 /// lives are reclaimed only after it is dropped, so keep it to one batch (one received
@@ -365,12 +363,12 @@ impl<S: SubEntry> Sublist<S> {
         }
         let guard = self.cache.guard();
         if is_literal(tokens) {
-            if self.cache.remove(&Lookup(pattern), &guard).is_some() {
+            if self.cache.remove(pattern, &guard).is_some() {
                 self.cache_len.fetch_sub(1, Relaxed);
             }
         } else {
             for (key, _) in self.cache.iter(&guard) {
-                if pattern_matches(tokens, &key.0) && self.cache.remove(key, &guard).is_some() {
+                if pattern_matches(tokens, key) && self.cache.remove(&**key, &guard).is_some() {
                     self.cache_len.fetch_sub(1, Relaxed);
                 }
             }
@@ -410,7 +408,7 @@ impl<S: SubEntry> Sublist<S> {
             self.read_trie().collect(&tokenize(subject), &mut result);
             return (f(&result), true);
         }
-        if let Some(hit) = self.cache.get(&Lookup(subject), guard) {
+        if let Some(hit) = self.cache.get(subject, guard) {
             return (f(hit), false);
         }
         let trie = self.read_trie();
@@ -420,10 +418,7 @@ impl<S: SubEntry> Sublist<S> {
             drop(trie);
             return (f(&result), true);
         }
-        match self
-            .cache
-            .try_insert(CacheKey(subject.into()), result, guard)
-        {
+        match self.cache.try_insert(subject.into(), result, guard) {
             Ok(cached) => {
                 self.cache_len.fetch_add(1, Relaxed);
                 drop(trie);
@@ -474,18 +469,18 @@ impl<S: SubEntry> Sublist<S> {
         let mut rng =
             SmallRng::seed_from_u64(self.hasher.hash_one(self.evictions.fetch_add(1, Relaxed)));
         let mut removed = 0usize;
-        let mut first: Option<&CacheKey> = None;
+        let mut first: Option<&Box<[u8]>> = None;
         for (key, _) in self.cache.iter(guard) {
             if first.is_none() {
                 first = Some(key);
             }
-            if rng.next_u32() & 3 == 0 && self.cache.remove(key, guard).is_some() {
+            if rng.next_u32() & 3 == 0 && self.cache.remove(&**key, guard).is_some() {
                 removed += 1;
             }
         }
         if removed == 0 {
             if let Some(key) = first {
-                if self.cache.remove(key, guard).is_some() {
+                if self.cache.remove(&**key, guard).is_some() {
                     removed = 1;
                 }
             }
