@@ -7,6 +7,7 @@
 //! share the parser, [`deliver`] and the outbound queue.
 
 pub mod deliver;
+mod memo;
 pub mod route;
 
 pub use deliver::{deliver, Message, Origin, Source, Subscription, Targets};
@@ -24,6 +25,7 @@ use crate::shared::{Live, Shared};
 use crate::stats::{ConnSnapshot, ConnStats, RouteSnapshot};
 use crate::sublist::Reader;
 use ahash::AHashMap;
+use memo::{Ask, Goes};
 use rand::rngs::SmallRng;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -294,6 +296,8 @@ pub struct Connection {
     pub stats: ConnStats,
     pub kind: Kind,
     subs: AHashMap<Box<[u8]>, Arc<Subscription>>,
+    /// Where this client's repeated subject goes, while nothing changed in the index.
+    memo: memo::PubMemo,
     auth_deadline: Option<Instant>,
     next_ping: Instant,
     pings_out: u32,
@@ -344,6 +348,7 @@ impl Connection {
             stats: ConnStats::new(now),
             kind,
             subs: AHashMap::new(),
+            memo: memo::PubMemo::default(),
             auth_deadline,
             next_ping: first_ping,
             pings_out: 0,
@@ -620,6 +625,8 @@ impl Connection {
     }
 
     fn on_connect(&mut self, json: &[u8], env: &mut Env<'_>) -> ControlFlow<()> {
+        // The memo was found under the old options (echo).
+        self.memo.forget();
         if crate::log::trace_enabled() {
             crate::trace!("{}->> [CONNECT {}]", self.log_prefix, redact_connect(json));
         }
@@ -1055,11 +1062,30 @@ impl Connection {
         }
         self.ok(env);
         let msg = Message::new(subject, reply, header_len, payload);
-        let skip = (!self.opts.echo).then_some(&self.out);
         let (subs, mut targets) = env.delivery();
+        let generation = subs.generation();
+        // Done from the memo, unless its subscriber did not take the message (closing, or
+        // at its limit) or a request reached nobody: the lookup below decides those, and
+        // answers the request.
+        let done = match self.memo.get(subject, generation) {
+            Some(Goes::To(sub)) => deliver::deliver_one(&msg, sub, &mut targets),
+            Some(Goes::Nowhere) => reply.is_none(),
+            None => false,
+        };
+        if done {
+            subs.count_memo_hit();
+            return ControlFlow::Continue(());
+        }
+        let skip = (!self.opts.echo).then_some(&self.out);
+        let ask = self.memo.ask(subject, generation);
+        let mut goes = None;
         let delivered = subs.match_with(subject, |result| {
+            if ask == Ask::Learn {
+                goes = Goes::of(result, skip);
+            }
             deliver(&msg, result, Source::Client { skip }, &mut targets)
         });
+        self.memo.learn(subject, generation, ask, goes);
         if delivered == 0 && reply.is_some() && self.opts.no_responders {
             self.no_responders(&msg, env);
         }
@@ -1120,6 +1146,7 @@ impl Connection {
             return ControlFlow::Break(());
         }
         let now = env.now;
+        self.memo.expire(env.subs.generation());
         if self.is_route() {
             route::on_tick(self, env);
         }

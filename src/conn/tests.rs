@@ -651,6 +651,110 @@ fn no_responders_status_skips_a_subscription_gone_at_its_limit() {
     );
 }
 
+/// `n` publishes of `subject`, each in its own read, so the publisher's memo is filled
+/// by the second and used from the third on.
+fn publish_each(h: &mut Harness, p: &mut Peer, subject: &str, n: usize) {
+    for i in 0..n {
+        let line = format!("PUB {subject} 1\r\n{}\r\n", i % 10);
+        h.feed(p, line.as_bytes());
+    }
+}
+
+const QUIET: &[u8] = b"CONNECT {\"verbose\":false}\r\n";
+
+#[test]
+fn repeated_subject_follows_every_subscription_change() {
+    let mut h = Harness::new();
+    let (mut a, mut b, mut publ) = (h.peer(1), h.peer(2), h.peer(3));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB foo 1\r\n");
+    h.feed(&mut publ, QUIET);
+    publish_each(&mut h, &mut publ, "foo", 4);
+    assert_eq!(drain(&a).matches("MSG foo 1 1\r\n").count(), 4);
+
+    // A second subscriber anywhere: the next message reaches both.
+    h.feed(&mut b, b"CONNECT {\"verbose\":false}\r\nSUB foo 2\r\n");
+    publish_each(&mut h, &mut publ, "foo", 3);
+    assert_eq!(drain(&a).matches("MSG foo 1 1\r\n").count(), 3);
+    assert_eq!(drain(&b).matches("MSG foo 2 1\r\n").count(), 3);
+
+    // The first leaves: only the second gets the next ones.
+    h.feed(&mut a, b"UNSUB 1\r\n");
+    publish_each(&mut h, &mut publ, "foo", 3);
+    assert_eq!(drain(&a), "");
+    assert_eq!(drain(&b).matches("MSG foo 2 1\r\n").count(), 3);
+
+    // The second closes: nobody gets anything, and a new subscriber is found again.
+    h.close(&mut b);
+    publish_each(&mut h, &mut publ, "foo", 3);
+    assert_eq!(drain(&b), "");
+    h.feed(&mut a, b"SUB foo 5\r\n");
+    publish_each(&mut h, &mut publ, "foo", 2);
+    assert_eq!(drain(&a), "MSG foo 5 1\r\n0\r\nMSG foo 5 1\r\n1\r\n");
+}
+
+#[test]
+fn repeated_subject_to_nobody_still_answers_requests() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\nSUB _INBOX.1 9\r\n",
+    );
+    publish_each(&mut h, &mut a, "nobody", 4);
+    assert_eq!(drain(&a), "", "plain messages to nobody go nowhere");
+    h.feed(&mut a, b"PUB nobody _INBOX.1 1\r\nx\r\n");
+    assert_eq!(
+        drain(&a),
+        "HMSG _INBOX.1 9 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n"
+    );
+}
+
+#[test]
+fn repeated_subject_keeps_the_auto_unsubscribe_limit() {
+    let mut h = Harness::new();
+    let (mut a, mut publ) = (h.peer(1), h.peer(2));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\n");
+    h.feed(&mut publ, QUIET);
+    publish_each(&mut h, &mut publ, "s", 3);
+    h.feed(&mut a, b"UNSUB 1 5\r\n");
+    publish_each(&mut h, &mut publ, "s", 6);
+    assert_eq!(
+        drain(&a).matches("MSG s 1 1\r\n").count(),
+        5,
+        "3 before the UNSUB, then 2 more up to its limit of 5"
+    );
+    assert_eq!(h.shared.sublist.count(), 0);
+}
+
+#[test]
+fn repeated_subject_without_echo_skips_the_publisher_only() {
+    let mut h = Harness::new();
+    let (mut a, mut publ) = (h.peer(1), h.peer(2));
+    h.feed(
+        &mut publ,
+        b"CONNECT {\"verbose\":false,\"echo\":false}\r\nSUB e 1\r\n",
+    );
+    publish_each(&mut h, &mut publ, "e", 3);
+    assert_eq!(drain(&publ), "", "no echo");
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB e 7\r\n");
+    publish_each(&mut h, &mut publ, "e", 3);
+    assert_eq!(drain(&publ), "");
+    assert_eq!(drain(&a).matches("MSG e 7 1\r\n").count(), 3);
+}
+
+#[test]
+fn a_subscription_in_the_same_read_as_the_publish_gets_it() {
+    let mut h = Harness::new();
+    let (mut a, mut publ) = (h.peer(1), h.peer(2));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB q 1\r\n");
+    h.feed(&mut publ, QUIET);
+    publish_each(&mut h, &mut publ, "q", 3);
+    drain(&a);
+    h.feed(&mut publ, b"SUB q 2\r\nPUB q 1\r\nz\r\n");
+    assert_eq!(drain(&publ), "MSG q 2 1\r\nz\r\n");
+    assert_eq!(drain(&a), "MSG q 1 1\r\nz\r\n");
+}
+
 #[test]
 fn inline_copy_appends_every_length_exactly() {
     let src: Vec<u8> = (1..=40u8).collect();
