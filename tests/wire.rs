@@ -584,3 +584,80 @@ fn info_has_server_name_and_client_ip() {
     let c = Raw::connect(named.addr);
     assert!(c.info.contains("\"server_name\":\"edge-1\""), "{}", c.info);
 }
+
+/// `n` messages on `subject`, payload `i % 10`, as one client writes them in a stream.
+fn stream(subject: &str, n: usize) -> (Vec<u8>, impl Fn(&str) -> Vec<u8>) {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.extend_from_slice(format!("PUB {subject} 1\r\n{}\r\n", i % 10).as_bytes());
+    }
+    let subject = subject.to_string();
+    let delivered = move |sid: &str| {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.extend_from_slice(format!("MSG {subject} {sid} 1\r\n{}\r\n", i % 10).as_bytes());
+        }
+        v
+    };
+    (out, delivered)
+}
+
+#[test]
+fn a_streaming_publisher_reaches_subscribers_as_they_join_and_leave() {
+    // A publisher that repeats one subject skips the lookup while no subscription changed
+    // anywhere; every SUB and UNSUB the server has answered must count from the next
+    // message on, whichever core the connections landed on.
+    let srv = start();
+    let mut publ = Raw::quiet(srv.addr);
+    let mut first = Raw::quiet(srv.addr);
+    first.send(b"SUB memo.x 1\r\nPING\r\n");
+    first.expect(b"PONG\r\n");
+    let (pubs, msgs) = stream("memo.x", 25);
+
+    publ.send(&pubs);
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+    first.expect(&msgs("1"));
+
+    let mut joined: Vec<Raw> = (0..4).map(|_| Raw::quiet(srv.addr)).collect();
+    for j in &mut joined {
+        j.send(b"SUB memo.x 7\r\nPING\r\n");
+        j.expect(b"PONG\r\n");
+    }
+    publ.send(&pubs);
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+    first.expect(&msgs("1"));
+    for j in &mut joined {
+        j.expect(&msgs("7"));
+    }
+
+    first.send(b"UNSUB 1\r\nPING\r\n");
+    first.expect(b"PONG\r\n");
+    for j in &mut joined[1..] {
+        j.send(b"UNSUB 7\r\nPING\r\n");
+        j.expect(b"PONG\r\n");
+    }
+    publ.send(&pubs);
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+    joined[0].expect(&msgs("7"));
+    first.expect_nothing_then_pong();
+    for j in &mut joined[1..] {
+        j.expect_nothing_then_pong();
+    }
+
+    // The last one leaves: the stream goes nowhere, then reaches a newcomer at once.
+    joined[0].send(b"UNSUB 7\r\nPING\r\n");
+    joined[0].expect(b"PONG\r\n");
+    publ.send(&pubs);
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+    joined[0].expect_nothing_then_pong();
+    first.send(b"SUB memo.x 9\r\nPING\r\n");
+    first.expect(b"PONG\r\n");
+    publ.send(&pubs);
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+    first.expect(&msgs("9"));
+}
