@@ -585,6 +585,13 @@ fn info_has_server_name_and_client_ip() {
     assert!(c.info.contains("\"server_name\":\"edge-1\""), "{}", c.info);
 }
 
+/// Sends `bytes` and a PING, and waits for the PONG: the server has handled them.
+fn synced(c: &mut Raw, bytes: &[u8]) {
+    c.send(bytes);
+    c.send(b"PING\r\n");
+    c.expect(b"PONG\r\n");
+}
+
 /// `n` messages on `subject`, payload `i % 10`, as one client writes them in a stream.
 fn stream(subject: &str, n: usize) -> (Vec<u8>, impl Fn(&str) -> Vec<u8>) {
     let mut out = Vec::new();
@@ -610,37 +617,27 @@ fn a_streaming_publisher_reaches_subscribers_as_they_join_and_leave() {
     let srv = start();
     let mut publ = Raw::quiet(srv.addr);
     let mut first = Raw::quiet(srv.addr);
-    first.send(b"SUB memo.x 1\r\nPING\r\n");
-    first.expect(b"PONG\r\n");
+    synced(&mut first, b"SUB memo.x 1\r\n");
     let (pubs, msgs) = stream("memo.x", 25);
 
-    publ.send(&pubs);
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    synced(&mut publ, &pubs);
     first.expect(&msgs("1"));
 
     let mut joined: Vec<Raw> = (0..4).map(|_| Raw::quiet(srv.addr)).collect();
     for j in &mut joined {
-        j.send(b"SUB memo.x 7\r\nPING\r\n");
-        j.expect(b"PONG\r\n");
+        synced(j, b"SUB memo.x 7\r\n");
     }
-    publ.send(&pubs);
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    synced(&mut publ, &pubs);
     first.expect(&msgs("1"));
     for j in &mut joined {
         j.expect(&msgs("7"));
     }
 
-    first.send(b"UNSUB 1\r\nPING\r\n");
-    first.expect(b"PONG\r\n");
+    synced(&mut first, b"UNSUB 1\r\n");
     for j in &mut joined[1..] {
-        j.send(b"UNSUB 7\r\nPING\r\n");
-        j.expect(b"PONG\r\n");
+        synced(j, b"UNSUB 7\r\n");
     }
-    publ.send(&pubs);
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    synced(&mut publ, &pubs);
     joined[0].expect(&msgs("7"));
     first.expect_nothing_then_pong();
     for j in &mut joined[1..] {
@@ -648,16 +645,10 @@ fn a_streaming_publisher_reaches_subscribers_as_they_join_and_leave() {
     }
 
     // The last one leaves: the stream goes nowhere, then reaches a newcomer at once.
-    joined[0].send(b"UNSUB 7\r\nPING\r\n");
-    joined[0].expect(b"PONG\r\n");
-    publ.send(&pubs);
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    synced(&mut joined[0], b"UNSUB 7\r\n");
+    synced(&mut publ, &pubs);
     joined[0].expect_nothing_then_pong();
-    first.send(b"SUB memo.x 9\r\nPING\r\n");
-    first.expect(b"PONG\r\n");
-    publ.send(&pubs);
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    synced(&mut first, b"SUB memo.x 9\r\n");
+    synced(&mut publ, &pubs);
     first.expect(&msgs("9"));
 }
