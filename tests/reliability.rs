@@ -66,6 +66,73 @@ fn paused_publishers_do_not_starve_a_healthy_pair_on_the_same_core() {
     drop(stuck);
 }
 
+/// A subscriber that keeps reading, only slower than its publisher writes, is slow and not
+/// stuck even when its socket's send buffer has grown to megabytes (the kernel then lets a
+/// send wait for a third of it to drain, longer than a stuck peer is given): its publisher
+/// is paused until it catches up, its queue stays far below max_pending, and it gets every
+/// message. Taken for stuck, its publisher would not be paused and its queue would pass
+/// max_pending (three times over here), cutting it off as a slow consumer.
+#[test]
+fn a_slow_subscriber_that_keeps_reading_paces_its_publisher_and_is_not_cut() {
+    const SIZE: usize = 1024;
+    const COUNT: usize = 6 * 1024;
+    let srv = start_with(|o| {
+        o.workers = 1;
+        o.max_pending = 2 * 1024 * 1024;
+        o.write_deadline = Duration::from_secs(20);
+    });
+    let mut sub = Raw::quiet(srv.addr);
+    sub.send(b"SUB slow 1\r\nPING\r\n");
+    sub.expect(b"PONG\r\n");
+    let frame_len = format!("MSG slow 1 {SIZE}\r\n").len() + SIZE + 2;
+    let want = frame_len * COUNT;
+    // About 8 MB/s: 16 KiB every 2 ms, until everything came or the server hung up.
+    let reader = {
+        let mut s = sub.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut got = Vec::with_capacity(want);
+            let mut buf = vec![0u8; 16 * 1024];
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while got.len() < want && Instant::now() < deadline {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            got
+        })
+    };
+    let mut publ = Raw::quiet(srv.addr);
+    let mut frame = format!("PUB slow {SIZE}\r\n").into_bytes();
+    frame.extend_from_slice(&[b'x'; SIZE]);
+    frame.extend_from_slice(b"\r\n");
+    let burst = frame.repeat(64);
+    publ.stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    for _ in 0..COUNT / 64 {
+        publ.stream.write_all(&burst).unwrap();
+    }
+    let got = reader.join().unwrap();
+    let mut expected = Vec::with_capacity(want);
+    for _ in 0..COUNT {
+        expected.extend_from_slice(format!("MSG slow 1 {SIZE}\r\n").as_bytes());
+        expected.extend_from_slice(&[b'x'; SIZE]);
+        expected.extend_from_slice(b"\r\n");
+    }
+    assert!(
+        got == expected,
+        "the slow subscriber got {} of {} bytes; it ends with {:?}",
+        got.len(),
+        want,
+        String::from_utf8_lossy(&got[got.len().saturating_sub(80)..])
+    );
+    publ.send(b"PING\r\n");
+    publ.expect(b"PONG\r\n");
+}
+
 /// Publishers flood subscribers that read slower than they write, so the publishers are
 /// paused and resumed over and over (resumed by the subscribers' owners
 /// taking their bytes, on either reactor, by direct sends, or by the pause's expiry): every

@@ -45,9 +45,10 @@ const CQE_BUDGET: usize = 512;
 /// Housekeeping period: keepalive, auth timeouts, write deadlines.
 const TICK: Duration = Duration::from_millis(50);
 /// A paused publisher is resumed after this long even if its subscriber has not drained,
-/// so a stuck subscriber slows a publisher only briefly (the subscriber is cut off by the
-/// write deadline or max_pending).
-const STALL_MAX: Duration = Duration::from_millis(5);
+/// so a slow subscriber sets its publisher's pace only in part. A stuck one (no progress on
+/// its socket for `STUCK_AFTER`, also 100 ms) pauses nobody once found, and is cut off by
+/// the write deadline or max_pending.
+const STALL_MAX: Duration = Duration::from_millis(100);
 /// How often routes holding input for merging are looked at while they hold.
 const HOLD_POLL: Duration = Duration::from_micros(200);
 /// Output buffers bigger than this are released once drained.
@@ -100,6 +101,9 @@ struct Slot {
     /// This reactor holds the queue's send claim (from taking bytes until all are sent).
     claimed: bool,
     send_started: Instant,
+    /// The socket's unsent and unacknowledged bytes (`SIOCOUTQ`) at the last tick of the
+    /// send in flight; 0 before the first.
+    outq_seen: i32,
     recv_armed: bool,
     /// Subscribers this publisher is waiting on, and since when.
     stalled_on: Vec<Arc<Outbound>>,
@@ -240,6 +244,26 @@ fn parse(
         }
         Ok(_) => {}
     }
+}
+
+/// A send waits for room in the socket, and the kernel wakes it only once a third of the
+/// send buffer (autotuned up to megabytes) has drained: a subscriber reading steadily but
+/// slower than its publisher can keep one send in flight for hundreds of milliseconds.
+/// While the socket's queue shrinks from one tick to the next the peer is reading, so the
+/// send counts as started now: its queue is slow, not stuck, and keeps pausing its
+/// publishers (a stuck peer's socket queue does not shrink).
+fn note_send_progress(conn: &mut Slot, now: Instant) {
+    let mut outq: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for a TCP socket) writes one int through the pointer, which
+    // points at `outq`; the descriptor is this slot's open socket.
+    let r = unsafe { libc::ioctl(conn.stream.as_raw_fd(), libc::TIOCOUTQ, &mut outq) };
+    if r != 0 {
+        return;
+    }
+    if conn.outq_seen > 0 && outq < conn.outq_seen {
+        conn.conn.out.send_started(now);
+    }
+    conn.outq_seen = outq;
 }
 
 /// A client's parser limits under `live`.
@@ -622,6 +646,7 @@ impl Reactor {
             send_inflight: false,
             claimed: false,
             send_started: self.now,
+            outq_seen: 0,
             recv_armed: false,
             stalled_on: Vec::new(),
             stalled_since: None,
@@ -1176,6 +1201,7 @@ impl Reactor {
             .user_data(user_data(Kind::Send, token));
         conn.send_inflight = true;
         conn.send_started = now;
+        conn.outq_seen = 0;
         conn.conn.out.send_started(now);
         self.stats.sends += 1;
         self.stats.send_bytes += u64::from(len);
@@ -1474,6 +1500,9 @@ impl Reactor {
             if conn.send_inflight && now.duration_since(conn.send_started) >= deadline {
                 self.slow_consumer(token, SlowConsumer::WriteDeadline);
                 continue;
+            }
+            if conn.send_inflight {
+                note_send_progress(conn, now);
             }
             if let Some(tls) = conn.tls.as_deref().filter(|t| t.phase() != Phase::Open) {
                 // No keepalive or authorization timer before the handshake is over.
