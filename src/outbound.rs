@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Pending output above which a publisher is paused until the subscriber drains (or a
-/// quarter of `max_pending`, if that is smaller).
-pub const STALL_BYTES: usize = 256 * 1024;
+/// quarter of `max_pending`, if that is smaller). Small enough that a fan-out's queues stay
+/// in cache until the kernel copies them out (1:16 used 14-16 % less CPU than with 256 KiB).
+pub const STALL_BYTES: usize = 128 * 1024;
 /// A route's stall threshold: larger, as it carries a whole server's traffic.
 pub const ROUTE_STALL_BYTES: usize = 4 * 1024 * 1024;
 /// A send in flight for longer than this means the peer is not reading: the connection
