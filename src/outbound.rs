@@ -614,6 +614,28 @@ impl WakeBatch {
         }
     }
 
+    /// Stages `msgs` messages at once (`len` bytes on the wire, `payload` bytes of payload
+    /// in all) for `out`, written by `write` (which must write exactly `len`).
+    #[inline]
+    pub fn stage_msgs(
+        &mut self,
+        out: &Arc<Outbound>,
+        len: usize,
+        msgs: u64,
+        payload: u64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let idx = self.staged_idx(out);
+        let staged = &mut self.staged[idx];
+        staged.msgs += msgs;
+        staged.payload_bytes += payload;
+        staged.bytes.reserve(len);
+        write(&mut staged.bytes);
+        if staged.bytes.len() >= STAGE_MAX {
+            self.append(idx);
+        }
+    }
+
     #[inline]
     fn staged_idx(&mut self, out: &Arc<Outbound>) -> usize {
         let key = Arc::as_ptr(out) as usize;

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use ringnats::cluster::Cluster;
+use ringnats::conn::pub_run::PubRun;
 use ringnats::conn::{CloseReason, Connection, Env, Origin, SlowConsumer};
 use ringnats::options::{ClusterOptions, Options};
 use ringnats::outbound::{Outbound, WakeBatch};
@@ -800,6 +801,7 @@ struct Sim {
     /// The reloadable options, as a reactor caches them.
     live: Live,
     batch: WakeBatch,
+    run: PubRun,
     rng: SmallRng,
     now: Instant,
     clients: Vec<Option<Peer>>,
@@ -858,6 +860,7 @@ impl Sim {
             shared,
             live,
             batch: WakeBatch::new(1),
+            run: PubRun::default(),
             rng: SmallRng::seed_from_u64(7),
             now: Instant::now(),
             clients: Vec::new(),
@@ -979,6 +982,7 @@ impl Sim {
             shared,
             live,
             batch,
+            run,
             rng,
             now,
             clients,
@@ -991,7 +995,7 @@ impl Sim {
         };
         let Some(peer) = peer else { return };
         if peer.conn.closing().is_none() {
-            let mut env = Env::new(shared, live, batch, rng, *now);
+            let mut env = Env::new(shared, live, batch, run, rng, *now);
             let c = &mut peer.conn;
             let is_route = c.is_route();
             let parsed = peer.parser.parse_with_config(bytes, |op, cfg| {
@@ -1002,6 +1006,7 @@ impl Sim {
                 }
                 flow
             });
+            c.input_done(&mut env);
             if let Err(e) = parsed {
                 let _ = c.fail(e, &mut env);
             }
@@ -1031,6 +1036,7 @@ impl Sim {
             shared,
             live,
             batch,
+            run,
             rng,
             now,
             clients,
@@ -1046,7 +1052,7 @@ impl Sim {
             peer.conn.close(reason);
         }
         peer.conn.out.close();
-        let mut env = Env::new(shared, live, batch, rng, *now);
+        let mut env = Env::new(shared, live, batch, run, rng, *now);
         peer.conn.unsubscribe_all(&mut env);
         drop(env);
         if let (Some(closed), Some(cluster)) = (peer.conn.closed_route(), &shared.cluster) {
@@ -1133,6 +1139,7 @@ impl Sim {
                     shared,
                     live,
                     batch,
+                    run,
                     rng,
                     now,
                     clients,
@@ -1140,7 +1147,7 @@ impl Sim {
                     ..
                 } = self;
                 for p in clients.iter_mut().flatten().chain(route.as_mut()) {
-                    let mut env = Env::new(shared, live, batch, rng, *now);
+                    let mut env = Env::new(shared, live, batch, run, rng, *now);
                     let _ = p.conn.on_tick(&mut env);
                 }
                 self.flush();
@@ -1173,6 +1180,7 @@ impl Sim {
                         &self.shared,
                         &self.live,
                         &mut self.batch,
+                        &mut self.run,
                         &mut self.rng,
                         self.now,
                     );
@@ -1258,6 +1266,7 @@ impl Sim {
             shared,
             live,
             batch,
+            run,
             rng,
             now,
             clients,
@@ -1265,7 +1274,7 @@ impl Sim {
             ..
         } = self;
         for p in clients.iter_mut().flatten().chain(route.as_mut()) {
-            let mut env = Env::new(shared, live, batch, rng, *now);
+            let mut env = Env::new(shared, live, batch, run, rng, *now);
             p.conn.on_connect_urls_changed(&mut env);
         }
         self.flush();

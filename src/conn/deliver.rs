@@ -15,6 +15,7 @@
 //! subscription and the queue members chosen behind it); `conn::route` writes it in the
 //! route's dialect.
 
+use super::pub_run::PubRun;
 use super::route::{self, Dialect};
 use crate::cluster::Cluster;
 use crate::outbound::{Outbound, WakeBatch};
@@ -580,6 +581,55 @@ pub(super) fn deliver_one(
     true
 }
 
+/// Whether no two of `subs` belong to the same connection.
+pub(super) fn distinct_connections(subs: &[Arc<Subscription>]) -> bool {
+    let key = |s: &Arc<Subscription>| Arc::as_ptr(&s.out) as usize;
+    if subs.len() <= 32 {
+        return subs
+            .iter()
+            .enumerate()
+            .all(|(i, a)| subs[i + 1..].iter().all(|b| key(a) != key(b)));
+    }
+    let mut keys: Vec<usize> = subs.iter().map(key).collect();
+    keys.sort_unstable();
+    keys.windows(2).all(|w| w[0] != w[1])
+}
+
+/// Delivers a held run of messages to `subject` (see [`PubRun`]) to one local, plain
+/// subscription: its share is staged in one stretch. Returns whether it took them (false
+/// when its connection is closing).
+pub(super) fn deliver_run(run: &PubRun, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
+    if sub.out.is_dead() {
+        return false;
+    }
+    let n = run.len();
+    if sub.max.load(Ordering::Relaxed) > 0 {
+        // An auto-unsubscribe limit counts message by message.
+        let mut any = false;
+        for i in 0..n {
+            any |= deliver_one(&run.message(i), sub, env);
+        }
+        return any;
+    }
+    // No limit set: as in `deliver_one`, a plain load and store.
+    let c = sub.delivered.load(Ordering::Relaxed) + n as u64;
+    sub.delivered.store(c, Ordering::Relaxed);
+    let mut head = SmallVec::<[u8; 96]>::new();
+    head.extend_from_slice(b"MSG ");
+    head.extend_from_slice(run.subject());
+    head.push(b' ');
+    head.extend_from_slice(&sub.sid);
+    let len = n * head.len() + run.tails_len();
+    env.batch
+        .stage_msgs(&sub.out, len, n as u64, run.payload_bytes(), |b| {
+            for tail in run.tails() {
+                put(b, &head);
+                put(b, tail);
+            }
+        });
+    true
+}
+
 #[inline]
 pub(crate) fn digits(mut n: usize) -> usize {
     if n < 10 {
@@ -656,7 +706,7 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 /// `n` in decimal, written at the end of `tmp`, two digits per step (a payload size is
 /// written once per lone delivery).
 #[inline]
-fn usize_text(n: usize, tmp: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn usize_text(n: usize, tmp: &mut [u8; 20]) -> &[u8] {
     let pair = |v: usize| &DIGIT_PAIRS[v * 2..v * 2 + 2];
     let mut i = tmp.len();
     let mut v = n;

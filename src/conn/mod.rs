@@ -8,6 +8,7 @@
 
 pub mod deliver;
 mod memo;
+pub mod pub_run;
 pub mod route;
 
 pub use deliver::{deliver, Message, Origin, Source, Subscription, Targets};
@@ -26,6 +27,7 @@ use crate::stats::{ConnSnapshot, ConnStats, RouteSnapshot};
 use crate::sublist::Reader;
 use ahash::AHashMap;
 use memo::{Ask, Goes};
+use pub_run::PubRun;
 use rand::rngs::SmallRng;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -233,6 +235,9 @@ pub struct Env<'a> {
     /// Subscription lookups for this batch (one epoch guard for all of them).
     pub subs: Reader<'a, Subscription>,
     pub batch: &'a mut WakeBatch,
+    /// The publishing connection's run of PUBs to one subject, held until its input ends
+    /// ([`Connection::input_done`]).
+    pub run: &'a mut PubRun,
     pub rng: &'a mut SmallRng,
     pub now: Instant,
     pub shared: &'a Shared,
@@ -246,12 +251,15 @@ impl<'a> Env<'a> {
         shared: &'a Shared,
         live: &'a Live,
         batch: &'a mut WakeBatch,
+        run: &'a mut PubRun,
         rng: &'a mut SmallRng,
         now: Instant,
     ) -> Self {
+        debug_assert!(run.is_empty(), "a run outlived its input");
         Env {
             subs: shared.sublist.reader(),
             batch,
+            run,
             rng,
             now,
             shared,
@@ -501,8 +509,31 @@ impl Connection {
                 reply,
                 payload,
             } if self.plain_client() => self.on_pub(subject, reply, None, payload, env),
-            op => self.on_any_op(op, env),
+            op => {
+                // The held PUBs go first: this op may answer the publisher (PONG, -ERR) or
+                // change what it is subscribed to.
+                self.flush_run(env);
+                self.on_any_op(op, env)
+            }
         }
+    }
+
+    /// The end of a received buffer (or of the part of it parsed now): the PUBs held for
+    /// delivery as a run are delivered.
+    pub fn input_done(&mut self, env: &mut Env<'_>) {
+        self.flush_run(env);
+    }
+
+    /// Delivers the held run of PUBs, if any.
+    #[inline]
+    fn flush_run(&mut self, env: &mut Env<'_>) {
+        if env.run.is_empty() {
+            return;
+        }
+        let mut run = std::mem::take(&mut *env.run);
+        self.publish_run(&run, env);
+        run.clear();
+        *env.run = run;
     }
 
     /// An open, authenticated client connection (what the PUB fast path requires).
@@ -1034,15 +1065,26 @@ impl Connection {
         payload: &[u8],
         env: &mut Env<'_>,
     ) -> ControlFlow<()> {
+        // Held in a run with the PUBs before it (one subject, small payload, no per-message
+        // answer to the publisher), or delivered now, after the run.
+        let held = header_len.is_none()
+            && !self.opts.verbose
+            && env.run.takes(subject, payload)
+            && !crate::log::trace_enabled();
+        if !held {
+            self.flush_run(env);
+        }
         if crate::log::trace_enabled() {
             self.trace_pub(subject, reply, header_len, payload);
         }
         if self.opts.pedantic && !is_valid_literal_subject(subject) {
+            self.flush_run(env);
             self.send(env, ProtoError::InvalidSubject.err_line());
             self.ok(env);
             return ControlFlow::Continue(());
         }
         if subject.starts_with(b"_SYS.") {
+            self.flush_run(env);
             let err = crate::proto::error::permission_violation_publish(subject);
             self.send(env, &err);
             return ControlFlow::Continue(());
@@ -1050,6 +1092,7 @@ impl Connection {
         self.stats.in_msgs += 1;
         self.stats.in_bytes += payload.len() as u64;
         if !self.can_publish(subject) {
+            self.flush_run(env);
             crate::error!(
                 "{}Publish Violation - User {:?}, Subject {:?}",
                 self.log_prefix,
@@ -1061,20 +1104,43 @@ impl Connection {
             return ControlFlow::Continue(());
         }
         self.ok(env);
-        let msg = Message::new(subject, reply, header_len, payload);
+        if held {
+            if reply.is_none()
+                && env.run.is_empty()
+                && matches!(
+                    self.memo.get(subject, env.subs.generation()),
+                    Some(Goes::Nowhere)
+                )
+            {
+                // Known to go nowhere (a publisher without subscribers): nothing to hold.
+                env.subs.count_memo_hit();
+                return ControlFlow::Continue(());
+            }
+            if env.run.push(subject, reply, payload) {
+                self.flush_run(env);
+            }
+            return ControlFlow::Continue(());
+        }
+        self.publish(&Message::new(subject, reply, header_len, payload), env);
+        ControlFlow::Continue(())
+    }
+
+    /// Delivers one published message.
+    fn publish(&mut self, msg: &Message<'_>, env: &mut Env<'_>) {
+        let (subject, reply) = (msg.subject, msg.reply);
         let (subs, mut targets) = env.delivery();
         let generation = subs.generation();
         // Done from the memo, unless its subscriber did not take the message (closing, or
         // at its limit) or a request reached nobody: the lookup below decides those, and
         // answers the request.
         let done = match self.memo.get(subject, generation) {
-            Some(Goes::To(sub)) => deliver::deliver_one(&msg, sub, &mut targets),
+            Some(Goes::To(sub)) => deliver::deliver_one(msg, sub, &mut targets),
             Some(Goes::Nowhere) => reply.is_none(),
             None => false,
         };
         if done {
             subs.count_memo_hit();
-            return ControlFlow::Continue(());
+            return;
         }
         let skip = (!self.opts.echo).then_some(&self.out);
         let ask = self.memo.ask(subject, generation);
@@ -1083,13 +1149,65 @@ impl Connection {
             if ask == Ask::Learn {
                 goes = Goes::of(result, skip);
             }
-            deliver(&msg, result, Source::Client { skip }, &mut targets)
+            deliver(msg, result, Source::Client { skip }, &mut targets)
         });
         self.memo.learn(subject, generation, ask, goes);
         if delivered == 0 && reply.is_some() && self.opts.no_responders {
-            self.no_responders(&msg, env);
+            self.no_responders(msg, env);
         }
-        ControlFlow::Continue(())
+    }
+
+    /// Delivers a run of held PUBs: a subject that goes only to local, plain subscriptions
+    /// gets each one's share in one stretch; anything else (queue groups, routes, requests
+    /// that reach nobody) message by message, as if they had not been held.
+    fn publish_run(&mut self, run: &PubRun, env: &mut Env<'_>) {
+        if run.len() == 1 {
+            self.publish(&run.message(0), env);
+            return;
+        }
+        let subject = run.subject();
+        let (subs, mut targets) = env.delivery();
+        let generation = subs.generation();
+        let done = match self.memo.get(subject, generation) {
+            Some(Goes::To(sub)) => deliver::deliver_run(run, sub, &mut targets),
+            Some(Goes::Nowhere) => !run.has_replies(),
+            None => false,
+        };
+        if done {
+            subs.count_memo_hit();
+            return;
+        }
+        let skip = (!self.opts.echo).then_some(&self.out);
+        let skipped = |s: &Subscription| skip.is_some_and(|o| Arc::ptr_eq(o, &s.out));
+        let ask = self.memo.ask(subject, generation);
+        let mut goes = None;
+        let done = subs.match_with(subject, |result| {
+            if ask == Ask::Learn {
+                goes = Goes::of(result, skip);
+            }
+            if !result.queues.is_empty()
+                || result.plain.iter().any(|s| !s.is_local())
+                || !deliver::distinct_connections(&result.plain)
+            {
+                // Queue groups and routes are served per message; so is a connection with
+                // several matching subscriptions, whose messages interleave per message.
+                return false;
+            }
+            if !result.plain.iter().any(|s| !skipped(s) && !s.unavailable()) {
+                // Nobody takes them: only requests need more (no responders).
+                return !run.has_replies();
+            }
+            for sub in result.plain.iter().filter(|s| !skipped(s)) {
+                deliver::deliver_run(run, sub, &mut targets);
+            }
+            true
+        });
+        self.memo.learn(subject, generation, ask, goes);
+        if !done {
+            for i in 0..run.len() {
+                self.publish(&run.message(i), env);
+            }
+        }
     }
 
     /// `->> [PUB subj [reply] len]` (or `[HPUB subj [reply] hlen len]`), then the payload

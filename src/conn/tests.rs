@@ -10,6 +10,7 @@ pub(super) struct Harness {
     /// The reloadable options the connections see (a reactor's cached copy).
     pub live: crate::shared::Live,
     pub batch: WakeBatch,
+    run: PubRun,
     rng: SmallRng,
     pub now: Instant,
 }
@@ -32,6 +33,7 @@ impl Harness {
             shared,
             live,
             batch: WakeBatch::new(1),
+            run: PubRun::default(),
             rng: SmallRng::seed_from_u64(7),
             now: Instant::now(),
         }
@@ -95,6 +97,7 @@ impl Harness {
             &self.shared,
             &self.live,
             &mut self.batch,
+            &mut self.run,
             &mut self.rng,
             self.now,
         )
@@ -114,7 +117,9 @@ impl Harness {
     fn feed_with(&mut self, peer: &mut Peer, bytes: &[u8], release: bool) {
         let mut env = self.env();
         let conn = &mut peer.conn;
-        if let Err(e) = peer.parser.parse(bytes, |op| conn.on_op(op, &mut env)) {
+        let parsed = peer.parser.parse(bytes, |op| conn.on_op(op, &mut env));
+        conn.input_done(&mut env);
+        if let Err(e) = parsed {
             let _ = conn.fail(e, &mut env);
         }
         if release {
@@ -774,4 +779,189 @@ fn inline_copy_appends_every_length_exactly() {
     buf.push(b' ');
     super::deliver::put_usize(&mut buf, usize::MAX);
     assert_eq!(buf, format!("0 {}", usize::MAX).as_bytes());
+}
+
+/// `PUB subject len\r\npayload\r\n` for each payload, in one buffer (one read: a run).
+fn pubs(subject: &str, reply: Option<&str>, payloads: &[&str]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for p in payloads {
+        let reply = reply.map(|r| format!("{r} ")).unwrap_or_default();
+        v.extend_from_slice(format!("PUB {subject} {reply}{}\r\n{p}\r\n", p.len()).as_bytes());
+    }
+    v
+}
+
+#[test]
+fn a_run_of_pubs_reaches_every_subscriber_in_order_with_one_mark_each() {
+    let mut h = Harness::new();
+    let (mut a, mut b, mut publ) = (h.peer(1), h.peer(2), h.peer(3));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB s.* 1\r\n");
+    h.feed(&mut b, b"CONNECT {\"verbose\":false}\r\nSUB s.x 22\r\n");
+    h.feed(&mut publ, QUIET);
+    h.batch.list_mut(0).clear();
+    let mut input = pubs("s.x", None, &["one", ""]);
+    input.extend_from_slice(&pubs("s.x", Some("r.1"), &["three"]));
+    input.extend_from_slice(&pubs("s.x", None, &["4"]));
+    h.feed(&mut publ, &input);
+    let want = |sid: &str| {
+        format!(
+            "MSG s.x {sid} 3\r\none\r\nMSG s.x {sid} 0\r\n\r\n\
+             MSG s.x {sid} r.1 5\r\nthree\r\nMSG s.x {sid} 1\r\n4\r\n"
+        )
+    };
+    assert_eq!(drain(&a), want("1"));
+    assert_eq!(drain(&b), want("22"));
+    assert_eq!(drain(&publ), "");
+    let mut marks = h.batch.list_mut(0).clone();
+    marks.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        marks,
+        vec![
+            crate::mailbox::Mail::Flush(1),
+            crate::mailbox::Mail::Flush(2)
+        ]
+    );
+    assert_eq!(publ.conn.stats.in_msgs, 4);
+}
+
+#[test]
+fn a_run_keeps_one_connections_subscriptions_interleaved_per_message() {
+    let mut h = Harness::new();
+    let (mut a, mut publ) = (h.peer(1), h.peer(2));
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\nSUB > 2\r\n",
+    );
+    h.feed(&mut publ, QUIET);
+    h.feed(&mut publ, &pubs("s", None, &["a", "b"]));
+    // Both sids get `a` before either gets `b`, as when each message is delivered alone
+    // (which sid comes first within a message is the index's order).
+    let got = drain(&a);
+    let lines: Vec<&str> = got.split("\r\n").collect();
+    let mut first: Vec<(&str, &str)> = vec![(lines[0], lines[1]), (lines[2], lines[3])];
+    let mut second: Vec<(&str, &str)> = vec![(lines[4], lines[5]), (lines[6], lines[7])];
+    first.sort();
+    second.sort();
+    assert_eq!(first, [("MSG s 1 1", "a"), ("MSG s 2 1", "a")], "{got:?}");
+    assert_eq!(second, [("MSG s 1 1", "b"), ("MSG s 2 1", "b")], "{got:?}");
+    assert_eq!(lines.len(), 9);
+}
+
+#[test]
+fn a_run_is_delivered_before_the_publishers_next_op_is_answered() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    let mut input = b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\n".to_vec();
+    input.extend_from_slice(&pubs("s", None, &["a", "b"]));
+    input.extend_from_slice(b"PING\r\n");
+    input.extend_from_slice(&pubs("s", None, &["c", "d"]));
+    input.extend_from_slice(b"UNSUB 1\r\n");
+    input.extend_from_slice(&pubs("s", None, &["e", "f"]));
+    input.extend_from_slice(b"SUB s 2\r\n");
+    input.extend_from_slice(&pubs("s", None, &["g"]));
+    h.feed(&mut a, &input);
+    assert_eq!(
+        drain(&a),
+        "MSG s 1 1\r\na\r\nMSG s 1 1\r\nb\r\nPONG\r\nMSG s 1 1\r\nc\r\nMSG s 1 1\r\nd\r\n\
+         MSG s 2 1\r\ng\r\n"
+    );
+}
+
+#[test]
+fn a_run_keeps_order_across_subjects_and_payloads_it_does_not_hold() {
+    let mut h = Harness::new();
+    let (mut a, mut publ) = (h.peer(1), h.peer(2));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB > 1\r\n");
+    h.feed(&mut publ, QUIET);
+    let big = "x".repeat(super::pub_run::RUN_PAYLOAD_MAX + 1);
+    let mut input = pubs("s", None, &["a", "b"]);
+    input.extend_from_slice(&pubs("s", None, &[&big]));
+    input.extend_from_slice(&pubs("s", None, &["c"]));
+    input.extend_from_slice(&pubs("t", None, &["d", "e"]));
+    input.extend_from_slice(&pubs("s", None, &["f"]));
+    h.feed(&mut publ, &input);
+    let got = drain(&a);
+    let payloads: Vec<&str> = got
+        .split("\r\n")
+        .skip(1)
+        .step_by(2)
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(payloads, ["a", "b", big.as_str(), "c", "d", "e", "f"]);
+    assert!(got.contains("MSG t 1 1\r\nd\r\nMSG t 1 1\r\ne\r\nMSG s 1 1\r\nf\r\n"));
+}
+
+#[test]
+fn a_run_longer_than_its_bound_arrives_whole_and_in_order() {
+    let mut h = Harness::new();
+    let (mut a, mut b, mut publ) = (h.peer(1), h.peer(2), h.peer(3));
+    h.feed(&mut a, b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\n");
+    h.feed(&mut b, b"CONNECT {\"verbose\":false}\r\nSUB s 2\r\n");
+    h.feed(&mut publ, QUIET);
+    let n = super::pub_run::RUN_MSGS_MAX * 2 + 7;
+    let payloads: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    h.feed(&mut publ, &pubs("s", None, &refs));
+    for (peer, sid) in [(&a, 1), (&b, 2)] {
+        let want: String = payloads
+            .iter()
+            .map(|p| format!("MSG s {sid} {}\r\n{p}\r\n", p.len()))
+            .collect();
+        assert_eq!(drain(peer), want);
+    }
+}
+
+#[test]
+fn a_run_keeps_auto_unsubscribe_limits_queue_groups_and_echo() {
+    let mut h = Harness::new();
+    let (mut lim, mut q1, mut q2, mut publ) = (h.peer(1), h.peer(2), h.peer(3), h.peer(4));
+    h.feed(
+        &mut lim,
+        b"CONNECT {\"verbose\":false}\r\nSUB s 1\r\nUNSUB 1 3\r\n",
+    );
+    h.feed(&mut q1, b"CONNECT {\"verbose\":false}\r\nSUB s g 1\r\n");
+    h.feed(&mut q2, b"CONNECT {\"verbose\":false}\r\nSUB s g 1\r\n");
+    h.feed(
+        &mut publ,
+        b"CONNECT {\"verbose\":false,\"echo\":false}\r\nSUB s 1\r\n",
+    );
+    let payloads: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    h.feed(&mut publ, &pubs("s", None, &refs));
+    assert_eq!(
+        drain(&lim),
+        "MSG s 1 1\r\n0\r\nMSG s 1 1\r\n1\r\nMSG s 1 1\r\n2\r\n"
+    );
+    let (g1, g2) = (drain(&q1), drain(&q2));
+    assert_eq!(
+        g1.matches("MSG s 1 1\r\n").count() + g2.matches("MSG s 1 1\r\n").count(),
+        10
+    );
+    assert_eq!(
+        drain(&publ),
+        "",
+        "echo off: the publisher gets none of its own"
+    );
+    // Without the group and the limited one (gone at its limit), the run is delivered in
+    // one stretch, still skipping the publisher.
+    h.close(&mut q1);
+    h.close(&mut q2);
+    h.feed(&mut publ, &pubs("s", None, &["a", "b"]));
+    assert_eq!(drain(&publ), "");
+    assert_eq!(drain(&lim), "");
+}
+
+#[test]
+fn requests_in_a_run_that_reach_nobody_get_no_responders_each() {
+    let mut h = Harness::new();
+    let mut a = h.peer(1);
+    h.feed(
+        &mut a,
+        b"CONNECT {\"verbose\":false,\"headers\":true,\"no_responders\":true}\r\nSUB _INBOX.1 9\r\n",
+    );
+    let mut input = pubs("nobody", Some("_INBOX.1"), &["x", "y"]);
+    input.extend_from_slice(&pubs("nobody", None, &["z"]));
+    h.feed(&mut a, &input);
+    let status = "HMSG _INBOX.1 9 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n";
+    assert_eq!(drain(&a), status.repeat(2));
 }

@@ -11,6 +11,7 @@ mod bufring;
 mod slab;
 
 use crate::cluster::{Dial, ROUTE_DIAL_TIMEOUT};
+use crate::conn::pub_run::PubRun;
 use crate::conn::{CloseReason, Connection, Env, SlowConsumer};
 use crate::mailbox::{Mail, ReactorHandle};
 use crate::outbound::{mono_ns, Direct, Outbound, Taken, WakeBatch};
@@ -164,6 +165,8 @@ pub struct Reactor {
     conns: Slab<Slot>,
     dials: Slab<Dialing>,
     batch: WakeBatch,
+    /// The run of PUBs being held while one connection's input is parsed.
+    pub_run: PubRun,
     /// Mail drained from the inbox, handled this iteration.
     mail: Vec<Mail>,
     /// Last cluster client-URL generation this reactor told its clients about.
@@ -235,6 +238,7 @@ fn parse(
         }
         flow
     });
+    c.input_done(env);
     match parsed {
         Err(e) => {
             let _ = c.fail(e, env);
@@ -382,6 +386,7 @@ impl Reactor {
                 batch.set_home(id);
                 batch
             },
+            pub_run: PubRun::default(),
             direct_buf: Vec::new(),
             mail: Vec::new(),
             urls_gen: 0,
@@ -793,6 +798,7 @@ impl Reactor {
         let Reactor {
             conns,
             batch,
+            pub_run,
             rng,
             server,
             now,
@@ -800,7 +806,7 @@ impl Reactor {
             ..
         } = self;
         let slot = conns.get_mut(token)?;
-        let mut env = Env::new(server, live, batch, rng, *now);
+        let mut env = Env::new(server, live, batch, pub_run, rng, *now);
         Some(f(slot, &mut env))
     }
 
@@ -934,6 +940,7 @@ impl Reactor {
             conns,
             bufs,
             batch,
+            pub_run,
             rng,
             server,
             now,
@@ -957,7 +964,7 @@ impl Reactor {
                 Input::Ring(bid, len) => bufs.get(*bid, *len),
                 Input::Held(v) | Input::Plain(v) => v.as_slice(),
             };
-            let mut env = Env::new(server, live, batch, rng, *now);
+            let mut env = Env::new(server, live, batch, pub_run, rng, *now);
             let c = &mut conn.conn;
             match conn.tls.as_deref_mut() {
                 Some(tls) if !matches!(input, Input::Plain(_)) => {
@@ -1293,6 +1300,7 @@ impl Reactor {
         let Reactor {
             conns,
             batch,
+            pub_run,
             rng,
             server,
             now,
@@ -1304,7 +1312,7 @@ impl Reactor {
         };
         if slot.conn.reauth_pending() {
             // A reload's re-check: the connection kept running; only its verdict is new.
-            let mut env = Env::new(server, live, batch, rng, *now);
+            let mut env = Env::new(server, live, batch, pub_run, rng, *now);
             let _ = slot.conn.on_auth_done(ok, &mut env);
             drop(env);
             batch.flush(&mut slot.stalled_on);
@@ -1316,7 +1324,7 @@ impl Reactor {
         if !slot.conn.auth_pending() {
             return;
         }
-        let mut env = Env::new(server, live, batch, rng, *now);
+        let mut env = Env::new(server, live, batch, pub_run, rng, *now);
         let _ = slot.conn.on_auth_done(ok, &mut env);
         drop(env);
         batch.flush(&mut slot.stalled_on);
@@ -1486,6 +1494,7 @@ impl Reactor {
             let Reactor {
                 conns,
                 batch,
+                pub_run,
                 rng,
                 server,
                 live,
@@ -1511,7 +1520,7 @@ impl Reactor {
                 }
                 continue;
             }
-            let mut env = Env::new(server, live, batch, rng, now);
+            let mut env = Env::new(server, live, batch, pub_run, rng, now);
             if conn.conn.on_tick(&mut env).is_break() {
                 closing.push(token);
             }
@@ -1647,7 +1656,14 @@ impl Reactor {
         conn.conn.out.close();
         conn.close_deadline = Some(self.now + write_deadline);
         let server = &*self.server;
-        let mut env = Env::new(server, &self.live, &mut self.batch, &mut self.rng, self.now);
+        let mut env = Env::new(
+            server,
+            &self.live,
+            &mut self.batch,
+            &mut self.pub_run,
+            &mut self.rng,
+            self.now,
+        );
         conn.conn.unsubscribe_all(&mut env);
         drop(env);
         server.unregister_conn(conn.conn.cid);
