@@ -29,6 +29,7 @@ use ahash::AHashMap;
 use memo::{Ask, Goes};
 use pub_run::PubRun;
 use rand::rngs::SmallRng;
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
@@ -1157,11 +1158,14 @@ impl Connection {
         }
     }
 
-    /// Delivers a run of held PUBs: a subject that goes only to local, plain subscriptions
-    /// gets each one's share in one stretch; anything else (queue groups, routes, requests
-    /// that reach nobody) message by message, as if they had not been held.
+    /// Delivers a run of held PUBs with one lookup: a subject that goes only to local,
+    /// plain subscriptions (one per connection) gets each one's share in one stretch;
+    /// anything else (queue groups, routes, requests that reach nobody) message by message,
+    /// as if they had not been held. The lookup counts once per message in `/subsz`, as
+    /// gnatsd's do.
     fn publish_run(&mut self, run: &PubRun, env: &mut Env<'_>) {
-        if run.len() == 1 {
+        let n = run.len();
+        if n == 1 {
             self.publish(&run.message(0), env);
             return;
         }
@@ -1174,38 +1178,44 @@ impl Connection {
             None => false,
         };
         if done {
-            subs.count_memo_hit();
+            subs.count_hits(n as u64);
             return;
         }
         let skip = (!self.opts.echo).then_some(&self.out);
         let skipped = |s: &Subscription| skip.is_some_and(|o| Arc::ptr_eq(o, &s.out));
         let ask = self.memo.ask(subject, generation);
         let mut goes = None;
-        let done = subs.match_with(subject, |result| {
+        // Requests that reached nobody, to be answered with no-responders.
+        let mut unanswered = SmallVec::<[u16; 4]>::new();
+        subs.match_with(subject, |result| {
             if ask == Ask::Learn {
                 goes = Goes::of(result, skip);
             }
-            if !result.queues.is_empty()
-                || result.plain.iter().any(|s| !s.is_local())
-                || !deliver::distinct_connections(&result.plain)
-            {
-                // Queue groups and routes are served per message; so is a connection with
-                // several matching subscriptions, whose messages interleave per message.
-                return false;
+            let whole = result.queues.is_empty()
+                && result.plain.iter().all(|s| s.is_local())
+                && result.plain.iter().any(|s| !skipped(s) && !s.unavailable())
+                && deliver::distinct_connections(&result.plain);
+            if whole {
+                for sub in result.plain.iter().filter(|s| !skipped(s)) {
+                    deliver::deliver_run(run, sub, &mut targets);
+                }
+                return;
             }
-            if !result.plain.iter().any(|s| !skipped(s) && !s.unavailable()) {
-                // Nobody takes them: only requests need more (no responders).
-                return !run.has_replies();
+            // Queue groups (a member per message), routes, a connection with several
+            // matching subscriptions (its MSGs interleave per message), or nobody.
+            for i in 0..n {
+                let msg = run.message(i);
+                let source = Source::Client { skip };
+                if deliver(&msg, result, source, &mut targets) == 0 && msg.reply.is_some() {
+                    unanswered.push(i as u16);
+                }
             }
-            for sub in result.plain.iter().filter(|s| !skipped(s)) {
-                deliver::deliver_run(run, sub, &mut targets);
-            }
-            true
         });
+        subs.count_hits(n as u64 - 1);
         self.memo.learn(subject, generation, ask, goes);
-        if !done {
-            for i in 0..run.len() {
-                self.publish(&run.message(i), env);
+        if self.opts.no_responders {
+            for i in unanswered {
+                self.no_responders(&run.message(usize::from(i)), env);
             }
         }
     }

@@ -23,6 +23,10 @@ pub const RUN_PAYLOAD_MAX: usize = 1024;
 pub const RUN_BYTES_MAX: usize = 16 * 1024;
 /// Messages a run holds before it is flushed.
 pub const RUN_MSGS_MAX: usize = 512;
+const _: () = assert!(
+    RUN_MSGS_MAX <= u16::MAX as usize,
+    "held messages are indexed by u16"
+);
 
 /// One held message: its tail is `tails[start..end]`, ` [reply ]<len>\r\n<payload>\r\n`.
 #[derive(Clone, Copy)]

@@ -822,6 +822,12 @@ fn a_run_of_pubs_reaches_every_subscriber_in_order_with_one_mark_each() {
         ]
     );
     assert_eq!(publ.conn.stats.in_msgs, 4);
+    let z = h.shared.sublist.stats();
+    assert_eq!(
+        (z.num_matches, z.cache_hits),
+        (4, 3),
+        "a lookup per message"
+    );
 }
 
 #[test]
@@ -964,4 +970,5 @@ fn requests_in_a_run_that_reach_nobody_get_no_responders_each() {
     h.feed(&mut a, &input);
     let status = "HMSG _INBOX.1 9 38 38\r\nNATS/1.0 503\r\nNats-Subject: nobody\r\n\r\n\r\n";
     assert_eq!(drain(&a), status.repeat(2));
+    assert_eq!(h.shared.sublist.stats().num_matches, 3);
 }

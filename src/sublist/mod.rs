@@ -232,6 +232,13 @@ impl<'a, S: SubEntry> Reader<'a, S> {
         self.matches += 1;
     }
 
+    /// `n` lookups answered without the index (a run of messages to a subject looked up
+    /// once), counted as cache hits.
+    #[inline]
+    pub fn count_hits(&mut self, n: u64) {
+        self.matches += n;
+    }
+
     /// As [`Sublist::match_with`], within this reader's epoch.
     #[inline]
     pub fn match_with<R>(&mut self, subject: &[u8], f: impl FnOnce(&MatchResult<S>) -> R) -> R {
