@@ -13,7 +13,7 @@
 //! also flushed before any other op of its connection and before a message it cannot hold,
 //! so the connection's ops keep their order, and it is bounded in bytes and messages.
 
-use super::deliver::Message;
+use super::deliver::{put, usize_text, Message};
 
 /// Messages with larger payloads are not held: copying them into the run costs more than
 /// the per-message work it saves.
@@ -93,12 +93,13 @@ impl PubRun {
             self.subject.clear();
             self.subject.extend_from_slice(subject);
         }
+        // Short pieces: copied inline (`put`), not through a `memcpy` call each.
         let t = &mut self.tails;
         let start = t.len();
         t.push(b' ');
         let reply_len = match reply {
             Some(r) => {
-                t.extend_from_slice(r);
+                put(t, r);
                 t.push(b' ');
                 self.replies += 1;
                 Some(r.len() as u32)
@@ -106,11 +107,11 @@ impl PubRun {
             None => None,
         };
         let mut digits = [0u8; 20];
-        t.extend_from_slice(super::deliver::usize_text(payload.len(), &mut digits));
-        t.extend_from_slice(b"\r\n");
+        put(t, usize_text(payload.len(), &mut digits));
+        put(t, b"\r\n");
         let payload_start = t.len();
-        t.extend_from_slice(payload);
-        t.extend_from_slice(b"\r\n");
+        put(t, payload);
+        put(t, b"\r\n");
         self.msgs.push(Held {
             start: start as u32,
             reply_len,
