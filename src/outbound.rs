@@ -603,15 +603,7 @@ impl WakeBatch {
         payload: usize,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
-        let idx = self.staged_idx(out);
-        let staged = &mut self.staged[idx];
-        staged.msgs += 1;
-        staged.payload_bytes += payload as u64;
-        staged.bytes.reserve(len);
-        write(&mut staged.bytes);
-        if staged.bytes.len() >= STAGE_MAX {
-            self.append(idx);
-        }
+        self.stage_msgs(out, len, 1, payload as u64, write);
     }
 
     /// Stages `msgs` messages at once (`len` bytes on the wire, `payload` bytes of payload
