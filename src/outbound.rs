@@ -628,6 +628,35 @@ impl WakeBatch {
         }
     }
 
+    /// Writes `msgs` messages (`len` bytes, `payload` bytes of payload) for `out` straight
+    /// into its queue, under one lock, when nothing is staged for it (else they are staged
+    /// behind what is, to keep the order). For a run's share of many messages: staged, the
+    /// bytes were copied a second time into the queue at the end of the batch (a tenth of a
+    /// 1:1 profile).
+    pub fn write_msgs(
+        &mut self,
+        out: &Arc<Outbound>,
+        len: usize,
+        msgs: u64,
+        payload: u64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let key = Arc::as_ptr(out) as usize;
+        let staged = self
+            .index
+            .get(&key)
+            .is_some_and(|&i| !self.staged[i].bytes.is_empty());
+        if staged {
+            self.stage_msgs(out, len, msgs, payload, write);
+            return;
+        }
+        let pushed = out.push_counted(len, msgs, payload, |b| {
+            b.reserve(len);
+            write(b);
+        });
+        self.noted_append(out, pushed);
+    }
+
     #[inline]
     fn staged_idx(&mut self, out: &Arc<Outbound>) -> usize {
         let key = Arc::as_ptr(out) as usize;
@@ -683,12 +712,18 @@ impl WakeBatch {
         );
         let pushed = s.out.push_vec_counted(&mut s.bytes, msgs, payload);
         let out = Arc::clone(&s.out);
-        self.note(&out, pushed);
+        self.noted_append(&out, pushed);
+    }
+
+    /// After an append to `out`: marks it for its owner if needed, and remembers it when it
+    /// is left past its stall threshold and still draining (not stuck).
+    fn noted_append(&mut self, out: &Arc<Outbound>, pushed: Pushed) {
+        self.note(out, pushed);
         if pushed.pending() > out.stall_bytes()
             && !out.is_stuck(self.now_ns)
-            && !self.over.iter().any(|o| Arc::ptr_eq(o, &out))
+            && !self.over.iter().any(|o| Arc::ptr_eq(o, out))
         {
-            self.over.push(out);
+            self.over.push(Arc::clone(out));
         }
     }
 

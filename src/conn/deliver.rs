@@ -621,7 +621,7 @@ pub(super) fn deliver_run(run: &PubRun, sub: &Arc<Subscription>, env: &mut Targe
     head.extend_from_slice(&sub.sid);
     let len = n * head.len() + run.tails_len();
     env.batch
-        .stage_msgs(&sub.out, len, n as u64, run.payload_bytes(), |b| {
+        .write_msgs(&sub.out, len, n as u64, run.payload_bytes(), |b| {
             for tail in run.tails() {
                 put(b, &head);
                 put(b, tail);
@@ -666,7 +666,7 @@ pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
     let len = buf.len();
     // SAFETY: after `reserve(n)` the `n` bytes after `len` are allocated and writable; every
     // read below is within `src[..n]` and every write within `dst[..n]` (the two overlapping
-    // words of a 4..=32-byte copy both end at or before `n`), and all `n` bytes are written
+    // words of a 2..=32-byte copy both end at or before `n`), and all `n` bytes are written
     // before `set_len` makes them part of the vector.
     unsafe {
         let d = buf.as_mut_ptr().add(len);
@@ -686,10 +686,13 @@ pub(crate) fn put(buf: &mut Vec<u8>, src: &[u8]) {
             let b = s.add(n - 4).cast::<u32>().read_unaligned();
             d.cast::<u32>().write_unaligned(a);
             d.add(n - 4).cast::<u32>().write_unaligned(b);
-        } else {
-            for i in 0..n {
-                *d.add(i) = *s.add(i);
-            }
+        } else if n >= 2 {
+            let a = s.cast::<u16>().read_unaligned();
+            let b = s.add(n - 2).cast::<u16>().read_unaligned();
+            d.cast::<u16>().write_unaligned(a);
+            d.add(n - 2).cast::<u16>().write_unaligned(b);
+        } else if n == 1 {
+            *d = *s;
         }
         buf.set_len(len + n);
     }
@@ -728,6 +731,20 @@ pub(crate) fn usize_text(n: usize, tmp: &mut [u8; 20]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn put_appends_every_length_exactly() {
+        let src: Vec<u8> = (0..=40u8).collect();
+        for n in 0..=40 {
+            for lead in [0, 3] {
+                let mut buf = vec![0xee; lead];
+                put(&mut buf, &src[..n]);
+                assert_eq!(buf.len(), lead + n);
+                assert!(buf[..lead].iter().all(|&b| b == 0xee));
+                assert_eq!(&buf[lead..], &src[..n], "{n} after {lead}");
+            }
+        }
+    }
 
     #[test]
     fn sizes_are_written_in_decimal() {
