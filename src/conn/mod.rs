@@ -509,7 +509,8 @@ impl Connection {
                 subject,
                 reply,
                 payload,
-            } if self.plain_client() => self.on_pub(subject, reply, None, payload, env),
+                wire_tail,
+            } if self.plain_client() => self.on_pub(subject, reply, None, payload, wire_tail, env),
             op => {
                 // The held PUBs go first: this op may answer the publisher (PONG, -ERR) or
                 // change what it is subscribed to.
@@ -562,7 +563,8 @@ impl Connection {
                 subject,
                 reply,
                 payload,
-            } => self.on_pub(subject, reply, None, payload, env),
+                wire_tail,
+            } => self.on_pub(subject, reply, None, payload, wire_tail, env),
             Op::Hpub {
                 subject,
                 reply,
@@ -572,7 +574,7 @@ impl Connection {
                 if !self.opts.headers {
                     return self.fail(ProtoError::UnknownOp, env);
                 }
-                self.on_pub(subject, reply, Some(header_len), payload, env)
+                self.on_pub(subject, reply, Some(header_len), payload, None, env)
             }
             Op::Sub {
                 subject,
@@ -1064,6 +1066,7 @@ impl Connection {
         reply: Option<&[u8]>,
         header_len: Option<usize>,
         payload: &[u8],
+        wire_tail: Option<&[u8]>,
         env: &mut Env<'_>,
     ) -> ControlFlow<()> {
         // Held in a run with the PUBs before it (one subject, small payload, no per-message
@@ -1117,7 +1120,7 @@ impl Connection {
                 env.subs.count_memo_hit();
                 return ControlFlow::Continue(());
             }
-            if env.run.push(subject, reply, payload) {
+            if env.run.push(subject, reply, payload, wire_tail) {
                 self.flush_run(env);
             }
             return ControlFlow::Continue(());

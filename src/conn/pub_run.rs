@@ -84,10 +84,18 @@ impl PubRun {
         payload.len() <= RUN_PAYLOAD_MAX && (self.msgs.is_empty() || same(&self.subject, subject))
     }
 
-    /// Adds a message; the caller checked [`takes`](Self::takes). Returns true when the run
-    /// is full and must be flushed.
+    /// Adds a message; the caller checked [`takes`](Self::takes). `wire_tail` is the
+    /// message's tail as it came on the wire, when the parser vouches that it is the same
+    /// bytes (see `Op::Pub`): then it is copied whole. Returns true when the run is full
+    /// and must be flushed.
     #[inline]
-    pub fn push(&mut self, subject: &[u8], reply: Option<&[u8]>, payload: &[u8]) -> bool {
+    pub fn push(
+        &mut self,
+        subject: &[u8],
+        reply: Option<&[u8]>,
+        payload: &[u8],
+        wire_tail: Option<&[u8]>,
+    ) -> bool {
         debug_assert!(self.takes(subject, payload));
         if self.msgs.is_empty() {
             self.subject.clear();
@@ -96,22 +104,34 @@ impl PubRun {
         // Short pieces: copied inline (`put`), not through a `memcpy` call each.
         let t = &mut self.tails;
         let start = t.len();
-        t.push(b' ');
-        let reply_len = match reply {
-            Some(r) => {
-                put(t, r);
-                t.push(b' ');
-                self.replies += 1;
-                Some(r.len() as u32)
+        let reply_len = reply.map(|r| r.len() as u32);
+        if let Some(r) = reply {
+            self.replies += 1;
+            debug_assert!(wire_tail.is_none_or(|w| w[1..].starts_with(r)));
+        }
+        let payload_start = match wire_tail {
+            Some(w) => {
+                put(t, w);
+                t.len() - 2 - payload.len()
             }
-            None => None,
+            None => {
+                t.push(b' ');
+                if let Some(r) = reply {
+                    put(t, r);
+                    t.push(b' ');
+                }
+                let mut digits = [0u8; 20];
+                put(t, usize_text(payload.len(), &mut digits));
+                put(t, b"\r\n");
+                let at = t.len();
+                put(t, payload);
+                put(t, b"\r\n");
+                at
+            }
         };
-        let mut digits = [0u8; 20];
-        put(t, usize_text(payload.len(), &mut digits));
-        put(t, b"\r\n");
-        let payload_start = t.len();
-        put(t, payload);
-        put(t, b"\r\n");
+        debug_assert!(wire_tail.is_none_or(
+            |w| w.ends_with(b"\r\n") && &w[w.len() - 2 - payload.len()..w.len() - 2] == payload
+        ));
         self.msgs.push(Held {
             start: start as u32,
             reply_len,
@@ -179,10 +199,10 @@ mod tests {
     fn tails_are_what_follows_the_sid_on_the_wire() {
         let mut run = PubRun::default();
         assert!(run.takes(b"a.b", b"x"));
-        assert!(!run.push(b"a.b", None, b"hello"));
+        assert!(!run.push(b"a.b", None, b"hello", None));
         assert!(!run.takes(b"a.c", b"x"));
         assert!(run.takes(b"a.b", b"x"));
-        run.push(b"a.b", Some(b"_INBOX.1"), b"");
+        run.push(b"a.b", Some(b"_INBOX.1"), b"", None);
         let tails: Vec<&[u8]> = run.tails().collect();
         assert_eq!(
             tails,
@@ -203,6 +223,36 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_from_the_wire_is_held_as_if_built() {
+        let mut built = PubRun::default();
+        let mut wired = PubRun::default();
+        let msgs: [(Option<&[u8]>, &[u8], &[u8]); 3] = [
+            (None, b"hello", b" 5\r\nhello\r\n"),
+            (Some(b"_INBOX.7"), b"", b" _INBOX.7 0\r\n\r\n"),
+            (None, &[b'x'; 40], b""),
+        ];
+        for (reply, payload, tail) in msgs {
+            built.push(b"s", reply, payload, None);
+            let wire = if tail.is_empty() {
+                let mut t = b" 40\r\n".to_vec();
+                t.extend_from_slice(payload);
+                t.extend_from_slice(b"\r\n");
+                t
+            } else {
+                tail.to_vec()
+            };
+            wired.push(b"s", reply, payload, Some(&wire));
+        }
+        assert!(built.tails().eq(wired.tails()));
+        for i in 0..3 {
+            let (a, b) = (built.message(i), wired.message(i));
+            assert_eq!((a.reply, a.payload), (b.reply, b.payload));
+        }
+        assert_eq!(wired.message(0).payload, b"hello");
+        assert_eq!(wired.message(1).reply, Some(&b"_INBOX.7"[..]));
+    }
+
+    #[test]
     fn subjects_compare_byte_for_byte_at_every_length() {
         for n in 0..40usize {
             let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
@@ -220,11 +270,16 @@ mod tests {
     fn a_run_is_bounded_in_messages_bytes_and_payload_size() {
         let mut run = PubRun::default();
         assert!(!run.takes(b"s", &[0u8; RUN_PAYLOAD_MAX + 1]));
-        let full = (0..RUN_MSGS_MAX).map(|_| run.push(b"s", None, b"")).last();
+        let full = (0..RUN_MSGS_MAX)
+            .map(|_| run.push(b"s", None, b"", None))
+            .last();
         assert_eq!(full, Some(true));
         run.clear();
         let big = [b'x'; RUN_PAYLOAD_MAX];
-        let pushes = (0..100).take_while(|_| !run.push(b"s", None, &big)).count() + 1;
+        let pushes = (0..100)
+            .take_while(|_| !run.push(b"s", None, &big, None))
+            .count()
+            + 1;
         assert!(pushes * RUN_PAYLOAD_MAX >= RUN_BYTES_MAX - RUN_PAYLOAD_MAX);
         assert!(run.tails_len() < RUN_BYTES_MAX + RUN_PAYLOAD_MAX + 16);
     }

@@ -298,6 +298,7 @@ pub(super) fn on_op(conn: &mut Connection, op: Op<'_>, env: &mut Env<'_>) -> Con
             subject,
             reply,
             payload,
+            ..
         } => {
             conn.stats.in_msgs += 1;
             conn.stats.in_bytes += payload.len() as u64;

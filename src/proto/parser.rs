@@ -60,6 +60,11 @@ pub enum Op<'a> {
         subject: &'a [u8],
         reply: Option<&'a [u8]>,
         payload: &'a [u8],
+        /// What follows the subject on the wire, ` [<reply> ]<size>\r\n<payload>\r\n`,
+        /// when it is byte for byte what a MSG carries after its sid (single blanks, a
+        /// CRLF line end, a size without leading zeros), so a delivery copies it whole.
+        /// `None` when it is not, or not known (a frame split across reads).
+        wire_tail: Option<&'a [u8]>,
     },
     Hpub {
         subject: &'a [u8],
@@ -186,6 +191,7 @@ impl Op<'_> {
                 subject,
                 reply,
                 payload,
+                ..
             } => OwnedOp::Pub {
                 subject: v(subject),
                 reply: o(reply),
@@ -345,6 +351,8 @@ enum Head<'a> {
     Pub {
         subject: &'a [u8],
         reply: Option<&'a [u8]>,
+        /// Where the op's wire tail starts in its frame (see `Op::Pub::wire_tail`).
+        tail_at: Option<u32>,
     },
     Hpub {
         subject: &'a [u8],
@@ -366,13 +374,20 @@ enum Head<'a> {
 }
 
 impl<'a> Head<'a> {
+    /// The op, given its payload and its whole frame (from the op name to the payload's
+    /// CRLF; only read for a PUB's wire tail).
     #[inline]
-    fn with_payload(self, payload: &'a [u8]) -> Op<'a> {
+    fn with_payload(self, payload: &'a [u8], frame: &'a [u8]) -> Op<'a> {
         match self {
-            Head::Pub { subject, reply } => Op::Pub {
+            Head::Pub {
+                subject,
+                reply,
+                tail_at,
+            } => Op::Pub {
                 subject,
                 reply,
                 payload,
+                wire_tail: tail_at.and_then(|at| frame.get(at as usize..)),
             },
             Head::Hpub {
                 subject,
@@ -415,7 +430,7 @@ impl<'a> Head<'a> {
         let s = |x: &[u8]| Span::of(base, x);
         let o = |x: Option<&[u8]>| x.map(|x| Span::of(base, x));
         match self {
-            Head::Pub { subject, reply } => HeadSpans::Pub {
+            Head::Pub { subject, reply, .. } => HeadSpans::Pub {
                 subject: s(subject),
                 reply: o(reply),
             },
@@ -512,6 +527,7 @@ impl HeadSpans {
             HeadSpans::Pub { subject, reply } => Head::Pub {
                 subject: subject.get(buf),
                 reply: reply.map(|r| r.get(buf)),
+                tail_at: None,
             },
             HeadSpans::Hpub {
                 subject,
@@ -683,7 +699,7 @@ impl Parser {
                             return Err(ProtoError::UnknownOp);
                         }
                         pos += end;
-                        let op = head.with_payload(&rest[start..start + size]);
+                        let op = head.with_payload(&rest[start..start + size], &rest[..end]);
                         if on_op(op, &mut self.cfg).is_break() {
                             self.stopped_at = pos;
                             return Ok(Parsed::Stopped);
@@ -768,7 +784,7 @@ impl Parser {
             self.state = State::Idle;
             let head = head.resolve(&self.buf);
             let payload = &self.buf[start..need - 2];
-            let flow = on_op(head.with_payload(payload), &mut self.cfg);
+            let flow = on_op(head.with_payload(payload, &[]), &mut self.cfg);
             self.buf.clear();
             if self.buf.capacity() > KEEP_BUFFER {
                 self.buf = Vec::new();
@@ -860,11 +876,16 @@ fn fast_head<'a>(rest: &'a [u8], cfg: &ParserConfig) -> Option<(Head<'a>, usize,
     let (head, size) = match (kind, n) {
         (Kind::Pub, 2 | 3) => {
             let reply = if n == 3 { Some(t[1]) } else { None };
+            let size = t[n - 1];
+            // The tokens are one blank apart: with a CRLF and a size as a MSG writes it,
+            // the rest of the frame from the blank after the subject is a MSG's tail.
+            let canonical = next - line_len == 2 && (size.len() == 1 || size[0] != b'0');
             let head = Head::Pub {
                 subject: t[0],
                 reply,
+                tail_at: canonical.then_some((at + t[0].len()) as u32),
             };
-            (head, fast_size(t[n - 1])?)
+            (head, fast_size(size)?)
         }
         (Kind::Msg, 3 | 4) => {
             let reply = if n == 4 { Some(t[2]) } else { None };
@@ -1091,7 +1112,14 @@ fn parse_line<'a>(raw: &'a [u8], cfg: &ParserConfig) -> Result<Line<'a>, ProtoEr
             if size > cfg.max_payload {
                 return Err(ProtoError::MaxPayload);
             }
-            Line::Head(Head::Pub { subject, reply }, size)
+            Line::Head(
+                Head::Pub {
+                    subject,
+                    reply,
+                    tail_at: None,
+                },
+                size,
+            )
         }
         Kind::Hpub => {
             let mut a = [&[][..]; 4];
@@ -2130,6 +2158,57 @@ mod tests {
         );
     }
 
+    /// A PUB's wire tail: present only when it is exactly the bytes a MSG carries after
+    /// its sid, and never for a frame split across reads.
+    #[test]
+    fn pub_wire_tail_is_what_a_msg_carries_after_its_sid() {
+        let tail_of = |chunks: &[&[u8]]| {
+            let mut p = Parser::new(cfg());
+            let mut tails = Vec::new();
+            for c in chunks {
+                p.parse(c, |op| {
+                    if let Op::Pub { wire_tail, .. } = op {
+                        tails.push(wire_tail.map(<[u8]>::to_vec));
+                    }
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            }
+            assert_eq!(tails.len(), 1);
+            tails.pop().unwrap()
+        };
+        let some = |s: &[u8]| Some(s.to_vec());
+        assert_eq!(
+            tail_of(&[b"PUB foo 5\r\nhello\r\n"]),
+            some(b" 5\r\nhello\r\n")
+        );
+        assert_eq!(
+            tail_of(&[b"pub foo 0\r\n\r\nPING\r\n"]),
+            some(b" 0\r\n\r\n")
+        );
+        assert_eq!(
+            tail_of(&[b"PUB foo.bar _INBOX.1 12\r\nhello world!\r\n"]),
+            some(b" _INBOX.1 12\r\nhello world!\r\n")
+        );
+        for other in [
+            &b"PUB foo 05\r\nhello\r\n"[..],
+            b"PUB foo 5\nhello\r\n",
+            b"PUB foo  5\r\nhello\r\n",
+            b"PUB\tfoo 5\r\nhello\r\n",
+            b"PUB foo\t5\r\nhello\r\n",
+            b"PUB foo 5 \r\nhello\r\n",
+        ] {
+            assert_eq!(
+                tail_of(&[other]),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        assert_eq!(tail_of(&[b"PUB foo 5\r\nhel", b"lo\r\n"]), None);
+        assert_eq!(tail_of(&[b"PUB foo", b" 5\r\nhello\r\n"]), None);
+    }
+
     #[test]
     fn hpub() {
         let h = headers();
@@ -2501,7 +2580,11 @@ mod tests {
         match parse_line(&rest[..nl], cfg) {
             Ok(Line::Head(h, sz)) => {
                 assert_eq!(sz, size);
-                assert_eq!(h.with_payload(b""), head.with_payload(b""));
+                // The general path never vouches for a wire tail; the rest is the same.
+                assert_eq!(
+                    h.with_payload(b"", b"").to_owned_op(),
+                    head.with_payload(b"", b"").to_owned_op()
+                );
             }
             _ => panic!(
                 "general path disagrees on {:?}",
