@@ -226,7 +226,9 @@ mod tests {
     fn a_tail_from_the_wire_is_held_as_if_built() {
         let mut built = PubRun::default();
         let mut wired = PubRun::default();
-        let msgs: [(Option<&[u8]>, &[u8], &[u8]); 3] = [
+        // (reply, payload, the tail on the wire; empty: build it)
+        type Case<'a> = (Option<&'a [u8]>, &'a [u8], &'a [u8]);
+        let msgs: [Case; 3] = [
             (None, b"hello", b" 5\r\nhello\r\n"),
             (Some(b"_INBOX.7"), b"", b" _INBOX.7 0\r\n\r\n"),
             (None, &[b'x'; 40], b""),
