@@ -1,5 +1,6 @@
 //! The parser must give the same ops and the same error however the stream is cut into
 //! reads, must never panic, and turning on `route` or `headers` may only make it accept more.
+//! A PUB's wire tail, when given, must be exactly a MSG's tail.
 //!
 //! Input layout: byte 0 picks the configuration, byte 1 the number of cut points, then one
 //! byte per cut point (chunk length - 1); everything after that is the stream.
@@ -60,6 +61,19 @@ fn pinned_mode() -> Option<u8> {
 
 type Outcome = (Vec<OwnedOp>, Option<ProtoError>);
 
+/// What a MSG carries after its sid: ` [<reply> ]<size>\r\n<payload>\r\n`.
+fn msg_tail(reply: Option<&[u8]>, payload: &[u8]) -> Vec<u8> {
+    let mut t = b" ".to_vec();
+    if let Some(r) = reply {
+        t.extend_from_slice(r);
+        t.push(b' ');
+    }
+    t.extend_from_slice(format!("{}\r\n", payload.len()).as_bytes());
+    t.extend_from_slice(payload);
+    t.extend_from_slice(b"\r\n");
+    t
+}
+
 fn run(cfg: ParserConfig, chunks: &[&[u8]]) -> Outcome {
     let mut p = Parser::new(cfg);
     let mut ops = Vec::new();
@@ -69,6 +83,15 @@ fn run(cfg: ParserConfig, chunks: &[&[u8]]) -> Outcome {
                 if json.windows(7).any(|w| w == b"headers") {
                     cfg.headers = true;
                 }
+            }
+            if let Op::Pub {
+                reply,
+                payload,
+                wire_tail: Some(tail),
+                ..
+            } = op
+            {
+                assert_eq!(tail, msg_tail(reply, payload), "a wire tail is a MSG's tail");
             }
             ops.push(op.to_owned_op());
             ControlFlow::Continue(())

@@ -293,6 +293,56 @@ pub struct Parser {
     err: Option<ProtoError>,
     /// Input bytes used by the last `parse` call that returned `Stopped`.
     stopped_at: usize,
+    /// The start of the last PUB line the fast path read, for the next one to match.
+    last_pub: LastPub,
+}
+
+/// `PUB <subject> ` as it began the last PUB without a reply that the fast path read.
+/// A publisher mostly repeats its subject: a line that starts with the same bytes
+/// needs only its size read, not the token scan.
+#[derive(Debug, Clone, Copy)]
+struct LastPub {
+    bytes: [u8; LAST_PUB_MAX],
+    /// 0: none.
+    len: usize,
+}
+
+/// Longest line start remembered (op name, subject and the blanks).
+const LAST_PUB_MAX: usize = 32;
+
+impl LastPub {
+    const NONE: LastPub = LastPub {
+        bytes: [0; LAST_PUB_MAX],
+        len: 0,
+    };
+
+    /// Remembers `rest[..len]` (at least `PUB x `), if it fits.
+    #[inline]
+    fn set(&mut self, rest: &[u8], len: usize) {
+        if len <= LAST_PUB_MAX {
+            self.bytes[..len].copy_from_slice(&rest[..len]);
+            self.len = len;
+        }
+    }
+
+    /// Whether `rest` starts with the remembered bytes: two overlapping loads of each
+    /// side, not a `memcmp` call.
+    #[inline(always)]
+    fn starts(&self, rest: &[u8]) -> bool {
+        let n = self.len;
+        if n == 0 || rest.len() < n {
+            return false;
+        }
+        let (a, b) = (&self.bytes[..n], &rest[..n]);
+        let w8 = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
+        let w16 = |s: &[u8], at: usize| u128::from_le_bytes(s[at..at + 16].try_into().unwrap());
+        let w4 = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
+        match n {
+            16..=LAST_PUB_MAX => w16(a, 0) == w16(b, 0) && w16(a, n - 16) == w16(b, n - 16),
+            8..=15 => w8(a, 0) == w8(b, 0) && w8(a, n - 8) == w8(b, n - 8),
+            _ => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -589,6 +639,7 @@ impl Parser {
             state: State::Idle,
             err: None,
             stopped_at: 0,
+            last_pub: LastPub::NONE,
         }
     }
 
@@ -667,7 +718,26 @@ impl Parser {
 
         while pos < input.len() {
             let rest = &input[pos..];
-            let (line, next) = match fast_head(rest, &self.cfg) {
+            let fast = match repeated_pub(rest, &self.last_pub, &self.cfg) {
+                Some(found) => Some(found),
+                None => {
+                    let found = fast_head(rest, &self.cfg);
+                    if let Some((
+                        Head::Pub {
+                            subject,
+                            reply: None,
+                            ..
+                        },
+                        _,
+                        _,
+                    )) = found
+                    {
+                        self.last_pub.set(rest, 5 + subject.len());
+                    }
+                    found
+                }
+            };
+            let (line, next) = match fast {
                 Some((head, size, next)) => (Line::Head(head, size), next),
                 None => {
                     let window = line_window(&self.cfg).min(rest.len());
@@ -916,6 +986,48 @@ fn fast_head<'a>(rest: &'a [u8], cfg: &ParserConfig) -> Option<(Head<'a>, usize,
         return None;
     }
     Some((head, size, next))
+}
+
+/// A PUB line that starts as the last one did (`last`), then has only its size and a
+/// CRLF: what [`fast_head`] would answer for it, without the token scan. `None` for any
+/// other line, which then goes to `fast_head`.
+#[inline(always)]
+fn repeated_pub<'a>(
+    rest: &'a [u8],
+    last: &LastPub,
+    cfg: &ParserConfig,
+) -> Option<(Head<'a>, usize, usize)> {
+    if !last.starts(rest) || cfg.require_connect {
+        return None;
+    }
+    let at = last.len;
+    let mut size = 0usize;
+    let mut i = at;
+    loop {
+        let v = rest.get(i)?.wrapping_sub(b'0');
+        if v > 9 {
+            break;
+        }
+        size = size * 10 + v as usize;
+        i += 1;
+    }
+    let digits = i - at;
+    // A leading zero would change the wire tail: `fast_head` decides those.
+    if digits == 0 || digits > 9 || (rest[at] == b'0' && digits > 1) {
+        return None;
+    }
+    if rest[i] != b'\r' || rest.get(i + 1) != Some(&b'\n') {
+        return None;
+    }
+    if i > cfg.max_control_line || size > cfg.max_payload {
+        return None;
+    }
+    let head = Head::Pub {
+        subject: &rest[4..at - 1],
+        reply: None,
+        tail_at: Some((at - 1) as u32),
+    };
+    Some((head, size, i + 2))
 }
 
 /// Longest line the fast path scans.
@@ -2207,6 +2319,115 @@ mod tests {
         }
         assert_eq!(tail_of(&[b"PUB foo 5\r\nhel", b"lo\r\n"]), None);
         assert_eq!(tail_of(&[b"PUB foo", b" 5\r\nhello\r\n"]), None);
+    }
+
+    /// A PUB line that starts like the one before it takes the short path; whatever the
+    /// rest of the line is, the ops (and wire tails) are those a fresh parser gives.
+    #[test]
+    fn repeated_pub_lines_parse_as_fresh_ones() {
+        let first = &b"PUB foo.bar 3\r\nabc\r\n"[..];
+        let nexts: &[&[u8]] = &[
+            b"PUB foo.bar 5\r\nhello\r\n",
+            b"PUB foo.bar 0\r\n\r\n",
+            b"PUB foo.bar 05\r\nhello\r\n",
+            b"PUB foo.bar 5\nhello\r\n",
+            b"PUB foo.bar 5 \r\nhello\r\n",
+            b"PUB foo.bar r 5\r\nhello\r\n",
+            b"PUB foo.bar 5 6\r\nhello!\r\n",
+            b"PUB foo.bar 1234567890\r\n",
+            b"PUB foo.bar 2000000\r\n",
+            b"PUB foo.bar 5x\r\nhello\r\n",
+            b"PUB foo.bar \r\n",
+            b"PUB foo.bar 5\r\nhelloXY",
+            b"PUB foo.barr 1\r\nx\r\n",
+            b"pub foo.bar 1\r\nx\r\n",
+            b"PUB foo.ba 1\r\nx\r\n",
+            b"PUB foo.bar\t1\r\nx\r\n",
+            b"PING\r\n",
+        ];
+        let ops = |chunks: &[&[u8]]| {
+            let mut p = Parser::new(cfg());
+            let mut out = Vec::new();
+            for c in chunks {
+                let r = p.parse(c, |op| {
+                    let tail = match op {
+                        Op::Pub { wire_tail, .. } => wire_tail.map(<[u8]>::to_vec),
+                        _ => None,
+                    };
+                    out.push((op.to_owned_op(), tail));
+                    ControlFlow::Continue(())
+                });
+                if let Err(e) = r {
+                    return (out, Some(e));
+                }
+            }
+            (out, None)
+        };
+        // A wire tail, when given, is the MSG tail (a fresh parser may not know it: the
+        // fast path wants 8 bytes past the line).
+        let msg_tail = |op: &OwnedOp| match op {
+            OwnedOp::Pub { reply, payload, .. } => {
+                let r = reply
+                    .as_ref()
+                    .map(|r| format!("{} ", String::from_utf8_lossy(r)));
+                let mut t = format!(" {}{}\r\n", r.unwrap_or_default(), payload.len());
+                t.push_str(&String::from_utf8_lossy(payload));
+                t.push_str("\r\n");
+                t.into_bytes()
+            }
+            _ => unreachable!(),
+        };
+        let only_ops = |(v, e): (Vec<(OwnedOp, Option<Vec<u8>>)>, _)| {
+            for (op, tail) in &v {
+                if let Some(t) = tail {
+                    assert_eq!(t, &msg_tail(op));
+                }
+            }
+            (v.into_iter().map(|(op, _)| op).collect::<Vec<_>>(), e)
+        };
+        for next in nexts {
+            let mut both = first.to_vec();
+            both.extend_from_slice(next);
+            let (mut want, err) = only_ops(ops(&[next]));
+            want.insert(0, only_ops(ops(&[first])).0[0].clone());
+            let name = String::from_utf8_lossy(next);
+            assert_eq!(only_ops(ops(&[&both])), (want, err), "{name:?}");
+        }
+        for good in &nexts[..2] {
+            let mut both = first.to_vec();
+            both.extend_from_slice(good);
+            assert!(ops(&[&both]).0.iter().all(|(_, tail)| tail.is_some()));
+        }
+        // Subjects of every length the short path remembers, and one past it.
+        for n in 1..40 {
+            let subject = "s".repeat(n);
+            let line = format!("PUB {subject} 2\r\nhi\r\n");
+            let three = line.repeat(3) + "PING\r\n";
+            let (mut got, err) = ops(&[three.as_bytes()]);
+            assert_eq!(err, None);
+            assert_eq!(got.pop(), Some((OwnedOp::Ping, None)));
+            assert_eq!(got.len(), 3);
+            for (op, tail) in got {
+                assert_eq!(op, pub_op(&subject, None, "hi"));
+                assert_eq!(tail.as_deref(), Some(&b" 2\r\nhi\r\n"[..]));
+            }
+        }
+        // The short path keeps the limits.
+        let small = ParserConfig {
+            max_control_line: 8,
+            max_payload: 3,
+            ..cfg()
+        };
+        let stream = b"PUB a 3\r\nabc\r\nPUB a 3\r\nabc\r\nPUB a 4\r\n";
+        assert_eq!(
+            whole(small.clone(), stream),
+            err(vec![pub_op("a", None, "abc"); 2], E::MaxPayload)
+        );
+        let stream = b"PUB a 3\r\nabc\r\nPUB a 1234\r\n";
+        assert_eq!(
+            whole(small, stream),
+            err(vec![pub_op("a", None, "abc")], E::MaxControlLine)
+        );
     }
 
     #[test]
