@@ -2377,7 +2377,8 @@ mod tests {
             }
             _ => unreachable!(),
         };
-        let only_ops = |(v, e): (Vec<(OwnedOp, Option<Vec<u8>>)>, _)| {
+        type Seen = (Vec<(OwnedOp, Option<Vec<u8>>)>, Option<ProtoError>);
+        let only_ops = |(v, e): Seen| {
             for (op, tail) in &v {
                 if let Some(t) = tail {
                     assert_eq!(t, &msg_tail(op));
@@ -2420,7 +2421,7 @@ mod tests {
         };
         let stream = b"PUB a 3\r\nabc\r\nPUB a 3\r\nabc\r\nPUB a 4\r\n";
         assert_eq!(
-            whole(small.clone(), stream),
+            whole(small, stream),
             err(vec![pub_op("a", None, "abc"); 2], E::MaxPayload)
         );
         let stream = b"PUB a 3\r\nabc\r\nPUB a 1234\r\n";
