@@ -596,8 +596,11 @@ pub(super) fn distinct_connections(subs: &[Arc<Subscription>]) -> bool {
 }
 
 /// Delivers a held run of messages to `subject` (see [`PubRun`]) to one local, plain
-/// subscription: its share is staged in one stretch. Returns whether it took them (false
-/// when its connection is closing).
+/// subscription: its share is written in one stretch, straight into its queue when
+/// nothing is staged for it ([`WakeBatch::write_msgs`]). Returns whether it took them
+/// (false when its connection is closing).
+///
+/// [`WakeBatch::write_msgs`]: crate::outbound::WakeBatch::write_msgs
 pub(super) fn deliver_run(run: &PubRun, sub: &Arc<Subscription>, env: &mut Targets<'_>) -> bool {
     if sub.out.is_dead() {
         return false;

@@ -84,6 +84,13 @@ impl PubRun {
         payload.len() <= RUN_PAYLOAD_MAX && (self.msgs.is_empty() || same(&self.subject, subject))
     }
 
+    /// Whether a message to `subject` with `payload` is the next of a run already held
+    /// (not empty, same subject, payload small enough).
+    #[inline(always)]
+    pub fn continues(&self, subject: &[u8], payload: &[u8]) -> bool {
+        !self.msgs.is_empty() && payload.len() <= RUN_PAYLOAD_MAX && same(&self.subject, subject)
+    }
+
     /// Adds a message; the caller checked [`takes`](Self::takes). `wire_tail` is the
     /// message's tail as it came on the wire, when the parser vouches that it is the same
     /// bytes (see `Op::Pub`): then it is copied whole. Returns true when the run is full

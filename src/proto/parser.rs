@@ -718,25 +718,41 @@ impl Parser {
 
         while pos < input.len() {
             let rest = &input[pos..];
-            let fast = match repeated_pub(rest, &self.last_pub, &self.cfg) {
-                Some(found) => Some(found),
-                None => {
-                    let found = fast_head(rest, &self.cfg);
-                    if let Some((
-                        Head::Pub {
-                            subject,
-                            reply: None,
-                            ..
-                        },
-                        _,
-                        _,
-                    )) = found
-                    {
-                        self.last_pub.set(rest, 5 + subject.len());
+            if let Some((at, size, start)) = repeated_pub(rest, &self.last_pub, &self.cfg) {
+                // The op is built here, in registers, and goes straight to `on_op`.
+                let end = frame_end(start, size);
+                if end <= rest.len() {
+                    if rest[end - 2] != b'\r' || rest[end - 1] != b'\n' {
+                        return Err(ProtoError::UnknownOp);
                     }
-                    found
+                    pos += end;
+                    let op = Op::Pub {
+                        subject: &rest[4..at - 1],
+                        reply: None,
+                        payload: &rest[start..start + size],
+                        wire_tail: Some(&rest[at - 1..end]),
+                    };
+                    if on_op(op, &mut self.cfg).is_break() {
+                        self.stopped_at = pos;
+                        return Ok(Parsed::Stopped);
+                    }
+                    continue;
                 }
-            };
+                // A frame that did not arrive whole: as any other below.
+            }
+            let fast = fast_head(rest, &self.cfg);
+            if let Some((
+                Head::Pub {
+                    subject,
+                    reply: None,
+                    ..
+                },
+                _,
+                _,
+            )) = fast
+            {
+                self.last_pub.set(rest, 5 + subject.len());
+            }
             let (line, next) = match fast {
                 Some((head, size, next)) => (Line::Head(head, size), next),
                 None => {
@@ -989,14 +1005,11 @@ fn fast_head<'a>(rest: &'a [u8], cfg: &ParserConfig) -> Option<(Head<'a>, usize,
 }
 
 /// A PUB line that starts as the last one did (`last`), then has only its size and a
-/// CRLF: what [`fast_head`] would answer for it, without the token scan. `None` for any
-/// other line, which then goes to `fast_head`.
+/// CRLF: what [`fast_head`] would answer for it, without the token scan. Returns the
+/// length of the line's start (`PUB <subject> `), the payload size and where the payload
+/// starts. `None` for any other line, which then goes to `fast_head`.
 #[inline(always)]
-fn repeated_pub<'a>(
-    rest: &'a [u8],
-    last: &LastPub,
-    cfg: &ParserConfig,
-) -> Option<(Head<'a>, usize, usize)> {
+fn repeated_pub(rest: &[u8], last: &LastPub, cfg: &ParserConfig) -> Option<(usize, usize, usize)> {
     if !last.starts(rest) || cfg.require_connect {
         return None;
     }
@@ -1022,12 +1035,7 @@ fn repeated_pub<'a>(
     if i > cfg.max_control_line || size > cfg.max_payload {
         return None;
     }
-    let head = Head::Pub {
-        subject: &rest[4..at - 1],
-        reply: None,
-        tail_at: Some((at - 1) as u32),
-    };
-    Some((head, size, i + 2))
+    Some((at, size, i + 2))
 }
 
 /// Longest line the fast path scans.
