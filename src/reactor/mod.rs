@@ -274,7 +274,8 @@ fn note_send_progress(conn: &mut Slot, now: Instant) {
     conn.outq_seen = outq;
 }
 
-/// Copies of received buffers kept for reuse by one reactor (see `Reactor::held_spare`).
+/// Copies of received buffers kept for reuse by one reactor (see `Reactor::held_spare`):
+/// each holds at most one ring buffer (`RECV_BUF_SIZE`), so the spares stay under 512 KiB.
 const HELD_SPARE_MAX: usize = 16;
 
 /// Gives a parsed input's buffer back: a ring buffer to the ring, a held copy to the spares.
@@ -943,8 +944,11 @@ impl Reactor {
                 // verdict): data that was already in flight waits, in order, for the resume.
                 // It is copied out so the shared ring is not starved by paused publishers
                 // (bounded: only what was in flight when the recv was cancelled).
+                let data = self.bufs.get(bid, res as usize);
                 let mut copy = self.held_spare.pop().unwrap_or_default();
-                copy.extend_from_slice(self.bufs.get(bid, res as usize));
+                // Exact, not amortized: a spare never grows past one ring buffer.
+                copy.reserve_exact(data.len());
+                copy.extend_from_slice(data);
                 conn.held.push_back(copy);
                 self.bufs.recycle(bid);
             } else {
