@@ -1007,3 +1007,137 @@ fn mixed_mesh_one_ringnats_two_gnatsd() {
     let nodes = start_mesh(&[Kind::Gnatsd(g.clone()), Kind::Ringnats, Kind::Gnatsd(g)]);
     check_mixed(&nodes);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flow control across a route
+
+/// Two nodes, B soliciting A; B's subscribers limited to `max_pending` bytes where the server
+/// has that limit (gnatsd 1.0 has none: it blocks on a slow subscriber instead).
+fn pair_with_max_pending(max_pending: usize) -> (Node, Node) {
+    let mut a = NodeConfig::ringnats("A");
+    a.debug = false;
+    let mut b = NodeConfig::ringnats("B");
+    b.debug = false;
+    b.routes = vec![a.route_url()];
+    if !under_test_is_gnatsd() {
+        b.extra_args = vec!["--max_pending".into(), max_pending.to_string()];
+    }
+    let a = Node::start(a);
+    let b = Node::start(b);
+    wait_interest(&a, &b);
+    (a, b)
+}
+
+/// A raw subscriber: CONNECT, `SUB <subject> 1`, synced with PING/PONG. Its socket is returned
+/// for the test to read at its own pace.
+fn raw_subscriber(node: &Node, subject: &str) -> std::net::TcpStream {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(node.client_addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(format!("CONNECT {{\"verbose\":false}}\r\nSUB {subject} 1\r\nPING\r\n").as_bytes())
+        .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    assert_eq!(
+        line,
+        "PONG\r\n",
+        "sync of a raw subscriber on {}",
+        node.name()
+    );
+    s
+}
+
+/// `count` PUBs of `size` bytes to `subject`, written as fast as the server takes them; then
+/// the connection is closed at once (FIN after the last byte: the INFO was read, so nothing
+/// unread makes it a reset, which would discard what the server had not read yet).
+fn flood(addr: std::net::SocketAddr, subject: &str, size: usize, count: usize) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut p = std::net::TcpStream::connect(addr).unwrap();
+    p.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    p.set_read_timeout(Some(WAIT)).unwrap();
+    let mut info = String::new();
+    BufReader::new(&p).read_line(&mut info).unwrap();
+    assert!(info.starts_with("INFO "), "{info:?}");
+    p.write_all(b"CONNECT {\"verbose\":false}\r\n").unwrap();
+    let mut frame = format!("PUB {subject} {size}\r\n").into_bytes();
+    frame.extend_from_slice(&vec![b'x'; size]);
+    frame.extend_from_slice(b"\r\n");
+    let burst = frame.repeat(64);
+    for _ in 0..count / 64 {
+        p.write_all(&burst).unwrap();
+    }
+}
+
+/// A subscriber on B that reads steadily but slower than a publisher on A writes: the route
+/// brings the messages faster than the subscriber takes them. It gets every message, in
+/// order, and is not cut: the route's reads are paced by it (gnatsd 1.0 blocks its route on
+/// the subscriber's write). Unpaced, B queued the backlog until the subscriber passed
+/// max_pending (three times over here) and was cut, losing the rest.
+#[test]
+fn a_slow_subscriber_behind_a_route_paces_it_and_gets_every_message() {
+    use std::io::Read;
+    const SIZE: usize = 1024;
+    const COUNT: usize = 6 * 1024;
+    let (a, b) = pair_with_max_pending(2 * 1024 * 1024);
+    let subject = unique("paced");
+    let mut sub = raw_subscriber(&b, &subject);
+    wait_path(&mut a.client(), &mut b.client());
+    let mut one = format!("MSG {subject} 1 {SIZE}\r\n").into_bytes();
+    one.extend_from_slice(&[b'x'; SIZE]);
+    one.extend_from_slice(b"\r\n");
+    let expected = one.repeat(COUNT);
+    let want = expected.len();
+    // About 8 MB/s: 16 KiB every 2 ms, until everything came or the server hung up.
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(want);
+        let mut buf = vec![0u8; 16 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < want && Instant::now() < deadline {
+            match sub.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    });
+    flood(a.client_addr(), &subject, SIZE, COUNT);
+    let got = reader.join().unwrap();
+    assert!(
+        got == expected,
+        "the slow subscriber got {} of {} bytes; it ends with {:?}\nB's log:\n{}",
+        got.len(),
+        want,
+        String::from_utf8_lossy(&got[got.len().saturating_sub(80)..]),
+        b.log()
+    );
+    assert!(!b.log().contains("Slow Consumer"), "B: {}", b.log());
+}
+
+/// A subscriber on B that reads nothing is no reason to hold the route: B's other subscriber
+/// to the same subject gets every message, and the stuck one is cut (at max_pending here;
+/// at the write deadline by gnatsd 1.0).
+#[test]
+fn a_stuck_subscriber_behind_a_route_does_not_hold_the_others() {
+    const SIZE: usize = 1024;
+    const COUNT: usize = 4 * 1024;
+    let (a, b) = pair_with_max_pending(1024 * 1024);
+    let subject = unique("stuck");
+    let stuck = raw_subscriber(&b, &subject);
+    let mut healthy = b.client();
+    healthy.sub(&subject, "7");
+    wait_path(&mut a.client(), &mut healthy);
+    let publisher = {
+        let (addr, subject) = (a.client_addr(), subject.clone());
+        std::thread::spawn(move || flood(addr, &subject, SIZE, COUNT))
+    };
+    let got = healthy.expect_msgs(COUNT);
+    publisher.join().unwrap();
+    assert!(got.iter().all(|m| m.subject == subject && m.sid == "7"));
+    healthy.expect_no_more();
+    drop(stuck);
+}

@@ -114,6 +114,9 @@ struct Slot {
     /// Parser input that followed a CONNECT waiting for its bcrypt verdict (plaintext,
     /// also for TLS), parsed before `held` once the verdict arrives.
     held_plain: Vec<u8>,
+    /// The peer closed (or reset) its side while its input was held: it is closed once the
+    /// held input is parsed, so the messages it sent before it went are all delivered.
+    peer_gone: bool,
     /// Closing: flush what is queued until this deadline, then shut the socket.
     close_deadline: Option<Instant>,
     shut: bool,
@@ -678,6 +681,7 @@ impl Reactor {
             stalled_since: None,
             held: VecDeque::new(),
             held_plain: Vec::new(),
+            peer_gone: false,
             close_deadline: None,
             shut: false,
             tls: None,
@@ -934,9 +938,15 @@ impl Reactor {
             self.stats.enobufs += u64::from(-res == libc::ENOBUFS);
             // ENOBUFS: the buffer ring ran dry; buffers are recycled this iteration, so the
             // recv is simply re-armed below. ECANCELED: cancelled to pause a publisher.
-            // Anything else (EOF, a socket error): the peer is gone.
+            // Anything else (EOF, a socket error): the peer is gone, once what it sent
+            // before is parsed (held while paused: see `after_input`).
             if !matches!(-res, libc::ENOBUFS | libc::ECANCELED) && conn.close_deadline.is_none() {
-                conn.conn.close(CloseReason::ClientClosed);
+                if conn.stalled_since.is_some() || !conn.held.is_empty() || conn.conn.auth_pending()
+                {
+                    conn.peer_gone = true;
+                } else {
+                    conn.conn.close(CloseReason::ClientClosed);
+                }
             }
         } else if let Some(bid) = bid {
             if conn.stalled_since.is_some() || !conn.held.is_empty() || conn.conn.auth_pending() {
@@ -1036,12 +1046,11 @@ impl Reactor {
             stats.in_bytes += c.stats.in_bytes - bytes_before;
         }
         recycle_input(input, bufs, held_spare);
+        // A route is paused like a publisher: a local subscriber that reads, but slower
+        // than the route brings its messages, is backed up to its stall threshold, not
+        // cut at max_pending with the rest lost (gnatsd 1.0's route blocks on that
+        // subscriber's write). One that has stopped reading is stuck and pauses nobody.
         batch.flush(&mut conn.stalled_on);
-        if conn.conn.is_route() {
-            // A route carries a whole server's traffic: a slow local subscriber never
-            // pauses its reads (the subscriber is cut at max_pending instead).
-            conn.stalled_on.clear();
-        }
         if conn.conn.auth_pending() && conn.recv_armed {
             // No reading until the verdict: what is in flight is held (bounded).
             let sqe = opcode::AsyncCancel::new(user_data(Kind::Recv, token))
@@ -1069,11 +1078,16 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
+        let resumed = conn.stalled_since.is_none() && !conn.conn.auth_pending();
+        if conn.peer_gone && resumed && conn.held.is_empty() && conn.conn.closing().is_none() {
+            // Everything it sent before it went has been parsed.
+            conn.conn.close(CloseReason::ClientClosed);
+        }
         if conn.conn.closing().is_some() {
             conn.held.clear();
             conn.held_plain.clear();
             self.start_close(token);
-        } else if !conn.recv_armed && conn.stalled_since.is_none() && !conn.conn.auth_pending() {
+        } else if !conn.recv_armed && resumed && !conn.peer_gone {
             self.arm_recv(token);
         }
     }
