@@ -74,6 +74,18 @@ fn paused_publishers_do_not_starve_a_healthy_pair_on_the_same_core() {
 /// max_pending (three times over here), cutting it off as a slow consumer.
 #[test]
 fn a_slow_subscriber_that_keeps_reading_paces_its_publisher_and_is_not_cut() {
+    slow_subscriber_paces_its_publisher(false);
+}
+
+/// As above, and the publisher closes its connection right after its last PUB, while it is
+/// paused with input held: what it sent before it went is all delivered (gnatsd reads a
+/// connection to its end too); closed at once, its held input was dropped.
+#[test]
+fn a_paused_publisher_that_closes_after_its_burst_has_every_message_delivered() {
+    slow_subscriber_paces_its_publisher(true);
+}
+
+fn slow_subscriber_paces_its_publisher(close_publisher: bool) {
     const SIZE: usize = 1024;
     const COUNT: usize = 6 * 1024;
     let srv = start_with(|o| {
@@ -118,6 +130,10 @@ fn a_slow_subscriber_that_keeps_reading_paces_its_publisher_and_is_not_cut() {
     for _ in 0..COUNT / 64 {
         publ.stream.write_all(&burst).unwrap();
     }
+    if close_publisher {
+        // FIN after the last byte (nothing unread on our side, so not a reset).
+        publ.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
     let got = reader.join().unwrap();
     assert!(
         got == expected,
@@ -126,8 +142,10 @@ fn a_slow_subscriber_that_keeps_reading_paces_its_publisher_and_is_not_cut() {
         want,
         String::from_utf8_lossy(&got[got.len().saturating_sub(80)..])
     );
-    publ.send(b"PING\r\n");
-    publ.expect(b"PONG\r\n");
+    if !close_publisher {
+        publ.send(b"PING\r\n");
+        publ.expect(b"PONG\r\n");
+    }
 }
 
 /// Publishers flood subscribers that read slower than they write, so the publishers are
