@@ -132,9 +132,10 @@ impl PubMemo {
 }
 
 /// `a == b`, with subjects up to 16 bytes compared by two overlapping word loads each
-/// rather than a `memcmp` call (this runs on every published message).
+/// rather than a `memcmp` call (this runs on every published message; also the subject
+/// compare of a run of PUBs).
 #[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
